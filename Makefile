@@ -1,0 +1,86 @@
+# proxyshim: everything builds into build/. Targets: all test check fuzz bench demo clean.
+CC      ?= cc
+CLANG   ?= clang
+PYTHON  ?= /usr/bin/python3
+BUILD   ?= build
+FUZZ_SECONDS ?= 60
+
+WARN    := -Wall -Wextra -Wshadow -Wconversion -Wmissing-prototypes
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=gnu11 $(WARN) -Iinclude -fPIC -D_GNU_SOURCE
+LDHARD  := -Wl,-z,relro,-z,now,-z,noexecstack
+
+PROTO_SRC   := $(wildcard shim/proto/*.c)
+PRELOAD_SRC := $(wildcard shim/preload/*.c)
+UNIT_SRC    := $(wildcard tests/unit/test_*.c)
+HDRS        := $(wildcard include/*.h shim/*/*.h)
+
+PROTO_OBJ   := $(PROTO_SRC:%.c=$(BUILD)/obj/%.o)
+PRELOAD_OBJ := $(PRELOAD_SRC:%.c=$(BUILD)/obj/%.o)
+UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+PROGS := $(BUILD)/libproxyshim.so $(BUILD)/proxyshim-send $(BUILD)/testserver
+
+.PHONY: all test unit e2e check fuzz bench demo clean deps
+all: $(PROGS) $(UNIT_BIN)
+
+$(BUILD)/obj/%.o: %.c $(HDRS) Makefile
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -fvisibility=hidden -c $< -o $@
+
+$(BUILD)/libproto.a: $(PROTO_OBJ)
+	@mkdir -p $(@D)
+	$(AR) rcs $@ $^
+
+$(BUILD)/libproxyshim.so: $(PRELOAD_OBJ) $(PROTO_OBJ) shim/preload/libproxyshim.map
+	$(CC) -shared -o $@ $(PRELOAD_OBJ) $(PROTO_OBJ) -Wl,--version-script=shim/preload/libproxyshim.map $(LDHARD) -ldl -lpthread
+
+$(BUILD)/proxyshim-send: shim/cli/proxyshim-send.c $(BUILD)/libproto.a $(HDRS)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libproto.a $(LDHARD)
+
+$(BUILD)/testserver: tests/e2e/testserver.c
+	$(CC) $(CFLAGS) -o $@ $< -lpthread
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libproto.a $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Ishim -o $@ $< $(BUILD)/libproto.a -lcmocka
+
+# ---- tests ----
+deps:
+	@tests/deps.sh
+
+unit: $(UNIT_BIN)
+	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+
+e2e: $(PROGS)
+	$(PYTHON) -m pytest -q tests/e2e $(PYTEST_ARGS)
+
+test: deps all
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory e2e
+
+# Sanitizer build of the unit tests (ASan + UBSan), in a tree of its own.
+check: deps
+	$(MAKE) --no-print-directory BUILD=build/san CC=$(CLANG) \
+	  CFLAGS="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
+	  unit
+
+# ---- fuzzing (libFuzzer) ----
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(PROTO_SRC) $(HDRS)
+	@mkdir -p $(@D)
+	$(CLANG) -O1 -g -std=gnu11 -D_GNU_SOURCE -Iinclude -fsanitize=fuzzer,address,undefined \
+	  -fno-sanitize-recover=all -o $@ $< $(PROTO_SRC)
+
+fuzz: $(FUZZ_BIN)
+	@tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_BIN)
+
+bench: all
+	@tests/bench/run.sh
+
+demo: all
+	@tests/demo.sh
+
+clean:
+	rm -rf $(BUILD)
