@@ -28,7 +28,8 @@
  *   --no-echo           do not echo the bytes back
  *   --io-timeout MS     SO_RCVTIMEO/SO_SNDTIMEO on accepted sockets (default 10000)
  *
- * Output (stdout, line buffered, one write per line): "listening PORT" once ready, then one JSON
+ * Output (stdout, one write per line): "listening PORT defer_accept=N" once ready (N: the
+ * listener's TCP_DEFER_ACCEPT as getsockopt() reads it after listen()), then one JSON
  * object per connection, after the client's EOF:
  *   {"n":1,"fd":5,"accept":{"family":"AF_INET","addr":"10.1.2.3","port":4000},"addrlen":16,
  *    "accept_raw":"...","peer":{...getpeername()...},"local":{...getsockname()...},
@@ -808,8 +809,12 @@ int main(int argc, char **argv)
 	getsockname(lfd, (struct sockaddr *)&bound, &blen);
 	int port = ntohs(bound.ss_family == AF_INET ? ((struct sockaddr_in *)&bound)->sin_port
 						    : ((struct sockaddr_in6 *)&bound)->sin6_port);
+	int defer = -1;
+	socklen_t dlen = sizeof defer;
+	if (getsockopt(lfd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, &dlen) < 0)
+		defer = -1;
 	char ready[64];
-	int n = snprintf(ready, sizeof ready, "listening %d\n", port);
+	int n = snprintf(ready, sizeof ready, "listening %d defer_accept=%d\n", port, defer);
 	write_all(1, ready, (size_t)n);
 
 	if (opt.mode == MODE_EPOLL) {

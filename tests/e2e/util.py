@@ -101,3 +101,159 @@ def haproxy(cfg_body, tmpdir, name="haproxy"):
                 "defaults\n    mode tcp\n    log global\n    timeout connect 2s\n"
                 "    timeout client 10s\n    timeout server 10s\n\n" + cfg_body)
     return Proc(["haproxy", "-db", "-f", cfg], log_name=name)
+
+
+# ---- PROXY headers built in Python, independent of the C code under test ----
+import ipaddress  # noqa: E402
+import json  # noqa: E402
+import struct  # noqa: E402
+
+V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def crc32c(data, crc=0):
+    """CRC32C (Castagnoli), bit by bit: slow but obviously right."""
+    crc ^= 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+def v1_header(src, dst):
+    """'PROXY TCP4|TCP6 ...\\r\\n' for (ip, port) pairs; src None gives 'PROXY UNKNOWN\\r\\n'."""
+    if src is None:
+        return b"PROXY UNKNOWN\r\n"
+    proto = "TCP6" if ":" in src[0] else "TCP4"
+    return ("PROXY %s %s %s %d %d\r\n" % (proto, src[0], dst[0], src[1], dst[1])).encode()
+
+
+def v2_header(src=None, dst=None, command=1, tlvs=(), crc=False, fam=None, addr_block=None):
+    """A v2 header. src/dst (ip, port) of one family give PROXY over TCP; command 0 is LOCAL.
+    fam overrides byte 14 and addr_block the address bytes (for UDP/UNIX/UNSPEC cases).
+    tlvs: (type, bytes) pairs; crc appends a CRC32C TLV and fills it in."""
+    if addr_block is None:
+        if src is None:
+            addr_block, f = b"", 0x00
+        elif ":" in src[0]:
+            addr_block = (ipaddress.IPv6Address(src[0]).packed + ipaddress.IPv6Address(dst[0]).packed
+                          + struct.pack("!HH", src[1], dst[1]))
+            f = 0x21
+        else:
+            addr_block = (ipaddress.IPv4Address(src[0]).packed + ipaddress.IPv4Address(dst[0]).packed
+                          + struct.pack("!HH", src[1], dst[1]))
+            f = 0x11
+    else:
+        f = 0x00
+    if fam is not None:
+        f = fam
+    tlv = b"".join(struct.pack("!BH", t, len(v)) + v for t, v in tlvs)
+    if crc:
+        tlv += struct.pack("!BH", 0x03, 4) + b"\0\0\0\0"
+    body = addr_block + tlv
+    hdr = V2_SIG + bytes([0x20 | command, f]) + struct.pack("!H", len(body)) + body
+    if crc:
+        hdr = hdr[:-4] + struct.pack("!I", crc32c(hdr))
+    return hdr
+
+
+# ---- the C test server (tests/e2e/testserver.c) and plain clients ----
+
+def start_testserver(*args, env=None, listen="127.0.0.1:0", log_name="testserver", timeout=5.0):
+    """Starts build/testserver (args as its options) and returns (Proc, port) once it listens."""
+    p = Proc([TESTSERVER, "--listen", listen] + [str(a) for a in args], env=env, log_name=log_name)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in p.output().splitlines():
+            if line.startswith("listening "):
+                return p, int(line.split()[1])
+        if p.poll() is not None:
+            raise RuntimeError("testserver exited %s:\n%s" % (p.returncode, p.output()))
+        time.sleep(0.01)
+    p.stop()
+    raise TimeoutError("testserver did not start:\n" + p.output())
+
+
+def conn_lines(proc):
+    """The JSON lines a testserver printed, one per connection it served."""
+    out = []
+    for line in proc.output().splitlines():
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass  # a line still being written
+    return out
+
+
+def wait_conns(proc, n, timeout=5.0):
+    """Waits until the testserver has reported at least n connections; returns them all."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = conn_lines(proc)
+        if len(got) >= n:
+            return got
+        if proc.poll() is not None:
+            break
+        time.sleep(0.01)
+    raise TimeoutError("%d connection lines expected:\n%s" % (n, proc.output()))
+
+
+def connect(port, host="127.0.0.1", source=None, timeout=5.0):
+    """A TCP connection to host:port, bound to source (an IP) when given."""
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    if source is not None:
+        s.bind((source, 0))
+    s.connect((host, port))
+    return s
+
+
+def recv_all(s):
+    """Reads until EOF; a reset counts as EOF (what a dropped connection looks like)."""
+    chunks = []
+    while True:
+        try:
+            b = s.recv(65536)
+        except ConnectionResetError:
+            break
+        if not b:
+            break
+        chunks.append(b)
+    return b"".join(chunks)
+
+
+def exchange(port, data, host="127.0.0.1", source=None, timeout=5.0, pieces=None, delay=0.0):
+    """Connects, sends data (in pieces of the given sizes, with delay between them), half-closes,
+    and returns (bytes received until EOF, the client's own (ip, port)). Sending runs in a thread
+    so a server that echoes never deadlocks against a large payload."""
+    import threading
+    s = connect(port, host, source, timeout)
+    try:
+        me = s.getsockname()[:2]
+
+        def send():
+            try:
+                if pieces is None:
+                    s.sendall(data)
+                else:
+                    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    off = 0
+                    for n in pieces:
+                        s.sendall(data[off:off + n])
+                        off += n
+                        if delay:
+                            time.sleep(delay)
+                    s.sendall(data[off:])
+                s.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass  # the server dropped the connection: recv_all sees it
+        t = threading.Thread(target=send, daemon=True)
+        t.start()
+        got = recv_all(s)
+        t.join(timeout)
+        return got, me
+    finally:
+        s.close()
