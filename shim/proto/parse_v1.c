@@ -1,0 +1,396 @@
+/* PROXY protocol v1: one text line, read left to right, deciding each rule at the first byte
+ * that breaks it, so every prefix of a line gets the answer the whole line would get. */
+#include <netinet/in.h>
+
+#include "pp_internal.h"
+
+/* Internal status of the field readers: 0 ok, > 0 an enum pp_error, NEED when the bytes
+ * present ran out first. */
+#define NEED (-1)
+
+struct v1_addrs {
+	uint8_t src[16], dst[16];
+	unsigned sport, dport;
+};
+
+/* The error for an unexpected byte: NUL and line ends have their own codes. */
+static int bad(uint8_t c, enum pp_error field)
+{
+	if (c == 0)
+		return PP_E_V1_NUL;
+	if (c == '\r' || c == '\n')
+		return PP_E_V1_CRLF;
+	return (int)field;
+}
+
+static int hexval(uint8_t c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	c |= 0x20;
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* Decimal with no leading zeros and a maximum: IPv4 octets and ports. */
+static int dec(const uint8_t **pp, const uint8_t *end, unsigned max, unsigned *v, enum pp_error err)
+{
+	const uint8_t *p = *pp;
+	unsigned val, d;
+
+	if (p == end)
+		return NEED;
+	d = (unsigned)*p - '0';
+	if (d > 9)
+		return bad(*p, err);
+	val = d;
+	for (p++;; p++) {
+		if (p == end)
+			return NEED;
+		d = (unsigned)*p - '0';
+		if (d > 9)
+			break;
+		if (val == 0) /* a leading zero */
+			return (int)err;
+		val = val * 10 + d;
+		if (val > max)
+			return (int)err;
+	}
+	*v = val;
+	*pp = p;
+	return 0;
+}
+
+/* `n` more dotted octets, each preceded by a dot, into out. */
+static int octets(const uint8_t **pp, const uint8_t *end, uint8_t *out, int n, enum pp_error err)
+{
+	for (int i = 0; i < n; i++) {
+		unsigned v;
+		int r;
+
+		if (*pp == end)
+			return NEED;
+		if (**pp != '.')
+			return bad(**pp, err);
+		(*pp)++;
+		if ((r = dec(pp, end, 255, &v, err)) != 0)
+			return r;
+		out[i] = (uint8_t)v;
+	}
+	return 0;
+}
+
+static int ipv4(const uint8_t **pp, const uint8_t *end, uint8_t out[4], enum pp_error err)
+{
+	unsigned v;
+	int r;
+
+	if ((r = dec(pp, end, 255, &v, err)) != 0)
+		return r;
+	out[0] = (uint8_t)v;
+	return octets(pp, end, out + 1, 3, err);
+}
+
+/* IPv6 text as inet_pton takes it: 1-4 hex digits per group, at most one "::" standing for
+ * at least one group, an optional dotted-quad tail in place of the last two groups, exactly
+ * 128 bits. No zone id, no brackets. Stops at the first byte that cannot continue it. */
+static int ipv6(const uint8_t **pp, const uint8_t *end, uint8_t out[16], enum pp_error err)
+{
+	const uint8_t *p = *pp;
+	uint16_t w[8];
+	unsigned nw = 0, lim = 8;
+	int dc = -1; /* index in w where "::" stands */
+
+	if (p == end)
+		return NEED;
+	if (*p == ':') {
+		if (++p == end)
+			return NEED;
+		if (*p != ':')
+			return bad(*p, err);
+		dc = 0;
+		lim = 7;
+		if (++p == end)
+			return NEED;
+		if (hexval(*p) < 0) {
+			if (*p == ':' || *p == '.')
+				return (int)err;
+			goto done;
+		}
+	}
+	for (;;) {
+		unsigned v = 0, d10 = 0, nd = 0, decimal = 1;
+		uint8_t first;
+		int h;
+
+		if (p == end)
+			return NEED;
+		first = *p;
+		if (hexval(first) < 0)
+			return bad(first, err);
+		for (;;) {
+			if (p == end)
+				return NEED;
+			if ((h = hexval(*p)) < 0)
+				break;
+			if (++nd > 4)
+				return (int)err;
+			v = v << 4 | (unsigned)h;
+			if (h > 9)
+				decimal = 0;
+			d10 = d10 * 10 + (unsigned)h;
+			p++;
+		}
+		if (*p == '.') {
+			/* A dotted tail: the group read so far was its first octet. It fills the
+			 * last two groups, exactly 6 before it without "::", at most 5 with. */
+			uint8_t q[3];
+			int r;
+
+			if (!decimal || nd > 3 || (nd > 1 && first == '0') || d10 > 255)
+				return (int)err;
+			if (dc < 0 ? nw != 6 : nw > 5)
+				return (int)err;
+			if ((r = octets(&p, end, q, 3, err)) != 0)
+				return r;
+			w[nw++] = (uint16_t)(d10 << 8 | q[0]);
+			w[nw++] = (uint16_t)(q[1] << 8 | q[2]);
+			break;
+		}
+		if (nw >= lim)
+			return (int)err;
+		w[nw++] = (uint16_t)v;
+		if (*p != ':')
+			break;
+		if (++p == end)
+			return NEED;
+		if (*p == ':') {
+			if (dc >= 0 || nw > 7)
+				return (int)err;
+			dc = (int)nw;
+			lim = 7;
+			if (++p == end)
+				return NEED;
+			if (hexval(*p) < 0) {
+				if (*p == ':' || *p == '.')
+					return (int)err;
+				break;
+			}
+		}
+	}
+done:
+	if (dc < 0 && nw != 8)
+		return bad(*p, err);
+	{
+		uint16_t full[8] = {0};
+		unsigned head = dc < 0 ? nw : (unsigned)dc;
+
+		for (unsigned i = 0; i < head; i++)
+			full[i] = w[i];
+		for (unsigned i = head; i < nw; i++)
+			full[8 - (nw - i)] = w[i];
+		for (unsigned i = 0; i < 8; i++) {
+			out[2 * i] = (uint8_t)(full[i] >> 8);
+			out[2 * i + 1] = (uint8_t)full[i];
+		}
+	}
+	*pp = p;
+	return 0;
+}
+
+/* One separator: exactly one space, and the next field must not start with another. */
+static int sep(const uint8_t **pp, const uint8_t *end, enum pp_error field)
+{
+	const uint8_t *p = *pp;
+
+	if (p == end)
+		return NEED;
+	if (*p != ' ')
+		return bad(*p, field);
+	if (++p == end)
+		return NEED;
+	if (*p == ' ')
+		return PP_E_V1_SYNTAX;
+	*pp = p;
+	return 0;
+}
+
+static int crlf(const uint8_t **pp, const uint8_t *end)
+{
+	const uint8_t *p = *pp;
+
+	if (p == end)
+		return NEED;
+	if (*p != '\r')
+		return bad(*p, PP_E_V1_CRLF);
+	if (++p == end)
+		return NEED;
+	if (*p != '\n')
+		return bad(*p, PP_E_V1_CRLF);
+	*pp = p + 1;
+	return 0;
+}
+
+/* "PROXY UNKNOWN" then CRLF, or a space and anything but NUL, CR and LF up to CRLF. */
+static int unknown_rest(const uint8_t **pp, const uint8_t *end)
+{
+	const uint8_t *p = *pp;
+
+	if (p == end)
+		return NEED;
+	if (*p == ' ') {
+		for (p++;; p++) {
+			if (p == end)
+				return NEED;
+			if (*p == '\r' || *p == '\n' || *p == 0)
+				break;
+		}
+	} else if (*p != '\r') {
+		return bad(*p, PP_E_V1_PROTO);
+	}
+	*pp = p;
+	return crlf(pp, end);
+}
+
+/* Matches the literal `lit` byte by byte; a mismatch is error `err`. */
+static int literal(const uint8_t **pp, const uint8_t *end, const char *lit, enum pp_error err)
+{
+	const uint8_t *p = *pp;
+
+	for (; *lit; lit++, p++) {
+		if (p == end)
+			return NEED;
+		if (*p != (uint8_t)*lit)
+			return bad(*p, err);
+	}
+	*pp = p;
+	return 0;
+}
+
+static void put_addr(struct sockaddr_storage *ss, int fam, const uint8_t *a, unsigned port)
+{
+	if (fam == PP_FAM_INET) {
+		struct sockaddr_in sin;
+
+		memset(&sin, 0, sizeof(sin));
+		sin.sin_family = AF_INET;
+		memcpy(&sin.sin_addr, a, 4);
+		sin.sin_port = htons((uint16_t)port);
+		memcpy(ss, &sin, sizeof(sin));
+	} else {
+		struct sockaddr_in6 sin6;
+
+		memset(&sin6, 0, sizeof(sin6));
+		sin6.sin6_family = AF_INET6;
+		memcpy(&sin6.sin6_addr, a, 16);
+		sin6.sin6_port = htons((uint16_t)port);
+		memcpy(ss, &sin6, sizeof(sin6));
+	}
+}
+
+/* Everything after "PROXY ". Returns 0 with *fam set, an error, or NEED. */
+static int body(const uint8_t **pp, const uint8_t *end, int *fam, struct v1_addrs *a)
+{
+	int r;
+
+	if (*pp == end)
+		return NEED;
+	switch (**pp) {
+	case 'U':
+		if ((r = literal(pp, end, "UNKNOWN", PP_E_V1_PROTO)) != 0)
+			return r;
+		*fam = PP_FAM_UNSPEC;
+		return unknown_rest(pp, end);
+	case 'T':
+		if ((r = literal(pp, end, "TCP", PP_E_V1_PROTO)) != 0)
+			return r;
+		if (*pp == end)
+			return NEED;
+		if (**pp == '4')
+			*fam = PP_FAM_INET;
+		else if (**pp == '6')
+			*fam = PP_FAM_INET6;
+		else
+			return bad(**pp, PP_E_V1_PROTO);
+		(*pp)++;
+		break;
+	case ' ':
+		return PP_E_V1_SYNTAX;
+	default:
+		return bad(**pp, PP_E_V1_PROTO);
+	}
+
+	if ((r = sep(pp, end, PP_E_V1_PROTO)) != 0)
+		return r;
+	if (*fam == PP_FAM_INET) {
+		if ((r = ipv4(pp, end, a->src, PP_E_V1_SRC_ADDR)) != 0 ||
+		    (r = sep(pp, end, PP_E_V1_SRC_ADDR)) != 0 ||
+		    (r = ipv4(pp, end, a->dst, PP_E_V1_DST_ADDR)) != 0)
+			return r;
+	} else {
+		if ((r = ipv6(pp, end, a->src, PP_E_V1_SRC_ADDR)) != 0 ||
+		    (r = sep(pp, end, PP_E_V1_SRC_ADDR)) != 0 ||
+		    (r = ipv6(pp, end, a->dst, PP_E_V1_DST_ADDR)) != 0)
+			return r;
+	}
+	if ((r = sep(pp, end, PP_E_V1_DST_ADDR)) != 0 ||
+	    (r = dec(pp, end, 65535, &a->sport, PP_E_V1_SRC_PORT)) != 0 ||
+	    (r = sep(pp, end, PP_E_V1_SRC_PORT)) != 0 ||
+	    (r = dec(pp, end, 65535, &a->dport, PP_E_V1_DST_PORT)) != 0)
+		return r;
+	return crlf(pp, end);
+}
+
+int pp_parse_v1(const uint8_t *b, size_t len, unsigned versions, struct pp_header *out)
+{
+	/* Reading stops at 107 bytes: needing byte 108 means the line has no CRLF in time. */
+	const uint8_t *end = b + (len < PP1_MAX_LEN ? len : PP1_MAX_LEN);
+	const uint8_t *p = b;
+	struct v1_addrs a;
+	int fam = PP_FAM_UNSPEC, r;
+
+	/* Any mismatch inside "PROXY" means this cannot be a PROXY header at all. */
+	for (const char *lit = "PROXY"; *lit; lit++, p++) {
+		if (p == end)
+			return PP_INCOMPLETE;
+		if (*p != (uint8_t)*lit)
+			return PP_NOT_PROXY;
+	}
+	if (p == end)
+		return PP_INCOMPLETE;
+	if (*p != ' ')
+		return pp_fail(out, (enum pp_error)bad(*p, PP_E_V1_SYNTAX));
+	p++;
+	if (!(versions & PP_V1))
+		return pp_fail(out, PP_E_VERSION_NOT_ALLOWED);
+
+	r = body(&p, end, &fam, &a);
+	if (r == NEED)
+		return len >= PP1_MAX_LEN ? pp_fail(out, PP_E_V1_TOO_LONG) : PP_INCOMPLETE;
+	if (r != 0)
+		return pp_fail(out, (enum pp_error)r);
+
+	out->len = (uint32_t)(p - b);
+	out->version = 1;
+	out->crc_verified = 0;
+	out->unix_src = NULL;
+	out->unix_dst = NULL;
+	out->unix_src_len = 0;
+	out->unix_dst_len = 0;
+	out->tlv = NULL;
+	out->tlv_len = 0;
+	out->family = (uint8_t)fam;
+	if (fam == PP_FAM_UNSPEC) {
+		out->command = PP_CMD_V1_UNKNOWN;
+		out->transport = PP_TRANS_UNSPEC;
+		out->src.ss_family = AF_UNSPEC;
+		out->dst.ss_family = AF_UNSPEC;
+	} else {
+		out->command = PP_CMD_PROXY;
+		out->transport = PP_TRANS_STREAM;
+		put_addr(&out->src, fam, a.src, a.sport);
+		put_addr(&out->dst, fam, a.dst, a.dport);
+	}
+	return (int)out->len;
+}

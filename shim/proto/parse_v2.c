@@ -1,0 +1,215 @@
+/* PROXY protocol v2: the 16-byte fixed part, the address block and the TLV area,
+ * with this project's receiver policy (PROXY-SPEC.md section 2). */
+#include <netinet/in.h>
+
+#include "pp_internal.h"
+
+static const uint8_t pp2_sig[PP2_SIGNATURE_LEN] = PP2_SIGNATURE;
+/* Address block size by family nibble (UNSPEC, INET, INET6, UNIX). */
+static const uint16_t pp2_addr_len[4] = {0, PP2_ADDR_LEN_INET, PP2_ADDR_LEN_INET6, PP2_ADDR_LEN_UNIX};
+
+/* Bytes 13 and 14. Returns PP_E_OK or the broken rule. */
+static enum pp_error check_ver_cmd(uint8_t vc)
+{
+	if ((vc & 0xF0) != PP2_VERSION)
+		return PP_E_V2_VERSION;
+	if ((vc & 0x0F) > PP2_CMD_PROXY)
+		return PP_E_V2_COMMAND;
+	return PP_E_OK;
+}
+
+static enum pp_error check_fam(uint8_t ft)
+{
+	if ((ft >> 4) > 3)
+		return PP_E_V2_FAMILY;
+	if ((ft & 0x0F) > PP2_TRANS_DGRAM)
+		return PP_E_V2_TRANSPORT;
+	return PP_E_OK;
+}
+
+/* Fewer than 16 bytes: decide whatever the bytes present already decide, in the same order
+ * as the full check below, so a prefix never contradicts the complete header. */
+static int parse_prefix(const uint8_t *b, size_t len, unsigned versions, struct pp_header *out)
+{
+	size_t n = len < PP2_SIGNATURE_LEN ? len : PP2_SIGNATURE_LEN;
+	enum pp_error e;
+
+	for (size_t i = 0; i < n; i++)
+		if (b[i] != pp2_sig[i])
+			return PP_NOT_PROXY;
+	if (len < PP2_SIGNATURE_LEN)
+		return PP_INCOMPLETE;
+	if (!(versions & PP_V2))
+		return pp_fail(out, PP_E_VERSION_NOT_ALLOWED);
+	if (len > 12 && (e = check_ver_cmd(b[12])) != PP_E_OK)
+		return pp_fail(out, e);
+	if (len > 13 && (e = check_fam(b[13])) != PP_E_OK)
+		return pp_fail(out, e);
+	return PP_INCOMPLETE;
+}
+
+/* Walks the TLV area [off, end). Records where the CRC32C value is (0 if none). */
+static enum pp_error check_tlvs(const uint8_t *b, size_t off, size_t end, size_t *crc_at)
+{
+	*crc_at = 0;
+	while (off < end) {
+		size_t n;
+		uint8_t type;
+
+		if (end - off < 3)
+			return PP_E_V2_TLV;
+		type = b[off];
+		n = pp_be16(b + off + 1);
+		if (end - off - 3 < n)
+			return PP_E_V2_TLV;
+		if (type == PP2_TYPE_CRC32C) {
+			if (n != 4)
+				return PP_E_V2_CRC_LEN;
+			/* Two checksums cannot both be "the" zeroed field: refuse to pick one. */
+			if (*crc_at)
+				return PP_E_V2_CRC;
+			*crc_at = off + 3;
+		} else if (type == PP2_TYPE_UNIQUE_ID && n > PP2_UNIQUE_ID_MAX) {
+			return PP_E_V2_UNIQUE_ID;
+		}
+		off += 3 + n;
+	}
+	return PP_E_OK;
+}
+
+/* CRC32C over the whole header with the 4 value bytes at `at` taken as zero, in three
+ * pieces so the caller's buffer is neither copied nor written. */
+static int crc_matches(const uint8_t *b, size_t total, size_t at)
+{
+	static const uint8_t zero[4];
+	uint32_t c;
+
+	c = pp_crc32c(0, b, at);
+	c = pp_crc32c(c, zero, sizeof(zero));
+	c = pp_crc32c(c, b + at + 4, total - at - 4);
+	return c == pp_be32(b + at);
+}
+
+static void put_in(struct sockaddr_storage *ss, const uint8_t *addr, const uint8_t *port)
+{
+	struct sockaddr_in sin;
+
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	memcpy(&sin.sin_addr, addr, 4);
+	memcpy(&sin.sin_port, port, 2);
+	memcpy(ss, &sin, sizeof(sin));
+}
+
+static void put_in6(struct sockaddr_storage *ss, const uint8_t *addr, const uint8_t *port)
+{
+	struct sockaddr_in6 sin6;
+
+	memset(&sin6, 0, sizeof(sin6));
+	sin6.sin6_family = AF_INET6;
+	memcpy(&sin6.sin6_addr, addr, 16);
+	memcpy(&sin6.sin6_port, port, 2);
+	memcpy(ss, &sin6, sizeof(sin6));
+}
+
+/* A UNIX path field without its trailing NUL padding (a leading NUL, as in Linux abstract
+ * names, is kept). */
+static uint8_t unix_path_len(const uint8_t *p)
+{
+	size_t n = PP2_UNIX_PATH_LEN;
+
+	while (n && p[n - 1] == 0)
+		n--;
+	return (uint8_t)n;
+}
+
+int pp_parse_v2(const uint8_t *b, size_t len, unsigned versions, struct pp_header *out)
+{
+	uint64_t w8, s8;
+	uint32_t w4, s4;
+	uint8_t cmd, fam;
+	size_t total, alen, tlv_off, crc_at;
+	enum pp_error e;
+
+	if (len < PP2_HEADER_LEN)
+		return parse_prefix(b, len, versions, out);
+
+	memcpy(&w8, b, 8);
+	memcpy(&s8, pp2_sig, 8);
+	memcpy(&w4, b + 8, 4);
+	memcpy(&s4, pp2_sig + 8, 4);
+	if ((w8 ^ s8) | (w4 ^ s4))
+		return PP_NOT_PROXY;
+	if (!(versions & PP_V2))
+		return pp_fail(out, PP_E_VERSION_NOT_ALLOWED);
+	if ((e = check_ver_cmd(b[12])) != PP_E_OK || (e = check_fam(b[13])) != PP_E_OK)
+		return pp_fail(out, e);
+
+	cmd = b[12] & 0x0F;
+	fam = b[13] >> 4;
+	alen = pp2_addr_len[fam];
+	total = PP2_HEADER_LEN + (size_t)pp_be16(b + 14);
+	if (cmd == PP2_CMD_PROXY && total < PP2_HEADER_LEN + alen)
+		return pp_fail(out, PP_E_V2_SHORT_ADDR);
+	if (len < total)
+		return PP_INCOMPLETE;
+
+	out->len = (uint32_t)total;
+	out->version = 2;
+	out->command = cmd;
+	out->family = fam;
+	out->transport = b[13] & 0x0F;
+	out->crc_verified = 0;
+	out->src.ss_family = AF_UNSPEC;
+	out->dst.ss_family = AF_UNSPEC;
+	out->unix_src = NULL;
+	out->unix_dst = NULL;
+	out->unix_src_len = 0;
+	out->unix_dst_len = 0;
+	out->tlv = NULL;
+	out->tlv_len = 0;
+
+	/* LOCAL with a block too short for its family: the block is opaque, no TLVs. */
+	if (total < PP2_HEADER_LEN + alen)
+		return (int)total;
+	tlv_off = PP2_HEADER_LEN + alen;
+
+	e = check_tlvs(b, tlv_off, total, &crc_at);
+	if (e != PP_E_OK) {
+		if (cmd == PP2_CMD_PROXY)
+			return pp_fail(out, e);
+		/* LOCAL: TLVs that do not parse are not reported, and the header stands. */
+		return (int)total;
+	}
+	if (crc_at) {
+		if (!crc_matches(b, total, crc_at))
+			return pp_fail(out, PP_E_V2_CRC);
+		out->crc_verified = 1;
+	}
+	if (total > tlv_off) {
+		out->tlv = b + tlv_off;
+		out->tlv_len = (uint16_t)(total - tlv_off);
+	}
+
+	if (cmd != PP2_CMD_PROXY)
+		return (int)total;
+	switch (fam) {
+	case PP_FAM_INET:
+		put_in(&out->src, b + 16, b + 24);
+		put_in(&out->dst, b + 20, b + 26);
+		break;
+	case PP_FAM_INET6:
+		put_in6(&out->src, b + 16, b + 48);
+		put_in6(&out->dst, b + 32, b + 50);
+		break;
+	case PP_FAM_UNIX:
+		out->unix_src = (const char *)b + 16;
+		out->unix_dst = (const char *)b + 16 + PP2_UNIX_PATH_LEN;
+		out->unix_src_len = unix_path_len(b + 16);
+		out->unix_dst_len = unix_path_len(b + 16 + PP2_UNIX_PATH_LEN);
+		break;
+	default:
+		break;
+	}
+	return (int)total;
+}
