@@ -1,0 +1,110 @@
+/* Per-fd state with no fixed limit on fd numbers: a directory of pages, each page mapped on
+ * first use and never freed, so lookups need no lock and a forked child inherits it as is. */
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "shim.h"
+
+#define PAGE_BITS 14 /* 16384 entries a page */
+#define PAGE_FDS (1u << PAGE_BITS)
+#define DIR_SIZE (1u << 17) /* 2^31 fds in all: the kernel's own ceiling */
+
+static struct shim_fd *_Atomic g_dir[DIR_SIZE];
+static _Atomic unsigned g_dir_hi; /* one past the highest directory slot ever mapped */
+
+struct shim_fd *shim_fd_peek(int fd)
+{
+	unsigned u = (unsigned)fd;
+	struct shim_fd *page;
+	if (SHIM_UNLIKELY(fd < 0))
+		return NULL;
+	page = atomic_load_explicit(&g_dir[u >> PAGE_BITS], memory_order_acquire);
+	return page ? &page[u & (PAGE_FDS - 1)] : NULL;
+}
+
+struct shim_fd *shim_fd_get(int fd)
+{
+	unsigned u = (unsigned)fd, slot;
+	struct shim_fd *page, *expected = NULL;
+	if (fd < 0)
+		return NULL;
+	slot = u >> PAGE_BITS;
+	page = atomic_load_explicit(&g_dir[slot], memory_order_acquire);
+	if (SHIM_LIKELY(page != NULL))
+		return &page[u & (PAGE_FDS - 1)];
+	/* Anonymous pages stay untouched (no RSS) until an entry in them is written. */
+	int saved = errno;
+	page = mmap(NULL, PAGE_FDS * sizeof(struct shim_fd), PROT_READ | PROT_WRITE,
+		    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	errno = saved;
+	if (page == MAP_FAILED)
+		return NULL;
+	if (!atomic_compare_exchange_strong(&g_dir[slot], &expected, page)) {
+		munmap(page, PAGE_FDS * sizeof(struct shim_fd));
+		page = expected;
+	}
+	unsigned hi = atomic_load(&g_dir_hi);
+	while (hi < slot + 1 && !atomic_compare_exchange_weak(&g_dir_hi, &hi, slot + 1))
+		;
+	return &page[u & (PAGE_FDS - 1)];
+}
+
+static void entry_clear(struct shim_fd *e)
+{
+	if (atomic_load_explicit(&e->kind, memory_order_relaxed) == SHIM_FD_NONE)
+		return;
+	atomic_store_explicit(&e->kind, SHIM_FD_NONE, memory_order_release);
+	/* ext is reserved for state that later parts hang on an entry; nothing owns one yet. */
+	e->ext = NULL;
+}
+
+void shim_fd_clear(int fd)
+{
+	struct shim_fd *e = shim_fd_peek(fd);
+	if (e)
+		entry_clear(e);
+}
+
+void shim_fd_clear_range(unsigned first, unsigned last)
+{
+	unsigned hi = atomic_load(&g_dir_hi);
+	unsigned long end = (unsigned long)hi << PAGE_BITS; /* one past the last fd with a page */
+	if (first >= end)
+		return;
+	if (last >= end)
+		last = (unsigned)(end - 1);
+	for (unsigned fd = first;; fd++) {
+		struct shim_fd *page = atomic_load_explicit(&g_dir[fd >> PAGE_BITS], memory_order_acquire);
+		if (!page) {
+			/* Skip the whole missing page. */
+			fd |= PAGE_FDS - 1;
+		} else {
+			entry_clear(&page[fd & (PAGE_FDS - 1)]);
+		}
+		if (fd >= last)
+			break;
+	}
+}
+
+void shim_fd_copy(int oldfd, int newfd)
+{
+	struct shim_fd *src = shim_fd_peek(oldfd), *dst;
+	unsigned kind = src ? atomic_load_explicit(&src->kind, memory_order_acquire) : SHIM_FD_NONE;
+
+	if (kind == SHIM_FD_NONE) {
+		shim_fd_clear(newfd);
+		return;
+	}
+	dst = shim_fd_get(newfd);
+	if (!dst)
+		return;
+	entry_clear(dst);
+	dst->flags = src->flags;
+	dst->version = src->version;
+	dst->command = src->command;
+	dst->real_hash = src->real_hash;
+	dst->peer = src->peer;
+	dst->local = src->local;
+	atomic_store_explicit(&dst->kind, (uint8_t)kind, memory_order_release);
+}

@@ -1,0 +1,28 @@
+/* getpeername(): the header's source on a rewritten connection, with libc's truncation. */
+#include <errno.h>
+
+#include "shim.h"
+
+SHIM_EXPORT int getpeername(int fd, struct sockaddr *addr, socklen_t *addrlen)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	struct shim_fd *e;
+
+	SHIM_NEED(getpeername);
+	e = shim_fd_peek(fd);
+	if (SHIM_LIKELY(!e || atomic_load_explicit(&e->kind, memory_order_acquire) != SHIM_FD_CONN) ||
+	    !addr || !addrlen || (int)*addrlen < 0)
+		return real_getpeername(fd, addr, addrlen);
+	/* The kernel still answers first: its errors are the program's, and its answer shows
+	 * whether this fd is still the connection the entry was made for. */
+	if (real_getpeername(fd, (struct sockaddr *)&ss, &sl) < 0)
+		return -1;
+	if (shim_sa_hash((const struct sockaddr *)&ss) != e->real_hash) {
+		shim_fd_clear(fd);
+		shim_sa_to_user(&ss, sl, addr, addrlen);
+		return 0;
+	}
+	shim_addr_to_user(&e->peer, addr, addrlen);
+	return 0;
+}

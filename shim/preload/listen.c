@@ -1,0 +1,99 @@
+/* listen(), and how the shim decides which listening sockets it covers: TCP over IPv4 or
+ * IPv6 on a covered port. Sockets inherited already listening are classified on first accept. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+
+#include "shim.h"
+
+static _Atomic bool g_said_inactive;
+
+static struct shim_fd *classify(int fd, const struct shim_config *c)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	int proto = 0, acc = 0;
+	socklen_t il = sizeof(int);
+	struct shim_fd *e;
+	uint16_t port;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &il) < 0 || !acc)
+		return NULL; /* not (yet) listening: let the kernel answer the program */
+	il = sizeof(int);
+	if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &il) < 0)
+		return NULL;
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
+		return NULL;
+	e = shim_fd_get(fd);
+	if (!e)
+		return NULL;
+	e->flags = 0;
+	memset(&e->local, 0, sizeof(e->local));
+	if (proto == IPPROTO_TCP && (ss.ss_family == AF_INET || ss.ss_family == AF_INET6)) {
+		shim_addr_from_sa(&e->local, (const struct sockaddr *)&ss);
+		port = ntohs(e->local.port);
+		if (shim_port_covered(c, port))
+			e->flags = SHIM_L_COVERED;
+	}
+	atomic_store_explicit(&e->kind, SHIM_FD_LISTENER, memory_order_release);
+	return e;
+}
+
+struct shim_fd *shim_listener(int fd)
+{
+	const struct shim_config *c = shim_config();
+	struct shim_fd *e;
+	unsigned kind;
+	int saved;
+
+	if (!c->active)
+		return NULL;
+	e = shim_fd_peek(fd);
+	kind = e ? atomic_load_explicit(&e->kind, memory_order_acquire) : SHIM_FD_NONE;
+	if (SHIM_LIKELY(kind == SHIM_FD_LISTENER))
+		return (e->flags & SHIM_L_COVERED) ? e : NULL;
+	if (kind != SHIM_FD_NONE)
+		return NULL;
+	saved = errno;
+	e = classify(fd, c);
+	errno = saved;
+	return (e && (e->flags & SHIM_L_COVERED)) ? e : NULL;
+}
+
+static void on_listen(int fd)
+{
+	const struct shim_config *c = shim_config();
+	struct shim_fd *e;
+
+	if (!c->active) {
+		bool no = false;
+		if (c->inactive_reason && atomic_compare_exchange_strong(&g_said_inactive, &no, true))
+			shim_log(SHIM_LOG_WARN, "event=inactive reason=\"%s\"", c->inactive_reason);
+		return;
+	}
+	shim_fd_clear(fd); /* listen() again, or a number reused behind our back */
+	e = classify(fd, c);
+	if (!e || !(e->flags & SHIM_L_COVERED))
+		return;
+	if (c->defer_accept) {
+		/* The kernel holds a connection back until its first bytes arrive, so accept()
+		 * nearly always finds the header already there. */
+		int secs = (int)((c->timeout_ms + 999) / 1000);
+		setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof(secs));
+	}
+	shim_log(SHIM_LOG_INFO, "event=listen port=%u", ntohs(e->local.port));
+}
+
+SHIM_EXPORT int listen(int fd, int backlog)
+{
+	int r, saved;
+	SHIM_NEED(listen);
+	r = real_listen(fd, backlog);
+	if (r == 0) {
+		saved = errno;
+		on_listen(fd);
+		errno = saved;
+	}
+	return r;
+}

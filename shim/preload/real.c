@@ -1,0 +1,53 @@
+/* The libc functions behind the hooks, looked up with dlsym(RTLD_NEXT). Hooks can run before
+ * the shim's constructor (other libraries' constructors call close()), so lookup is lazy. */
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "shim.h"
+
+#define SHIM_REAL_DEF(ret, name, args) ret(*real_##name) args;
+SHIM_REAL_LIST(SHIM_REAL_DEF)
+#undef SHIM_REAL_DEF
+
+/* The shim's own exported hooks, to refuse a lookup that would loop back into them. */
+#define SHIM_HOOK_DECL(ret, name, args) extern ret name args;
+SHIM_REAL_LIST(SHIM_HOOK_DECL)
+#undef SHIM_HOOK_DECL
+
+static void die(const char *what)
+{
+	static const char pre[] = "proxyshim: level=error event=fatal reason=dlsym symbol=";
+	ssize_t r = write(2, pre, sizeof(pre) - 1);
+	r = write(2, what, strlen(what));
+	r = write(2, "\n", 1);
+	(void)r;
+	abort();
+}
+
+void *shim_dlsym(const char *name, const void *own_hook)
+{
+	void *p = dlsym(RTLD_NEXT, name);
+	if (p == own_hook)
+		die(name);
+	return p;
+}
+
+void shim_resolve(void)
+{
+	void *p;
+#define SHIM_REAL_RESOLVE(ret, name, args)                                               \
+	if (__atomic_load_n(&real_##name, __ATOMIC_RELAXED) == NULL) {                   \
+		p = shim_dlsym(#name, (const void *)name);                               \
+		__atomic_store_n((void **)&real_##name, p, __ATOMIC_RELAXED);            \
+	}
+	SHIM_REAL_LIST(SHIM_REAL_RESOLVE)
+#undef SHIM_REAL_RESOLVE
+	/* Older C libraries have no fcntl64 or close_range: fall back where a twin exists. */
+	if (real_fcntl64 == NULL)
+		__atomic_store_n(&real_fcntl64, real_fcntl, __ATOMIC_RELAXED);
+	if (real_accept == NULL || real_accept4 == NULL || real_close == NULL || real_fcntl == NULL ||
+	    real_getpeername == NULL || real_listen == NULL || real_dup == NULL || real_dup2 == NULL)
+		die("libc");
+}

@@ -1,0 +1,165 @@
+/* Internals of the preload library shared by its files: real libc symbols, the frozen
+ * configuration, the trusted set, the per-fd table, logging, and the header reader. */
+#ifndef SHIM_PRELOAD_SHIM_H
+#define SHIM_PRELOAD_SHIM_H
+
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include "proxyshim.h"
+
+#define SHIM_HIDDEN __attribute__((visibility("hidden")))
+#define SHIM_EXPORT __attribute__((visibility("default")))
+#define SHIM_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define SHIM_LIKELY(x) __builtin_expect(!!(x), 1)
+
+/* ---- real.c: the libc functions behind the hooks, resolved on first use ---- */
+#define SHIM_REAL_LIST(X)                                                                   \
+	X(int, accept, (int, struct sockaddr *, socklen_t *))                               \
+	X(int, accept4, (int, struct sockaddr *, socklen_t *, int))                         \
+	X(int, getpeername, (int, struct sockaddr *, socklen_t *))                          \
+	X(int, listen, (int, int))                                                          \
+	X(int, close, (int))                                                                \
+	X(int, close_range, (unsigned int, unsigned int, int))                              \
+	X(int, dup, (int))                                                                  \
+	X(int, dup2, (int, int))                                                            \
+	X(int, dup3, (int, int, int))                                                       \
+	X(int, fcntl, (int, int, ...))                                                      \
+	X(int, fcntl64, (int, int, ...))
+
+#define SHIM_REAL_DECL(ret, name, args) extern ret(*real_##name) args;
+SHIM_REAL_LIST(SHIM_REAL_DECL)
+#undef SHIM_REAL_DECL
+
+/* Resolves every real_ pointer that is still NULL; cheap after the first call. */
+void shim_resolve(void);
+void *shim_dlsym(const char *name, const void *own_hook);
+/* Makes sure real_##name is set; used at the top of every hook. */
+#define SHIM_NEED(name)                                                                    \
+	do {                                                                                \
+		if (SHIM_UNLIKELY(__atomic_load_n(&real_##name, __ATOMIC_RELAXED) == NULL)) \
+			shim_resolve();                                                     \
+	} while (0)
+
+/* ---- config.c: environment, read once, validated, frozen ---- */
+enum shim_mode { SHIM_MODE_STRICT = 0, SHIM_MODE_OPTIONAL = 1 };
+enum shim_log_level { SHIM_LOG_OFF = 0, SHIM_LOG_ERROR, SHIM_LOG_WARN, SHIM_LOG_INFO, SHIM_LOG_DEBUG };
+
+struct shim_cidr {
+	uint8_t family; /* AF_INET or AF_INET6 */
+	uint8_t prefix;
+	uint8_t addr[16]; /* network order, host bits cleared */
+};
+
+struct shim_config {
+	bool active;     /* a trusted set is configured and the process is not set-uid */
+	bool trust_any;  /* PROXYSHIM_TRUSTED contains '*' */
+	bool all_ports;  /* PROXYSHIM_PORTS unset */
+	bool defer_accept;
+	uint8_t mode;      /* enum shim_mode */
+	uint8_t log_level; /* enum shim_log_level */
+	unsigned versions; /* PP_V1 | PP_V2 */
+	unsigned timeout_ms;
+	unsigned ncidrs;
+	struct shim_cidr *cidrs;
+	const char *inactive_reason; /* why active is false, said once on the first listen() */
+	uint64_t ports[65536 / 64];  /* bit set of covered local ports */
+};
+
+/* The frozen configuration; loads it on first use (before the constructor if need be). */
+const struct shim_config *shim_config(void);
+/* Parsers, also used by the tests and the wrapper's --check: 0 or -EINVAL. */
+int shim_parse_trusted(const char *s, struct shim_cidr *out, unsigned cap, unsigned *n, bool *any);
+int shim_parse_ports(const char *s, uint64_t *bits);
+
+static inline bool shim_port_covered(const struct shim_config *c, uint16_t port)
+{
+	return c->all_ports || (c->ports[port >> 6] >> (port & 63)) & 1u;
+}
+
+/* ---- trust.c ---- */
+bool shim_trusted(const struct shim_config *c, const struct sockaddr *peer);
+
+/* ---- fdtable.c: per-fd state, no fixed limit on fd numbers ---- */
+enum shim_fd_kind {
+	SHIM_FD_NONE = 0,     /* unknown to the shim: not looked at yet, or nothing to do */
+	SHIM_FD_LISTENER,     /* a listening socket the shim classified */
+	SHIM_FD_CONN,         /* an accepted connection whose header was consumed */
+};
+
+#define SHIM_L_COVERED 0x01 /* listener: TCP over IPv4/IPv6 on a covered port */
+#define SHIM_C_REWRITTEN 0x01 /* conn: peer (and local) come from the header */
+
+/* An address in 20 bytes: what getpeername() reports, rebuilt on demand. */
+struct shim_addr {
+	uint16_t family; /* AF_INET or AF_INET6; 0 when unset */
+	uint16_t port;   /* network order */
+	uint8_t addr[16];
+};
+
+struct shim_fd {
+	_Atomic uint8_t kind; /* enum shim_fd_kind; written last, read first */
+	uint8_t flags;
+	uint8_t version; /* conn: header version */
+	uint8_t command; /* conn: enum pp_command */
+	uint32_t real_hash; /* conn: hash of the real peer, to detect an fd reused behind our back */
+	struct shim_addr peer;  /* conn: the header's source as the program sees it */
+	struct shim_addr local; /* conn: the header's destination */
+	void *ext;              /* optional extra state owned by the entry (freed on clear) */
+};
+
+/* The entry for fd, or NULL when the table has no page for it (fd never recorded). */
+struct shim_fd *shim_fd_peek(int fd);
+/* The entry for fd, creating its page if needed; NULL only for a negative fd or no memory. */
+struct shim_fd *shim_fd_get(int fd);
+void shim_fd_clear(int fd);
+void shim_fd_clear_range(unsigned first, unsigned last);
+/* Carries oldfd's entry to newfd, replacing what newfd had. */
+void shim_fd_copy(int oldfd, int newfd);
+
+static inline unsigned shim_fd_kind(int fd)
+{
+	struct shim_fd *e = shim_fd_peek(fd);
+	return e ? atomic_load_explicit(&e->kind, memory_order_acquire) : SHIM_FD_NONE;
+}
+
+/* ---- addr.c ---- */
+void shim_addr_from_sa(struct shim_addr *a, const struct sockaddr *sa);
+/* Writes a as a sockaddr the way the kernel would: at most *len bytes, *len = full size. */
+void shim_addr_to_user(const struct shim_addr *a, struct sockaddr *sa, socklen_t *len);
+/* A 32-bit digest of a real peer address (family, port, address). */
+uint32_t shim_sa_hash(const struct sockaddr *sa);
+/* Copies a sockaddr of size salen out per accept()'s contract: at most *len, *len = salen. */
+void shim_sa_to_user(const void *ss, socklen_t salen, struct sockaddr *sa, socklen_t *len);
+/* "1.2.3.4:80" or "[::1]:80" into buf (at least SHIM_ADDRSTR_LEN bytes). */
+#define SHIM_ADDRSTR_LEN 56
+const char *shim_sa_str(const struct sockaddr *sa, char *buf);
+
+/* ---- log.c: logfmt lines on stderr, rate-limited ---- */
+void shim_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static inline bool shim_log_on(int level)
+{
+	return level <= (int)shim_config()->log_level;
+}
+const char *shim_log_level_name(int level);
+
+/* ---- header.c: reading the PROXY header off an accepted connection ---- */
+enum shim_verdict {
+	SHIM_ACCEPT_HEADER, /* header consumed; entry recorded */
+	SHIM_PASS,          /* no header expected or (optional mode) none sent: leave as is */
+	SHIM_REJECT,        /* close the connection; logged */
+};
+/* Reads and consumes the header of the trusted connection fd (accepted on a listener with
+ * local port lport, real peer `peer`), waiting at most the configured timeout. */
+enum shim_verdict shim_take_header(int fd, const struct sockaddr *peer, uint16_t lport);
+
+/* ---- accept.c / listen.c ---- */
+/* Classifies the listener fd (once) and returns its entry, or NULL when the shim ignores it. */
+struct shim_fd *shim_listener(int fd);
+
+#endif
