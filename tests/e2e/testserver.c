@@ -33,7 +33,8 @@
  * object per connection, after the client's EOF:
  *   {"n":1,"fd":5,"accept":{"family":"AF_INET","addr":"10.1.2.3","port":4000},"addrlen":16,
  *    "accept_raw":"...","peer":{...getpeername()...},"local":{...getsockname()...},
- *    "bytes":12,"sha256":"...","hex":"first 256 bytes in hex","dup_fd":..,"probe":{...}}
+ *    "bytes":12,"sha256":"...","hex":"first 256 bytes in hex","dup_fd":..,"acc_fd":..,"probe":{...}}
+ * "fd" is the fd served (after --dup), "acc_fd" the one accept() returned.
  * "accept" is null with --null-addr. Errors go to stderr as "testserver: error ..." and never
  * stop the server. The bytes are echoed back as they arrive (unless --no-echo). */
 #include <arpa/inet.h>
@@ -305,6 +306,7 @@ struct conn {
 	uint8_t *out;
 	size_t out_len;
 	int dup_fd;
+	int acc_fd; /* the fd accept() returned, before --dup */
 	int eof;
 };
 
@@ -321,6 +323,7 @@ static void conn_init(struct conn *c, int fd, const struct sockaddr_storage *acc
 		c->acc_len = acc_len;
 	}
 	c->dup_fd = -1;
+	c->acc_fd = fd;
 	pthread_mutex_lock(&out_lock);
 	c->n = ++conn_counter;
 	pthread_mutex_unlock(&out_lock);
@@ -445,7 +448,7 @@ static void conn_finish(struct conn *c, const uint8_t *raw)
 	else
 		rawhex[0] = 0;
 	if (c->dup_fd >= 0)
-		snprintf(extra, sizeof extra, ",\"dup_fd\":%d", c->dup_fd);
+		snprintf(extra, sizeof extra, ",\"dup_fd\":%d,\"acc_fd\":%d", c->dup_fd, c->acc_fd);
 	int fd = c->fd;
 	close_fd(fd);
 	probe_json(probe, sizeof probe, fd);
