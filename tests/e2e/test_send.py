@@ -2,6 +2,8 @@
 here, independently, with struct.pack and a CRC32C of our own), its relay of stdin and the reply,
 its argument errors and exit statuses, and a real HAProxy accepting what it sends."""
 import os
+import re
+import shutil
 import socket
 import struct
 import subprocess
@@ -248,6 +250,30 @@ def test_source_ip_with_announced_src():
     hdr, cap = run_send(["--source-ip", "127.0.0.5", "--src", "203.0.113.7:4711"])
     assert cap.peer[0] == "127.0.0.5"
     assert hdr == v2(1, ("203.0.113.7", 4711), cap.addr)
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace (Debian package strace) is not installed")
+@pytest.mark.parametrize("args,length", [
+    (["--src", "192.0.2.1:1", "--dst", "192.0.2.2:2", "--tlv", "7=" + "ab" * 65520], 65551),
+    (["-1", "--src", "192.0.2.1:1", "--dst", "192.0.2.2:2"], 36),
+], ids=["v2-largest", "v1"])
+def test_header_goes_out_in_one_send(tmp_path, args, length):
+    # The first send on the socket carries the whole header, with MSG_NOSIGNAL.
+    cap = Capture()
+    trace = tmp_path / "strace.txt"
+    r = subprocess.run(["strace", "-qq", "-e", "trace=sendto,sendmsg,write,writev", "-o", str(trace),
+                        SEND] + args + ["127.0.0.1", str(cap.port)],
+                       input=PAYLOAD, capture_output=True, timeout=30)
+    got = cap.result()
+    assert r.returncode == 0, r.stderr
+    assert len(got) == length + len(PAYLOAD)
+    calls = [l for l in trace.read_text().splitlines()
+             if re.match(r"(sendto|sendmsg|writev?)\(\d+,", l) and not l.startswith(("write(1,", "write(2,"))]
+    first = re.match(r'sendto\(\d+, "(?:[^"\\]|\\.)*"(?:\.\.\.)?, (\d+), ([A-Z_|]+), NULL, 0\) = (\d+)', calls[0])
+    assert first, calls[0]
+    assert int(first.group(1)) == length
+    assert "MSG_NOSIGNAL" in first.group(2).split("|")
+    assert int(first.group(3)) == length
 
 
 # ---- the relay ----
