@@ -40,31 +40,34 @@ struct opts {
 	uint16_t port;
 };
 
-__attribute__((format(printf, 1, 2), noreturn)) static void usage_error(const char *fmt, ...);
-__attribute__((format(printf, 2, 3))) static void fail(int status, const char *fmt, ...);
+__attribute__((format(printf, 1, 0))) static void vsay(const char *fmt, va_list ap);
+__attribute__((format(printf, 1, 2))) static void say(const char *fmt, ...);
+__attribute__((format(printf, 2, 3), noreturn)) static void die(int status, const char *fmt, ...);
+#define usage_error(...) die(EXIT_USAGE, __VA_ARGS__)
 
-static void usage_error(const char *fmt, ...)
+/* Every message is one line, "proxyshim-send: ...", so scripts can show it as it is. */
+static void vsay(const char *fmt, va_list ap)
 {
-	va_list ap;
 	fputs(PROG ": ", stderr);
-	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
-	va_end(ap);
 	fputc('\n', stderr);
-	exit(EXIT_USAGE);
 }
 
-/* One line on stderr; exits with status unless it is 0. */
-static void fail(int status, const char *fmt, ...)
+static void say(const char *fmt, ...)
 {
 	va_list ap;
-	fputs(PROG ": ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsay(fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
-	if (status != 0)
-		exit(status);
+}
+
+static void die(int status, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsay(fmt, ap);
+	va_end(ap);
+	exit(status);
 }
 
 static const char help_text[] =
@@ -442,28 +445,28 @@ static int try_connect(const struct opts *o, const struct sockaddr_storage *to, 
 	if (o->has_bind) {
 		*what = "bind";
 		if (bind(fd, (const struct sockaddr *)&o->bind, addr_len(&o->bind)) != 0)
-			goto fail;
+			goto err_close;
 	}
 	*what = "connect";
 	while (connect(fd, (const struct sockaddr *)to, addr_len(to)) != 0) {
 		if (errno != EINTR)
-			goto fail;
+			goto err_close;
 		/* An interrupted connect goes on in the background: wait for its outcome. */
 		struct pollfd p = { .fd = fd, .events = POLLOUT };
 		socklen_t len = sizeof(err);
 		while (poll(&p, 1, -1) < 0)
 			if (errno != EINTR)
-				goto fail;
+				goto err_close;
 		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
-			goto fail;
+			goto err_close;
 		if (err != 0) {
 			errno = err;
-			goto fail;
+			goto err_close;
 		}
 		break;
 	}
 	return fd;
-fail:
+err_close:
 	err = errno;
 	close(fd);
 	errno = err;
@@ -483,7 +486,7 @@ static int connect_host(const struct opts *o)
 				    o->host, family_name(to.ss_family));
 		fd = try_connect(o, &to, &what);
 		if (fd < 0)
-			fail(1, "%s to %s port %s: %s", what, o->host, o->port_text, strerror(errno));
+			die(1, "%s to %s port %s: %s", what, o->host, o->port_text, strerror(errno));
 		return fd;
 	}
 
@@ -492,7 +495,7 @@ static int connect_host(const struct opts *o)
 	hints.ai_socktype = SOCK_STREAM;
 	rc = getaddrinfo(o->host, NULL, &hints, &res);
 	if (rc != 0)
-		fail(1, "cannot resolve '%s'%s%s: %s", o->host, o->has_bind ? " as " : "",
+		die(1, "cannot resolve '%s'%s%s: %s", o->host, o->has_bind ? " as " : "",
 		     o->has_bind ? family_name(o->bind.ss_family) : "", gai_strerror(rc));
 	for (ai = res; ai != NULL; ai = ai->ai_next) {
 		if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ||
@@ -512,9 +515,8 @@ static int connect_host(const struct opts *o)
 		err = errno;
 	}
 	freeaddrinfo(res);
-	fail(1, "%s to %s port %s: %s", what, o->host, o->port_text,
-	     err != 0 ? strerror(err) : "no IPv4 or IPv6 address");
-	return -1;
+	die(1, "%s to %s port %s: %s", what, o->host, o->port_text,
+	    err != 0 ? strerror(err) : "no IPv4 or IPv6 address");
 }
 
 /* An IPv4 address as ::ffff:a.b.c.d, so that it can share a header with an IPv6 one. */
@@ -567,7 +569,7 @@ static size_t build_header(const struct opts *o, int fd)
 		len = sizeof(src);
 		memset(&src, 0, sizeof(src));
 		if (getsockname(fd, (struct sockaddr *)&src, &len) != 0)
-			fail(1, "getsockname: %s", strerror(errno));
+			die(1, "getsockname: %s", strerror(errno));
 	}
 	if (o->has_dst) {
 		dst = o->dst;
@@ -575,7 +577,7 @@ static size_t build_header(const struct opts *o, int fd)
 		len = sizeof(dst);
 		memset(&dst, 0, sizeof(dst));
 		if (getpeername(fd, (struct sockaddr *)&dst, &len) != 0)
-			fail(1, "getpeername: %s", strerror(errno));
+			die(1, "getpeername: %s", strerror(errno));
 	}
 	if (src.ss_family != dst.ss_family) {
 		map_v4(&src);
@@ -593,7 +595,7 @@ done:
 		usage_error("cannot build the header: the TLVs make it longer than %d bytes",
 			    PP2_MAX_LEN);
 	if (n <= 0)
-		fail(1, "cannot build the header (%d)", n);
+		die(1, "cannot build the header (%d)", n);
 	return (size_t)n;
 }
 
@@ -671,7 +673,7 @@ static int relay(int fd)
 
 		if (up.eof && up.len == 0 && !shut) {
 			if (shutdown(fd, SHUT_WR) != 0 && errno != ENOTCONN) {
-				fail(0, "shutdown: %s", strerror(errno));
+				say("shutdown: %s", strerror(errno));
 				return 1;
 			}
 			shut = 1;
@@ -693,12 +695,12 @@ static int relay(int fd)
 		if (poll(p, 3, -1) < 0) {
 			if (errno == EINTR)
 				continue;
-			fail(0, "poll: %s", strerror(errno));
+			say("poll: %s", strerror(errno));
 			return 1;
 		}
 		if (pump(&up, STDIN_FILENO, 0, p[0].revents, fd, 1, p[1].revents, &what) != 0 ||
 		    pump(&down, fd, 1, p[1].revents, STDOUT_FILENO, 0, p[2].revents, &what) != 0) {
-			fail(0, "%s: %s", what, strerror(errno));
+			say("%s: %s", what, strerror(errno));
 			return 1;
 		}
 	}
@@ -727,7 +729,7 @@ int main(int argc, char **argv)
 	fd = connect_host(&o);
 	n = build_header(&o, fd);
 	if (send_all(fd, buf, n, 0) != 0)
-		fail(1, "sending the header to %s port %s: %s", o.host, o.port_text, strerror(errno));
+		die(1, "sending the header to %s port %s: %s", o.host, o.port_text, strerror(errno));
 	rc = relay(fd);
 	close(fd);
 	return rc;
