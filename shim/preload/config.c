@@ -2,17 +2,17 @@
  * A bad value stops the process before main() with one line naming the variable. */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/auxv.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "shim.h"
 
 static struct shim_config g_cfg;
-static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+static _Atomic int g_state; /* 0 unread, 1 being read, 2 frozen */
 
 #define TIMEOUT_MAX_MS 600000u
 
@@ -229,9 +229,22 @@ static void load(void)
 	}
 }
 
+/* Once, without pthread_once (which would tie the library to glibc 2.34 and later). */
 const struct shim_config *shim_config(void)
 {
-	pthread_once(&g_once, load);
+	int st = atomic_load_explicit(&g_state, memory_order_acquire);
+	if (SHIM_LIKELY(st == 2))
+		return &g_cfg;
+	st = 0;
+	if (atomic_compare_exchange_strong(&g_state, &st, 1)) {
+		load();
+		atomic_store_explicit(&g_state, 2, memory_order_release);
+	} else {
+		while (atomic_load_explicit(&g_state, memory_order_acquire) != 2) {
+			struct timespec pause = {0, 100000};
+			nanosleep(&pause, NULL);
+		}
+	}
 	return &g_cfg;
 }
 

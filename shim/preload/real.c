@@ -7,6 +7,14 @@
 
 #include "shim.h"
 
+/* glibc 2.34 moved dlsym into libc under a new version; the old one is still there, and
+ * binding to it keeps the library loadable by older glibc (musl ignores versions). */
+#if defined(__GLIBC__) && defined(__x86_64__)
+__asm__(".symver dlsym,dlsym@GLIBC_2.2.5");
+#elif defined(__GLIBC__) && defined(__aarch64__)
+__asm__(".symver dlsym,dlsym@GLIBC_2.17");
+#endif
+
 #define SHIM_REAL_DEF(ret, name, args) ret(*real_##name) args;
 SHIM_REAL_LIST(SHIM_REAL_DEF)
 #undef SHIM_REAL_DEF
