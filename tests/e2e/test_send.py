@@ -417,6 +417,49 @@ def test_connection_refused():
     assert lines == ["proxyshim-send: connect to 127.0.0.1 port %d: Connection refused" % port]
 
 
+def test_source_ip_not_local():
+    # 192.0.2.1 (TEST-NET-1) is on no interface here: bind fails, a runtime error.
+    port = free_port()
+    r = send("--source-ip", "192.0.2.1", "127.0.0.1", port, stdin=b"")
+    assert r.returncode == 1
+    assert r.stderr.decode().splitlines() == [
+        "proxyshim-send: bind to 127.0.0.1 port %d: Cannot assign requested address" % port]
+
+
+def test_reset_during_relay():
+    # The server resets the connection after the header: exit 1 with one line, whichever
+    # call (send or recv) meets the reset.
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    srv.settimeout(10)
+
+    def run():
+        c, _ = srv.accept()
+        c.recv(16)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()
+        srv.close()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    r = send("--local", "127.0.0.1", srv.getsockname()[1], stdin=os.urandom(4 * 1024 * 1024))
+    t.join(10)
+    assert r.returncode == 1, r.stderr
+    lines = r.stderr.decode().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0] in ("proxyshim-send: send: Connection reset by peer",
+                        "proxyshim-send: send: Broken pipe",
+                        "proxyshim-send: recv: Connection reset by peer"), lines
+
+
+def test_host_name():
+    # "localhost" is a name, resolved; whichever address it gives first, the header carries the
+    # connection that worked.
+    hdr, cap = run_send(["-1"], connect="localhost")
+    assert hdr == v1(cap.peer, cap.addr)
+
+
 def test_help():
     r = send("--help", stdin=b"")
     assert r.returncode == 0
