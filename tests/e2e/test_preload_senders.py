@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from util import SEND, exchange, free_port, haproxy, wait_conns, wait_port
+from util import SEND, exchange, haproxy_sender, wait_conns
 from test_preload_accept import PAYLOAD, TRUSTED, UNTRUSTED, check_line
 
 
@@ -84,16 +84,9 @@ HAPROXY_SERVER_OPTS = {
 
 
 def start_haproxy(tmp_path, procs, server_port, opts, fe_bind="127.0.0.1", be_host="127.0.0.1"):
-    fport = free_port(fe_bind)
-    fb = "[%s]" % fe_bind if ":" in fe_bind else fe_bind
-    bh = "[%s]" % be_host if ":" in be_host else be_host
-    src = "[::1]" if ":" in be_host else TRUSTED
-    h = haproxy("frontend fe\n    bind %s:%d\n    unique-id-format %%{+X}o\\ %%ci:%%cp_%%rt\n"
-                "    default_backend be\n\n"
-                "backend be\n    server s1 %s:%d %s source %s\n" % (fb, fport, bh, server_port, opts, src),
-                tmp_path)
+    h, fport = haproxy_sender(tmp_path, be_host, server_port, opts,
+                              "[::1]" if ":" in be_host else TRUSTED, fe_bind=fe_bind)
     procs.append(h)
-    wait_port(fport, fe_bind, proc=h)  # this probe is one connection through HAProxy too
     return fport
 
 

@@ -257,3 +257,23 @@ def exchange(port, data, host="127.0.0.1", source=None, timeout=5.0, pieces=None
         return got, me
     finally:
         s.close()
+
+
+def haproxy_sender(tmpdir, server_host, server_port, server_opts, source, fe_bind="127.0.0.1",
+                   name="haproxy"):
+    """HAProxy as a PROXY sender: a TCP frontend on fe_bind:<free port> forwarding to
+    server_host:server_port with server_opts (e.g. 'send-proxy-v2') from source (e.g. 127.0.0.2,
+    or [::1]). Returns (Proc, frontend port) once it listens; waiting costs one connection
+    through HAProxy to the server."""
+    fport = free_port(fe_bind)
+    fb = "[%s]" % fe_bind if ":" in fe_bind else fe_bind
+    sh = "[%s]" % server_host if ":" in server_host else server_host
+    h = haproxy("frontend fe\n    bind %s:%d\n    unique-id-format %%{+X}o\\ %%ci:%%cp_%%rt\n"
+                "    default_backend be\n\n"
+                "backend be\n    server s1 %s:%d %s source %s\n"
+                % (fb, fport, sh, server_port, server_opts, source), tmpdir, name=name)
+    try:
+        wait_port(fport, fe_bind, proc=h)
+    except Exception:
+        raise RuntimeError("HAProxy did not start:\n" + h.stop())
+    return h, fport
