@@ -129,6 +129,8 @@ static int ipv6(const uint8_t **pp, const uint8_t *end, uint8_t out[16], enum pp
 		first = *p;
 		if (hexval(first) < 0)
 			return bad(first, err);
+		if (nw >= lim) /* no room for a group, nor for a dotted tail */
+			return (int)err;
 		for (;;) {
 			if (p == end)
 				return NEED;
@@ -163,6 +165,8 @@ static int ipv6(const uint8_t **pp, const uint8_t *end, uint8_t out[16], enum pp
 		w[nw++] = (uint16_t)v;
 		if (*p != ':')
 			break;
+		if (nw >= lim) /* nothing may follow the last group */
+			return (int)err;
 		if (++p == end)
 			return NEED;
 		if (*p == ':') {
