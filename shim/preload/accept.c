@@ -1,10 +1,12 @@
 /* accept() and accept4(): on a covered listener, a connection from a trusted peer gives up
- * its PROXY header before the program sees it, and the program sees the header's source. */
+ * its PROXY header before the program sees it, and the program sees the header's source.
+ * A header still on its way parks the connection (park.c) instead of stalling the program. */
 #include <errno.h>
 
 #include "shim.h"
 
-static int take_one(const struct shim_fd *l, int lfd, struct sockaddr *addr, socklen_t *addrlen, int flags, bool four)
+static int take_one(struct shim_fd *l, int lfd, struct sockaddr *addr, socklen_t *addrlen,
+		    int flags, bool four)
 {
 	int saved = errno;
 	const struct shim_config *c = shim_config();
@@ -16,29 +18,62 @@ static int take_one(const struct shim_fd *l, int lfd, struct sockaddr *addr, soc
 	for (;;) {
 		struct sockaddr_storage ss;
 		socklen_t sl = sizeof(ss);
+		struct shim_conn_ref ref;
+		struct shim_progress pr = {0, 0};
+		enum shim_verdict v;
 		struct shim_fd *e;
-		int fd = four ? real_accept4(lfd, (struct sockaddr *)&ss, &sl, flags)
-			      : real_accept(lfd, (struct sockaddr *)&ss, &sl);
+		int fd;
+
+		if (SHIM_UNLIKELY(shim_park_pending(l))) {
+			fd = shim_park_service(l, addr, addrlen);
+			if (fd >= 0) {
+				errno = saved;
+				return fd;
+			}
+			/* A blocking listener blocks on itself and its parked connections at once,
+			 * so a slow header never delays a complete one queued behind it. */
+			if (shim_park_blocking(l) && shim_park_pending(l)) {
+				int w = shim_park_wait(l, lfd);
+				if (w < 0) {
+					errno = EINTR;
+					return -1;
+				}
+				if (w == 0)
+					continue;
+			}
+		}
+		fd = four ? real_accept4(lfd, (struct sockaddr *)&ss, &sl, flags)
+			  : real_accept(lfd, (struct sockaddr *)&ss, &sl);
 		if (fd < 0)
 			return -1;
 		shim_fd_clear(fd);
-		if (shim_trusted(c, (const struct sockaddr *)&ss)) {
-			switch (shim_take_header(fd, (const struct sockaddr *)&ss, ntohs(l->local.port))) {
-			case SHIM_REJECT:
-				real_close(fd);
+		if (!shim_trusted(c, (const struct sockaddr *)&ss))
+			goto real_peer;
+		ref.fd = fd;
+		ref.peer = (const struct sockaddr *)&ss;
+		ref.lport = ntohs(l->local.port);
+		v = shim_header_step(&ref, &pr, false);
+		if (v == SHIM_INCOMPLETE) {
+			if (shim_park_add(l, lfd, fd, &ss, sl, &pr) == 0)
 				continue; /* the next connection, or EAGAIN on a non-blocking listener */
-			case SHIM_ACCEPT_HEADER:
-				e = shim_fd_peek(fd);
-				if (e && atomic_load_explicit(&e->kind, memory_order_relaxed) == SHIM_FD_CONN) {
-					shim_addr_to_user(&e->peer, addr, addrlen);
-					errno = saved;
-					return fd;
-				}
-				break;
-			case SHIM_PASS:
-				break;
-			}
+			v = shim_take_header(&ref); /* could not park: wait here, bounded */
 		}
+		switch (v) {
+		case SHIM_REJECT:
+			real_close(fd);
+			continue;
+		case SHIM_ACCEPT_HEADER:
+			e = shim_fd_peek(fd);
+			if (e && atomic_load_explicit(&e->kind, memory_order_relaxed) == SHIM_FD_CONN) {
+				shim_addr_to_user(&e->peer, addr, addrlen);
+				errno = saved;
+				return fd;
+			}
+			break;
+		default:
+			break;
+		}
+real_peer:
 		shim_sa_to_user(&ss, sl, addr, addrlen);
 		errno = saved;
 		return fd;
@@ -47,7 +82,7 @@ static int take_one(const struct shim_fd *l, int lfd, struct sockaddr *addr, soc
 
 SHIM_EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *addrlen)
 {
-	const struct shim_fd *l;
+	struct shim_fd *l;
 	SHIM_NEED(accept);
 	if (SHIM_LIKELY((l = shim_listener(fd)) == NULL))
 		return real_accept(fd, addr, addrlen);
@@ -56,7 +91,7 @@ SHIM_EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *addrlen)
 
 SHIM_EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
 {
-	const struct shim_fd *l;
+	struct shim_fd *l;
 	SHIM_NEED(accept4);
 	if (SHIM_LIKELY((l = shim_listener(fd)) == NULL))
 		return real_accept4(fd, addr, addrlen, flags);

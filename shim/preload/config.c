@@ -2,6 +2,7 @@
  * A bad value stops the process before main() with one line naming the variable. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,6 +164,7 @@ static void load(void)
 
 	c->versions = PP_ANY;
 	c->timeout_ms = 1000;
+	c->max_parked = 1024;
 	c->defer_accept = true;
 	c->mode = SHIM_MODE_STRICT;
 	c->log_level = SHIM_LOG_WARN;
@@ -203,6 +205,10 @@ static void load(void)
 	if ((v = setting("PROXYSHIM_TIMEOUT_MS")) != NULL) {
 		if (parse_uint(v, strlen(v), TIMEOUT_MAX_MS, &c->timeout_ms) < 0 || c->timeout_ms == 0)
 			config_fail("PROXYSHIM_TIMEOUT_MS", v, "expected milliseconds, 1 to 600000");
+	}
+	if ((v = setting("PROXYSHIM_MAX_PARKED")) != NULL) {
+		if (parse_uint(v, strlen(v), 1000000, &c->max_parked) < 0 || c->max_parked == 0)
+			config_fail("PROXYSHIM_MAX_PARKED", v, "expected a count, 1 to 1000000");
 	}
 	if ((v = setting("PROXYSHIM_DEFER_ACCEPT")) != NULL) {
 		static const char *const w[] = {"0", "1"};
@@ -252,4 +258,5 @@ __attribute__((constructor)) static void shim_init(void)
 {
 	shim_resolve();
 	shim_config();
+	pthread_atfork(NULL, NULL, shim_park_atfork_child);
 }

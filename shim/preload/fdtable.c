@@ -52,11 +52,38 @@ struct shim_fd *shim_fd_get(int fd)
 
 static void entry_clear(struct shim_fd *e)
 {
+	unsigned kind;
+	void *ext;
+
 	if (atomic_load_explicit(&e->kind, memory_order_relaxed) == SHIM_FD_NONE)
 		return;
-	atomic_store_explicit(&e->kind, SHIM_FD_NONE, memory_order_release);
-	/* ext is reserved for state that later parts hang on an entry; nothing owns one yet. */
-	e->ext = NULL;
+	kind = atomic_exchange_explicit(&e->kind, SHIM_FD_NONE, memory_order_acq_rel);
+	ext = __atomic_exchange_n(&e->ext, NULL, __ATOMIC_ACQ_REL);
+	if (!ext)
+		return;
+	if (kind == SHIM_FD_LISTENER)
+		shim_park_release(ext);
+	else if (kind == SHIM_FD_INTERNAL)
+		shim_park_lost_fd(ext);
+}
+
+void shim_fd_mark_internal(int fd, void *park)
+{
+	struct shim_fd *e = shim_fd_get(fd);
+	if (!e)
+		return;
+	entry_clear(e);
+	e->ext = park;
+	atomic_store_explicit(&e->kind, SHIM_FD_INTERNAL, memory_order_release);
+}
+
+void shim_fd_forget(int fd)
+{
+	struct shim_fd *e = shim_fd_peek(fd);
+	if (e) {
+		atomic_store_explicit(&e->kind, SHIM_FD_NONE, memory_order_release);
+		e->ext = NULL;
+	}
 }
 
 void shim_fd_clear(int fd)
@@ -92,7 +119,9 @@ void shim_fd_copy(int oldfd, int newfd)
 	struct shim_fd *src = shim_fd_peek(oldfd), *dst;
 	unsigned kind = src ? atomic_load_explicit(&src->kind, memory_order_acquire) : SHIM_FD_NONE;
 
-	if (kind == SHIM_FD_NONE) {
+	/* The shim's own fds and epoll marks stay with the original; a duplicated listener
+	 * gets a parking place of its own when it first needs one. */
+	if (kind == SHIM_FD_NONE || kind == SHIM_FD_INTERNAL || kind == SHIM_FD_EPOLL) {
 		shim_fd_clear(newfd);
 		return;
 	}

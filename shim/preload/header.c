@@ -1,6 +1,7 @@
 /* Where a connection's PROXY header is read: peek until pp_parse() has a complete header,
- * then consume exactly its length, so no byte of application data is ever taken. Waiting for
- * the rest of a split header uses SO_RCVLOWAT, so poll() wakes only when new bytes arrive. */
+ * then consume exactly its length, so no byte of application data is ever taken. A header
+ * that is not complete yet is waited for with SO_RCVLOWAT raised, so that poll() or epoll
+ * wake only when the bytes it still needs have arrived. */
 #include <errno.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -14,47 +15,29 @@
  * and get a buffer of their exact size. */
 #define PEEK_SMALL 536
 
-struct take {
-	int fd;
-	const struct sockaddr *peer;
-	uint16_t lport;
-	uint8_t *buf;
-	size_t cap;
-	size_t seen; /* bytes peeked last time */
-	bool lowat;  /* SO_RCVLOWAT was raised and must be put back */
-	struct timespec deadline;
-};
-
-static long ms_left(const struct timespec *deadline)
-{
-	struct timespec now;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (deadline->tv_sec - now.tv_sec) * 1000 + (deadline->tv_nsec - now.tv_nsec) / 1000000;
-}
-
-static enum shim_verdict reject(const struct take *t, const char *reason, const char *detail)
+static enum shim_verdict reject(const struct shim_conn_ref *c, const char *reason, const char *detail)
 {
 	if (shim_log_on(SHIM_LOG_WARN)) {
 		char peer[SHIM_ADDRSTR_LEN];
 		shim_log(SHIM_LOG_WARN, "event=reject reason=%s%s%s%s peer=%s port=%u", reason,
 			 detail ? " detail=\"" : "", detail ? detail : "", detail ? "\"" : "",
-			 shim_sa_str(t->peer, peer), t->lport);
+			 shim_sa_str(c->peer, peer), c->lport);
 	}
 	return SHIM_REJECT;
 }
 
-/* A trusted connection that sent no header byte at all: optional mode lets it through. */
-static enum shim_verdict no_header(const struct take *t, const char *reason)
+enum shim_verdict shim_header_none(const struct shim_conn_ref *c, size_t seen, const char *reason)
 {
-	if (shim_config()->mode == SHIM_MODE_OPTIONAL && t->seen == 0) {
+	/* Optional mode lets through a trusted connection that sent not one header byte. */
+	if (shim_config()->mode == SHIM_MODE_OPTIONAL && seen == 0) {
 		if (shim_log_on(SHIM_LOG_DEBUG)) {
 			char peer[SHIM_ADDRSTR_LEN];
 			shim_log(SHIM_LOG_DEBUG, "event=pass reason=%s peer=%s port=%u", reason,
-				 shim_sa_str(t->peer, peer), t->lport);
+				 shim_sa_str(c->peer, peer), c->lport);
 		}
 		return SHIM_PASS;
 	}
-	return reject(t, reason, NULL);
+	return reject(c, reason, NULL);
 }
 
 /* Stores the header's addresses as the program will see them on this listener's family:
@@ -71,7 +54,7 @@ static void to_listener_family(struct shim_addr *a, const struct sockaddr_storag
 	}
 }
 
-static enum shim_verdict record(const struct take *t, const struct pp_header *h)
+static enum shim_verdict record(const struct shim_conn_ref *c, const struct pp_header *h)
 {
 	struct shim_fd *e;
 	int sfam = h->src.ss_family;
@@ -81,21 +64,22 @@ static enum shim_verdict record(const struct take *t, const struct pp_header *h)
 	if (h->command != PP_CMD_PROXY || h->transport != PP_TRANS_STREAM ||
 	    (sfam != AF_INET && sfam != AF_INET6))
 		return SHIM_ACCEPT_HEADER;
-	e = shim_fd_get(t->fd);
+	e = shim_fd_get(c->fd);
 	if (!e)
-		return reject(t, "nomem", NULL);
+		return reject(c, "nomem", NULL);
+	e->ext = NULL;
 	e->flags = SHIM_C_REWRITTEN;
 	e->version = h->version;
 	e->command = h->command;
-	e->real_hash = shim_sa_hash(t->peer);
-	to_listener_family(&e->peer, &h->src, t->peer->sa_family);
-	to_listener_family(&e->local, &h->dst, t->peer->sa_family);
+	e->real_hash = shim_sa_hash(c->peer);
+	to_listener_family(&e->peer, &h->src, c->peer->sa_family);
+	to_listener_family(&e->local, &h->dst, c->peer->sa_family);
 	atomic_store_explicit(&e->kind, SHIM_FD_CONN, memory_order_release);
 	if (shim_log_on(SHIM_LOG_DEBUG)) {
 		char real[SHIM_ADDRSTR_LEN], client[SHIM_ADDRSTR_LEN];
 		shim_log(SHIM_LOG_DEBUG, "event=accept version=%u client=%s peer=%s port=%u", h->version,
 			 shim_sa_str((const struct sockaddr *)&h->src, client),
-			 shim_sa_str(t->peer, real), t->lport);
+			 shim_sa_str(c->peer, real), c->lport);
 	}
 	return SHIM_ACCEPT_HEADER;
 }
@@ -114,134 +98,142 @@ static int consume(int fd, uint8_t *buf, size_t n)
 	return 0;
 }
 
-/* Waits until more than t->seen bytes (or want bytes) are queued, EOF, or the deadline.
- * Returns 1 to peek again, 0 on timeout, -1 on EOF or error. */
-static int wait_more(struct take *t, size_t want)
+enum shim_verdict shim_header_step(const struct shim_conn_ref *c, struct shim_progress *pr, bool eof)
 {
-	int lowat = (int)(want > t->seen + 1 ? want : t->seen + 1);
-	struct pollfd p = {.fd = t->fd, .events = POLLIN | POLLRDHUP};
-	long left;
-
-	if (setsockopt(t->fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat)) == 0)
-		t->lowat = true;
-	for (;;) {
-		left = ms_left(&t->deadline);
-		if (left <= 0)
-			return 0;
-		int r = poll(&p, 1, (int)left);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return -1;
-		if (r == 0)
-			return 0;
-		if (p.revents & (POLLERR | POLLHUP | POLLRDHUP | POLLNVAL))
-			return -1;
-		return 1;
-	}
-}
-
-enum shim_verdict shim_take_header(int fd, const struct sockaddr *peer, uint16_t lport)
-{
-	const struct shim_config *c = shim_config();
-	uint8_t small[PEEK_SMALL];
-	struct take t = {.fd = fd, .peer = peer, .lport = lport, .buf = small, .cap = sizeof(small)};
+	uint8_t small[PEEK_SMALL], *buf = small;
+	size_t cap = sizeof(small);
 	enum shim_verdict v;
 	struct pp_header h;
-	bool waited = false, eof = false;
 	int saved = errno;
 
 	for (;;) {
-		ssize_t n = recv(fd, t.buf, t.cap, MSG_PEEK | MSG_DONTWAIT);
-		size_t want = 0, prev = t.seen;
+		ssize_t n = recv(c->fd, buf, cap, MSG_PEEK | MSG_DONTWAIT);
 		int r;
 
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
 			if (errno != EAGAIN && errno != EWOULDBLOCK) {
-				v = reject(&t, "error", strerror(errno));
+				v = reject(c, "error", strerror(errno));
 				goto out;
 			}
 			n = 0;
 		} else if (n == 0) {
-			v = no_header(&t, "eof");
+			v = shim_header_none(c, pr->seen, "eof");
 			goto out;
 		}
-		t.seen = (size_t)n;
-		if (n > 0) {
-			r = pp_parse(t.buf, (size_t)n, c->versions, &h);
-			if (r > 0) {
-				if (consume(fd, t.buf, (size_t)r) < 0) {
-					v = reject(&t, "error", "consume");
+		pr->seen = (size_t)n;
+		if (n == 0)
+			break;
+		r = pp_parse(buf, (size_t)n, shim_config()->versions, &h);
+		if (r > 0) {
+			if (consume(c->fd, buf, (size_t)r) < 0) {
+				v = reject(c, "error", "consume");
+				goto out;
+			}
+			v = record(c, &h);
+			goto out;
+		}
+		if (r == PP_NOT_PROXY) {
+			v = shim_header_none(c, 0, "missing");
+			goto out;
+		}
+		if (r == PP_INVALID) {
+			v = reject(c, h.error == PP_E_VERSION_NOT_ALLOWED ? "version" : "invalid",
+				   pp_strerror(h.error));
+			goto out;
+		}
+		/* PP_INCOMPLETE. A v2 header announces its size: wait for all of it, and peek it
+		 * into a buffer of that size when it is larger than the stack one. */
+		if ((size_t)n >= PP2_HEADER_LEN && buf[0] == 0x0D) {
+			pr->want = PP2_HEADER_LEN + ((size_t)buf[14] << 8 | buf[15]);
+			if (pr->want > cap && (size_t)n == cap) {
+				uint8_t *big = malloc(pr->want);
+				if (!big) {
+					v = reject(c, "nomem", NULL);
 					goto out;
 				}
-				v = record(&t, &h);
-				goto out;
-			}
-			if (r == PP_NOT_PROXY) {
-				v = no_header(&t, "missing");
-				goto out;
-			}
-			if (r == PP_INVALID) {
-				v = reject(&t, h.error == PP_E_VERSION_NOT_ALLOWED ? "version" : "invalid",
-					   pp_strerror(h.error));
-				goto out;
-			}
-			/* PP_INCOMPLETE. A v2 header announces its size: wait for all of it, in a
-			 * buffer of that size when it is larger than the stack one. */
-			if ((size_t)n >= PP2_HEADER_LEN && t.buf[0] == 0x0D) {
-				want = PP2_HEADER_LEN + ((size_t)t.buf[14] << 8 | t.buf[15]);
-				if (want > t.cap) {
-					uint8_t *big = malloc(want);
-					if (!big) {
-						v = reject(&t, "nomem", NULL);
-						goto out;
-					}
-					if (t.buf != small)
-						free(t.buf);
-					t.buf = big;
-					t.cap = want;
-					continue;
-				}
+				if (buf != small)
+					free(buf);
+				buf = big;
+				cap = pr->want;
+				continue;
 			}
 		}
-		if (eof) {
-			v = no_header(&t, "eof");
-			goto out;
-		}
-		if (!waited) {
-			clock_gettime(CLOCK_MONOTONIC, &t.deadline);
-			t.deadline.tv_sec += c->timeout_ms / 1000;
-			t.deadline.tv_nsec += (long)(c->timeout_ms % 1000) * 1000000;
-			if (t.deadline.tv_nsec >= 1000000000) {
-				t.deadline.tv_sec++;
-				t.deadline.tv_nsec -= 1000000000;
-			}
-			waited = true;
-		}
-		if (waited && t.seen == prev) {
-			/* Woken without progress (SO_RCVLOWAT is capped at half the receive buffer,
-			 * below the largest headers): do not spin. */
+		break;
+	}
+	v = eof ? shim_header_none(c, pr->seen, "eof") : SHIM_INCOMPLETE;
+out:
+	if (buf != small)
+		free(buf);
+	errno = saved;
+	return v;
+}
+
+int shim_header_lowat(int fd, const struct shim_progress *pr)
+{
+	/* The kernel caps SO_RCVLOWAT at half the receive buffer: headers above that wake
+	 * early and are simply peeked again. */
+	int lowat = (int)(pr->want > pr->seen + 1 ? pr->want : pr->seen + 1);
+	int saved = errno, r = setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat));
+	errno = saved;
+	return r;
+}
+
+void shim_header_lowat_reset(int fd)
+{
+	int one = 1, saved = errno;
+	setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
+	errno = saved;
+}
+
+uint64_t shim_now_ms(void)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
+}
+
+enum shim_verdict shim_take_header(const struct shim_conn_ref *c)
+{
+	struct shim_progress pr = {0, 0};
+	uint64_t deadline = 0;
+	bool eof = false, lowat = false;
+	enum shim_verdict v;
+	int saved = errno;
+
+	for (;;) {
+		size_t before = pr.seen;
+		v = shim_header_step(c, &pr, eof);
+		if (v != SHIM_INCOMPLETE)
+			break;
+		if (deadline == 0) {
+			deadline = shim_now_ms() + shim_config()->timeout_ms;
+		} else if (pr.seen == before) {
+			/* Woken without progress (the capped SO_RCVLOWAT above): do not spin. */
 			struct timespec pause = {0, 1000000};
 			nanosleep(&pause, NULL);
 		}
-		r = wait_more(&t, want);
-		if (r == 0) {
-			v = no_header(&t, "timeout");
-			goto out;
+		lowat |= shim_header_lowat(c->fd, &pr) == 0;
+		for (;;) {
+			struct pollfd p = {.fd = c->fd, .events = POLLIN | POLLRDHUP};
+			uint64_t now = shim_now_ms();
+			int r;
+			if (now >= deadline) {
+				v = shim_header_none(c, pr.seen, "timeout");
+				goto out;
+			}
+			r = poll(&p, 1, (int)(deadline - now));
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r > 0 && (p.revents & (POLLERR | POLLHUP | POLLRDHUP | POLLNVAL)))
+				eof = true; /* look once more: the last bytes may complete the header */
+			break;
 		}
-		/* On EOF, look once more: the last bytes may have completed the header. */
-		if (r < 0)
-			eof = true;
 	}
 out:
-	if (t.lowat) {
-		int one = 1;
-		setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
-	}
-	if (t.buf != small)
-		free(t.buf);
+	if (lowat)
+		shim_header_lowat_reset(c->fd);
 	errno = saved;
 	return v;
 }

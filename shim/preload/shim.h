@@ -8,8 +8,12 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "proxyshim.h"
 
@@ -30,7 +34,10 @@
 	X(int, dup2, (int, int))                                                            \
 	X(int, dup3, (int, int, int))                                                       \
 	X(int, fcntl, (int, int, ...))                                                      \
-	X(int, fcntl64, (int, int, ...))
+	X(int, fcntl64, (int, int, ...))                                                    \
+	X(int, epoll_ctl, (int, int, int, struct epoll_event *))                            \
+	X(int, poll, (struct pollfd *, nfds_t, int))                                        \
+	X(int, ppoll, (struct pollfd *, nfds_t, const struct timespec *, const sigset_t *))
 
 #define SHIM_REAL_DECL(ret, name, args) extern ret(*real_##name) args;
 SHIM_REAL_LIST(SHIM_REAL_DECL)
@@ -65,6 +72,7 @@ struct shim_config {
 	uint8_t log_level; /* enum shim_log_level */
 	unsigned versions; /* PP_V1 | PP_V2 */
 	unsigned timeout_ms;
+	unsigned max_parked; /* connections parked at once in the process */
 	unsigned ncidrs;
 	struct shim_cidr *cidrs;
 	const char *inactive_reason; /* why active is false, said once on the first listen() */
@@ -90,6 +98,8 @@ enum shim_fd_kind {
 	SHIM_FD_NONE = 0,     /* unknown to the shim: not looked at yet, or nothing to do */
 	SHIM_FD_LISTENER,     /* a listening socket the shim classified */
 	SHIM_FD_CONN,         /* an accepted connection whose header was consumed */
+	SHIM_FD_INTERNAL,     /* the shim's own fd (parking epoll, timer, parked connection) */
+	SHIM_FD_EPOLL,        /* a program's epoll instance that watches a covered listener */
 };
 
 #define SHIM_L_COVERED 0x01 /* listener: TCP over IPv4/IPv6 on a covered port */
@@ -110,7 +120,7 @@ struct shim_fd {
 	uint32_t real_hash; /* conn: hash of the real peer, to detect an fd reused behind our back */
 	struct shim_addr peer;  /* conn: the header's source as the program sees it */
 	struct shim_addr local; /* conn: the header's destination */
-	void *ext;              /* optional extra state owned by the entry (freed on clear) */
+	void *ext; /* listener: its struct shim_park; internal fd: the park that owns it */
 };
 
 /* The entry for fd, or NULL when the table has no page for it (fd never recorded). */
@@ -118,6 +128,10 @@ struct shim_fd *shim_fd_peek(int fd);
 /* The entry for fd, creating its page if needed; NULL only for a negative fd or no memory. */
 struct shim_fd *shim_fd_get(int fd);
 void shim_fd_clear(int fd);
+/* Marks fd as the shim's own, owned by park; shim_fd_forget() unmarks it before the shim
+ * closes it itself (a close by the program instead tells the park it lost the fd). */
+void shim_fd_mark_internal(int fd, void *park);
+void shim_fd_forget(int fd);
 void shim_fd_clear_range(unsigned first, unsigned last);
 /* Carries oldfd's entry to newfd, replacing what newfd had. */
 void shim_fd_copy(int oldfd, int newfd);
@@ -150,14 +164,58 @@ const char *shim_log_level_name(int level);
 
 /* ---- header.c: reading the PROXY header off an accepted connection ---- */
 enum shim_verdict {
-	SHIM_ACCEPT_HEADER, /* header consumed; entry recorded */
-	SHIM_PASS,          /* no header expected or (optional mode) none sent: leave as is */
+	SHIM_ACCEPT_HEADER, /* header consumed; entry recorded when it names a client */
+	SHIM_PASS,          /* (optional mode) no header sent: leave the connection as it is */
 	SHIM_REJECT,        /* close the connection; logged */
+	SHIM_INCOMPLETE,    /* more bytes are needed */
 };
-/* Reads and consumes the header of the trusted connection fd (accepted on a listener with
- * local port lport, real peer `peer`), waiting at most the configured timeout. */
-enum shim_verdict shim_take_header(int fd, const struct sockaddr *peer, uint16_t lport);
+/* A trusted connection being read: its fd, real peer and the listener's local port. */
+struct shim_conn_ref {
+	int fd;
+	const struct sockaddr *peer;
+	uint16_t lport;
+};
+struct shim_progress {
+	size_t seen; /* bytes queued at the last peek */
+	size_t want; /* the whole header's size once known (v2), else 0 */
+};
+/* One look without waiting: peek, parse, and consume the header when it is complete.
+ * eof: the peer has shut down, so an incomplete header is final. */
+enum shim_verdict shim_header_step(const struct shim_conn_ref *c, struct shim_progress *pr, bool eof);
+/* What becomes of a connection whose header did not come (reason: timeout, eof, missing). */
+enum shim_verdict shim_header_none(const struct shim_conn_ref *c, size_t seen, const char *reason);
+/* Raises SO_RCVLOWAT so readiness means the next needed bytes are there; 0 or -1. */
+int shim_header_lowat(int fd, const struct shim_progress *pr);
+void shim_header_lowat_reset(int fd);
+/* Steps and waits in poll() until done or the configured timeout. */
+enum shim_verdict shim_take_header(const struct shim_conn_ref *c);
+uint64_t shim_now_ms(void);
 
+/* ---- park.c: connections whose header is incomplete wait on their listener ---- */
+struct shim_park;
+/* Connections parked in the whole process; the hooks' fast paths read only this. */
+extern _Atomic unsigned shim_parked_total;
+/* Parks the trusted connection fd accepted on listener l (fd lfd): 0, or -1 when it could not. */
+int shim_park_add(struct shim_fd *l, int lfd, int fd, const struct sockaddr_storage *peer,
+		  socklen_t peerlen, const struct shim_progress *pr);
+/* True when l has parked connections (one load, no lock). */
+bool shim_park_pending(const struct shim_fd *l);
+/* Hands over one parked connection whose header has completed (returns its fd, address
+ * written per accept()'s contract) after closing expired ones; -1 when none is ready. */
+int shim_park_service(struct shim_fd *l, struct sockaddr *addr, socklen_t *addrlen);
+/* For a blocking listener with parked connections: waits on the listener and the parked
+ * connections at once. 1: the listener is readable; 0: look at the parked ones; -1: EINTR. */
+int shim_park_wait(struct shim_fd *l, int lfd);
+bool shim_park_blocking(const struct shim_fd *l);
+/* The program added, changed or removed lfd in its epoll instance ep. */
+void shim_park_epoll_ctl(struct shim_fd *l, int ep, int op, const struct epoll_event *ev);
+/* The listener's entry goes away (close, dup2 over it): its parked connections go too. */
+void shim_park_release(struct shim_park *p);
+/* The program closed one of the park's own fds. */
+void shim_park_lost_fd(struct shim_park *p);
+/* For poll(): the parking epoll fd to watch beside listener fd, or -1. */
+int shim_park_pollfd(int fd);
+void shim_park_atfork_child(void);
 /* ---- accept.c / listen.c ---- */
 /* Classifies the listener fd (once) and returns its entry, or NULL when the shim ignores it. */
 struct shim_fd *shim_listener(int fd);

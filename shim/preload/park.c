@@ -1,0 +1,482 @@
+/* Parking: a trusted connection whose header has not fully arrived waits on its listener
+ * instead of in accept(). Each listener that parks gets an epoll fd of the shim's holding its
+ * parked connections (readable only once the bytes they need are there, by SO_RCVLOWAT) and a
+ * timerfd for the oldest one's deadline. That epoll fd is added to every epoll instance the
+ * program watches the listener with, under the listener's own event data, so the program's
+ * own loop wakes and calls accept(), which hands the connection over. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include "shim.h"
+
+#define MAX_REGS 8     /* epoll instances watching one listener that the shim follows */
+#define SERVICE_BATCH 64
+
+struct parked {
+	int fd;
+	uint64_t since_ms;
+	struct shim_progress pr;
+	socklen_t peerlen;
+	struct sockaddr_storage peer;
+};
+
+struct epreg {
+	int ep;
+	uint32_t events;
+	uint64_t data;
+	bool added; /* the park's epoll fd is in ep */
+};
+
+struct shim_park {
+	pthread_mutex_t lock;
+	struct shim_park *next_all; /* every park ever made, for the fork handler */
+	unsigned gen;               /* the process generation it belongs to (bumped by fork) */
+	_Atomic bool lost;          /* the program closed one of its fds */
+	_Atomic unsigned n;         /* parked connections */
+	bool dead;                  /* its listener is gone */
+	bool blocking;              /* the listener was blocking when it last parked */
+	uint16_t lport;
+	int epfd, tfd;
+	unsigned cap;
+	struct parked *v; /* oldest first */
+	unsigned nregs;
+	struct epreg regs[MAX_REGS];
+};
+
+_Atomic unsigned shim_parked_total;
+static _Atomic unsigned g_gen;
+static struct shim_park *_Atomic g_all;
+
+static unsigned max_parked(void)
+{
+	return shim_config()->max_parked;
+}
+
+static struct shim_park *park_of(struct shim_fd *l, bool create)
+{
+	struct shim_park *p = __atomic_load_n((struct shim_park **)&l->ext, __ATOMIC_ACQUIRE), *expected = NULL;
+	if (p || !create)
+		return p;
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return NULL;
+	pthread_mutex_init(&p->lock, NULL);
+	p->epfd = p->tfd = -1;
+	p->gen = atomic_load(&g_gen);
+	p->lport = ntohs(l->local.port);
+	if (!__atomic_compare_exchange_n((struct shim_park **)&l->ext, &expected, p, false,
+					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+		pthread_mutex_destroy(&p->lock);
+		free(p);
+		return expected;
+	}
+	/* Parks are never freed (a thread may still hold one when its listener closes); they
+	 * are few: one per listening fd that ever parked or was watched by epoll. */
+	p->next_all = atomic_load(&g_all);
+	while (!atomic_compare_exchange_weak(&g_all, &p->next_all, p))
+		;
+	return p;
+}
+
+bool shim_park_pending(const struct shim_fd *l)
+{
+	const struct shim_park *p = __atomic_load_n((struct shim_park *const *)&l->ext, __ATOMIC_ACQUIRE);
+	return p && atomic_load_explicit(&p->n, memory_order_relaxed) > 0;
+}
+
+bool shim_park_blocking(const struct shim_fd *l)
+{
+	const struct shim_park *p = __atomic_load_n((struct shim_park *const *)&l->ext, __ATOMIC_ACQUIRE);
+	return p && p->blocking;
+}
+
+/* Closes one of the park's own fds, which the program has not closed behind its back. */
+static void close_own(struct shim_park *p, int fd)
+{
+	struct shim_fd *e = shim_fd_peek(fd);
+	if (fd < 0)
+		return;
+	if (e && atomic_load(&e->kind) == SHIM_FD_INTERNAL && e->ext == p) {
+		shim_fd_forget(fd);
+		real_close(fd);
+	}
+}
+
+static void mirror(struct shim_park *p, struct epreg *r, int op)
+{
+	struct epoll_event ev;
+	/* EPOLLEXCLUSIVE is refused on an epoll fd; EPOLLOUT means nothing for a listener. */
+	ev.events = (r->events & (EPOLLET | EPOLLONESHOT | EPOLLWAKEUP)) | EPOLLIN;
+	ev.data.u64 = r->data;
+	if (op == EPOLL_CTL_ADD && shim_fd_kind(r->ep) != SHIM_FD_EPOLL)
+		return; /* closed since: the number may belong to something else now */
+	if (real_epoll_ctl(r->ep, op, p->epfd, &ev) == 0)
+		r->added = op != EPOLL_CTL_DEL;
+	else if (op == EPOLL_CTL_ADD && errno == EEXIST)
+		r->added = true;
+}
+
+/* Everything the park holds goes; the registrations (the program's intent) stay. */
+static void reset_locked(struct shim_park *p, bool close_fds)
+{
+	unsigned n = atomic_load(&p->n);
+	for (unsigned i = 0; i < n; i++) {
+		if (close_fds)
+			close_own(p, p->v[i].fd);
+	}
+	atomic_fetch_sub(&shim_parked_total, n);
+	atomic_store(&p->n, 0);
+	if (close_fds) {
+		close_own(p, p->tfd);
+		close_own(p, p->epfd);
+	}
+	p->tfd = p->epfd = -1;
+	for (unsigned i = 0; i < p->nregs; i++)
+		p->regs[i].added = false;
+	atomic_store(&p->lost, false);
+}
+
+/* A park inherited across fork() is the parent's: the child closes its copies of the parked
+ * connections (the parent still holds them) and starts empty. A park that lost an fd to the
+ * program (daemons close every fd above 2) closes what is left of its own and starts again. */
+static void check_locked(struct shim_park *p)
+{
+	unsigned gen = atomic_load(&g_gen);
+	if (SHIM_UNLIKELY(p->gen != gen)) {
+		unsigned n = atomic_load(&p->n);
+		atomic_fetch_add(&shim_parked_total, n); /* reset_locked takes them off again */
+		reset_locked(p, true);
+		p->gen = gen;
+	}
+	if (SHIM_UNLIKELY(atomic_load(&p->lost))) {
+		shim_log(SHIM_LOG_WARN, "event=reset reason=fd-closed-by-program port=%u parked=%u", p->lport,
+			 atomic_load(&p->n));
+		reset_locked(p, true);
+	}
+}
+
+static int setup_locked(struct shim_park *p)
+{
+	struct epoll_event ev = {.events = EPOLLIN};
+	if (p->epfd >= 0)
+		return 0;
+	p->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (p->epfd < 0)
+		return -1;
+	shim_fd_mark_internal(p->epfd, p);
+	p->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (p->tfd < 0)
+		goto fail;
+	shim_fd_mark_internal(p->tfd, p);
+	ev.data.fd = p->tfd;
+	if (real_epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->tfd, &ev) < 0)
+		goto fail;
+	for (unsigned i = 0; i < p->nregs; i++)
+		mirror(p, &p->regs[i], EPOLL_CTL_ADD);
+	return 0;
+fail:
+	close_own(p, p->tfd);
+	close_own(p, p->epfd);
+	p->tfd = p->epfd = -1;
+	return -1;
+}
+
+static void arm_locked(struct shim_park *p)
+{
+	struct itimerspec its;
+	memset(&its, 0, sizeof(its));
+	if (atomic_load(&p->n) > 0) {
+		uint64_t at = p->v[0].since_ms + shim_config()->timeout_ms;
+		its.it_value.tv_sec = (time_t)(at / 1000);
+		its.it_value.tv_nsec = (long)(at % 1000) * 1000000;
+		if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
+			its.it_value.tv_nsec = 1;
+	}
+	timerfd_settime(p->tfd, TFD_TIMER_ABSTIME, &its, NULL);
+}
+
+static void remove_locked(struct shim_park *p, unsigned i)
+{
+	unsigned n = atomic_load(&p->n);
+	struct shim_fd *e = shim_fd_peek(p->v[i].fd);
+	real_epoll_ctl(p->epfd, EPOLL_CTL_DEL, p->v[i].fd, NULL);
+	/* A header just read has turned the entry into the connection's own: keep that. */
+	if (e && atomic_load(&e->kind) == SHIM_FD_INTERNAL)
+		shim_fd_forget(p->v[i].fd);
+	memmove(&p->v[i], &p->v[i + 1], (n - i - 1) * sizeof(p->v[0]));
+	atomic_store(&p->n, n - 1);
+	atomic_fetch_sub(&shim_parked_total, 1);
+}
+
+static void drop_locked(struct shim_park *p, unsigned i)
+{
+	int fd = p->v[i].fd;
+	remove_locked(p, i);
+	real_close(fd);
+}
+
+static void log_overflow(const struct parked *c, uint16_t lport)
+{
+	if (shim_log_on(SHIM_LOG_WARN)) {
+		char peer[SHIM_ADDRSTR_LEN];
+		shim_log(SHIM_LOG_WARN,
+			 "event=reject reason=overflow detail=\"PROXYSHIM_MAX_PARKED reached: oldest closed\" "
+			 "peer=%s port=%u",
+			 shim_sa_str((const struct sockaddr *)&c->peer, peer), lport);
+	}
+}
+
+int shim_park_add(struct shim_fd *l, int lfd, int fd, const struct sockaddr_storage *peer,
+		  socklen_t peerlen, const struct shim_progress *pr)
+{
+	struct shim_park *p = park_of(l, true);
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP};
+	int fl, saved = errno, ret = -1;
+	unsigned n;
+
+	if (!p)
+		return -1;
+	fl = real_fcntl(lfd, F_GETFL);
+	pthread_mutex_lock(&p->lock);
+	check_locked(p);
+	if (p->dead || setup_locked(p) < 0)
+		goto out;
+	p->blocking = fl >= 0 && !(fl & O_NONBLOCK);
+	n = atomic_load(&p->n);
+	/* The process-wide cap: the oldest of this listener makes room. */
+	if (atomic_load(&shim_parked_total) >= max_parked() && n > 0) {
+		log_overflow(&p->v[0], p->lport);
+		drop_locked(p, 0);
+		n--;
+	}
+	if (n == p->cap) {
+		unsigned cap = p->cap ? p->cap * 2 : 16;
+		struct parked *v = realloc(p->v, cap * sizeof(*v));
+		if (!v)
+			goto out;
+		p->v = v;
+		p->cap = cap;
+	}
+	ev.data.fd = fd;
+	shim_header_lowat(fd, pr);
+	if (real_epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+		goto out;
+	p->v[n].fd = fd;
+	p->v[n].since_ms = shim_now_ms();
+	p->v[n].pr = *pr;
+	p->v[n].peerlen = peerlen;
+	memcpy(&p->v[n].peer, peer, sizeof(*peer));
+	shim_fd_mark_internal(fd, p);
+	atomic_store(&p->n, n + 1);
+	atomic_fetch_add(&shim_parked_total, 1);
+	if (n == 0)
+		arm_locked(p);
+	ret = 0;
+	if (shim_log_on(SHIM_LOG_DEBUG)) {
+		char ps[SHIM_ADDRSTR_LEN];
+		shim_log(SHIM_LOG_DEBUG, "event=park peer=%s port=%u seen=%zu parked=%u",
+			 shim_sa_str((const struct sockaddr *)peer, ps), p->lport, pr->seen, n + 1);
+	}
+out:
+	pthread_mutex_unlock(&p->lock);
+	errno = saved;
+	return ret;
+}
+
+static int index_of(const struct shim_park *p, int fd)
+{
+	unsigned n = atomic_load(&p->n);
+	for (unsigned i = 0; i < n; i++)
+		if (p->v[i].fd == fd)
+			return (int)i;
+	return -1;
+}
+
+/* Hands connection i over: off the park, SO_RCVLOWAT back to 1, the address out. */
+static int hand_over_locked(struct shim_park *p, unsigned i, enum shim_verdict v,
+			    struct sockaddr *addr, socklen_t *addrlen)
+{
+	int fd = p->v[i].fd;
+	struct sockaddr_storage peer = p->v[i].peer;
+	socklen_t peerlen = p->v[i].peerlen;
+	struct shim_fd *e;
+
+	remove_locked(p, i);
+	shim_header_lowat_reset(fd);
+	e = shim_fd_peek(fd);
+	if (v == SHIM_ACCEPT_HEADER && e && atomic_load(&e->kind) == SHIM_FD_CONN)
+		shim_addr_to_user(&e->peer, addr, addrlen);
+	else
+		shim_sa_to_user(&peer, peerlen, addr, addrlen);
+	return fd;
+}
+
+int shim_park_service(struct shim_fd *l, struct sockaddr *addr, socklen_t *addrlen)
+{
+	struct shim_park *p = park_of(l, false);
+	struct epoll_event evs[SERVICE_BATCH];
+	int saved = errno, out = -1, nev;
+	uint64_t now, timeout;
+
+	if (!p)
+		return -1;
+	pthread_mutex_lock(&p->lock);
+	check_locked(p);
+	if (p->epfd < 0 || atomic_load(&p->n) == 0)
+		goto unlock;
+	nev = epoll_wait(p->epfd, evs, SERVICE_BATCH, 0);
+	for (int k = 0; k < nev; k++) {
+		struct shim_conn_ref c;
+		enum shim_verdict v;
+		int i;
+
+		if (evs[k].data.fd == p->tfd) {
+			uint64_t ticks;
+			ssize_t r = read(p->tfd, &ticks, sizeof(ticks));
+			(void)r;
+			continue;
+		}
+		if (out >= 0 || (i = index_of(p, evs[k].data.fd)) < 0)
+			continue; /* one hand-over a call; the rest stay ready for the next call */
+		c.fd = p->v[i].fd;
+		c.peer = (const struct sockaddr *)&p->v[i].peer;
+		c.lport = p->lport;
+		v = shim_header_step(&c, &p->v[i].pr,
+				     (evs[k].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0);
+		if (v == SHIM_INCOMPLETE)
+			shim_header_lowat(c.fd, &p->v[i].pr);
+		else if (v == SHIM_REJECT)
+			drop_locked(p, (unsigned)i);
+		else
+			out = hand_over_locked(p, (unsigned)i, v, addr, addrlen);
+	}
+	/* Expiry, oldest first. */
+	now = shim_now_ms();
+	timeout = shim_config()->timeout_ms;
+	while (atomic_load(&p->n) > 0 && p->v[0].since_ms + timeout <= now) {
+		struct shim_conn_ref c = {p->v[0].fd, (const struct sockaddr *)&p->v[0].peer, p->lport};
+		enum shim_verdict v = shim_header_none(&c, p->v[0].pr.seen, "timeout");
+		if (v == SHIM_PASS && out < 0)
+			out = hand_over_locked(p, 0, v, addr, addrlen);
+		else
+			drop_locked(p, 0);
+	}
+	arm_locked(p);
+unlock:
+	pthread_mutex_unlock(&p->lock);
+	errno = saved;
+	return out;
+}
+
+int shim_park_wait(struct shim_fd *l, int lfd)
+{
+	struct shim_park *p = park_of(l, false);
+	struct pollfd pf[2] = {{.fd = lfd, .events = POLLIN}, {.fd = -1, .events = POLLIN}};
+	int r, wait_ms = -1;
+
+	if (!p)
+		return 1;
+	pthread_mutex_lock(&p->lock);
+	pf[1].fd = p->epfd;
+	if (atomic_load(&p->n) > 0) {
+		uint64_t at = p->v[0].since_ms + shim_config()->timeout_ms, now = shim_now_ms();
+		wait_ms = at > now ? (int)(at - now) : 0;
+	}
+	pthread_mutex_unlock(&p->lock);
+	if (pf[1].fd < 0)
+		return 1;
+	r = real_poll(pf, 2, wait_ms);
+	if (r < 0)
+		return errno == EINTR ? -1 : 0;
+	if (pf[1].revents)
+		return 0;
+	return pf[0].revents ? 1 : 0;
+}
+
+void shim_park_epoll_ctl(struct shim_fd *l, int ep, int op, const struct epoll_event *ev)
+{
+	struct shim_park *p = park_of(l, op == EPOLL_CTL_ADD);
+	struct shim_fd *epe;
+	unsigned i;
+
+	if (!p)
+		return;
+	pthread_mutex_lock(&p->lock);
+	check_locked(p);
+	for (i = 0; i < p->nregs; i++)
+		if (p->regs[i].ep == ep)
+			break;
+	if (op == EPOLL_CTL_ADD) {
+		if (i == p->nregs) {
+			if (p->nregs == MAX_REGS)
+				goto out; /* beyond what the shim follows: parked ones wait for accept() */
+			p->nregs++;
+			p->regs[i].added = false;
+		}
+		if ((epe = shim_fd_get(ep)) != NULL &&
+		    atomic_load(&epe->kind) == SHIM_FD_NONE)
+			atomic_store(&epe->kind, SHIM_FD_EPOLL);
+		p->regs[i].ep = ep;
+		p->regs[i].events = ev ? ev->events : EPOLLIN;
+		p->regs[i].data = ev ? ev->data.u64 : 0;
+		if (p->epfd >= 0)
+			mirror(p, &p->regs[i], p->regs[i].added ? EPOLL_CTL_MOD : EPOLL_CTL_ADD);
+	} else if (i < p->nregs && op == EPOLL_CTL_MOD) {
+		p->regs[i].events = ev ? ev->events : EPOLLIN;
+		p->regs[i].data = ev ? ev->data.u64 : 0;
+		if (p->regs[i].added)
+			mirror(p, &p->regs[i], EPOLL_CTL_MOD);
+	} else if (i < p->nregs && op == EPOLL_CTL_DEL) {
+		if (p->regs[i].added)
+			mirror(p, &p->regs[i], EPOLL_CTL_DEL);
+		p->regs[i] = p->regs[--p->nregs];
+	}
+out:
+	pthread_mutex_unlock(&p->lock);
+}
+
+void shim_park_release(struct shim_park *p)
+{
+	int saved = errno;
+	pthread_mutex_lock(&p->lock);
+	reset_locked(p, p->gen == atomic_load(&g_gen));
+	p->nregs = 0;
+	p->dead = true;
+	free(p->v);
+	p->v = NULL;
+	p->cap = 0;
+	pthread_mutex_unlock(&p->lock);
+	errno = saved;
+}
+
+void shim_park_lost_fd(struct shim_park *p)
+{
+	atomic_store(&p->lost, true);
+}
+
+int shim_park_pollfd(int fd)
+{
+	struct shim_fd *e = shim_fd_peek(fd);
+	struct shim_park *p;
+	if (!e || atomic_load_explicit(&e->kind, memory_order_acquire) != SHIM_FD_LISTENER)
+		return -1;
+	p = __atomic_load_n((struct shim_park **)&e->ext, __ATOMIC_ACQUIRE);
+	if (!p || atomic_load(&p->n) == 0 || p->gen != atomic_load(&g_gen))
+		return -1;
+	return p->epfd;
+}
+
+void shim_park_atfork_child(void)
+{
+	/* Only this thread survives the fork: locks another thread held are reset, and every
+	 * park notices the new generation when next used. */
+	atomic_fetch_add(&g_gen, 1);
+	atomic_store(&shim_parked_total, 0);
+	for (struct shim_park *p = atomic_load(&g_all); p; p = p->next_all)
+		pthread_mutex_init(&p->lock, NULL);
+}
