@@ -63,6 +63,16 @@ static int parse_cidr(const char *tok, size_t n, struct shim_cidr *c)
 	prefix = max;
 	if (slash && parse_uint(slash + 1, n - alen - 1, max, &prefix) < 0)
 		return -EINVAL;
+	/* ::ffff:a.b.c.d/96+n is the IPv4 network a.b.c.d/n: one rule for both ways a peer
+	 * can show up (plain IPv4, or mapped on a dual-stack listener). */
+	if (c->family == AF_INET6 && prefix >= 96 &&
+	    memcmp(c->addr, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12) == 0) {
+		memmove(c->addr, c->addr + 12, 4);
+		memset(c->addr + 4, 0, 12);
+		c->family = AF_INET;
+		prefix -= 96;
+		max = 32;
+	}
 	c->prefix = (uint8_t)prefix;
 	/* Host bits are cleared so matching is a plain masked compare. */
 	for (unsigned bit = prefix; bit < max; bit++)
