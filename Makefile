@@ -7,7 +7,7 @@ FUZZ_SECONDS ?= 60
 
 WARN    := -Wall -Wextra -Wshadow -Wconversion -Wmissing-prototypes
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=gnu11 $(WARN) -Iinclude -fPIC -D_GNU_SOURCE
+override CFLAGS += -std=gnu11 $(WARN) -Iinclude -fPIC -D_GNU_SOURCE
 LDHARD  := -Wl,-z,relro,-z,now,-z,noexecstack
 
 PROTO_SRC   := $(wildcard shim/proto/*.c)
