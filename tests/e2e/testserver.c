@@ -21,6 +21,9 @@
  *   --close-with HOW    close (default) or close_range, for each finished connection
  *   --probe HOST:PORT   after closing a connection, connect a fresh socket to HOST:PORT (it
  *                       usually reuses the fd number) and report its getpeername() as "probe"
+ *   --probe-via HOW     dup2|dup3: instead of closing the connection, move the probe socket onto
+ *                       its still-open fd with dup2()/dup3() (closing it that way)
+ *   --signals US        SIGALRM every US microseconds, handler without SA_RESTART (EINTR storm)
  *   --high-fd N         raise RLIMIT_NOFILE and move the listener to fd N with dup2()
  *   --fill-fds N        open /dev/null copies until the lowest free fd is >= N, so accepted
  *                       connections get fds >= N
@@ -35,7 +38,10 @@
  *    "accept_raw":"...","peer":{...getpeername()...},"local":{...getsockname()...},
  *    "bytes":12,"sha256":"...","hex":"first 256 bytes in hex","dup_fd":..,"acc_fd":..,"probe":{...}}
  * "fd" is the fd served (after --dup), "acc_fd" the one accept() returned.
- * "accept" is null with --null-addr. Errors go to stderr as "testserver: error ..." and never
+ * "accept" is null with --null-addr. With --addrlen, getpeername() gets the same short length:
+ * "peer_len" is what it reported and "peer_raw" the first 32 bytes of its buffer. "nonblock" and
+ * "cloexec" are the accepted fd's flags; "errno_kept"/"gp_errno_kept" say that a successful
+ * accept()/getpeername() left errno as it was. Errors go to stderr as "testserver: error ..." and never
  * stop the server. The bytes are echoed back as they arrive (unless --no-echo). */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -52,7 +58,6 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -158,14 +163,17 @@ static struct {
 	const char *dup;
 	int close_range;
 	const char *probe;
+	const char *probe_via; /* NULL: close then connect; "dup2"/"dup3": over the live fd */
+	int signals_us;
 	int high_fd;
 	int fill_fds;
 	int greet;
 	int echo;
 	int io_timeout_ms;
-} opt = { "127.0.0.1:0", 0, MODE_BLOCKING, 8, 0, 0, -1, 0, NULL, 0, NULL, -1, -1, 0, 1, 10000 };
+} opt = { "127.0.0.1:0", 0, MODE_BLOCKING, 8, 0, 0, -1, 0, NULL, 0, NULL, NULL, 0, -1, -1, 0, 1, 10000 };
 
 static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
+static volatile sig_atomic_t alarms;
 static long reported;
 
 static void errlog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -307,6 +315,8 @@ struct conn {
 	size_t out_len;
 	int dup_fd;
 	int acc_fd; /* the fd accept() returned, before --dup */
+	int nonblock, cloexec; /* the accepted fd's flags, as accept() left them */
+	int errno_kept;        /* errno unchanged by a successful accept() */
 	int eof;
 };
 
@@ -324,6 +334,9 @@ static void conn_init(struct conn *c, int fd, const struct sockaddr_storage *acc
 	}
 	c->dup_fd = -1;
 	c->acc_fd = fd;
+	int fl = fcntl(fd, F_GETFL), fdf = fcntl(fd, F_GETFD);
+	c->nonblock = fl >= 0 && (fl & O_NONBLOCK);
+	c->cloexec = fdf >= 0 && (fdf & FD_CLOEXEC);
 	pthread_mutex_lock(&out_lock);
 	c->n = ++conn_counter;
 	pthread_mutex_unlock(&out_lock);
@@ -377,15 +390,15 @@ static void set_timeouts(int fd)
 
 static void close_fd(int fd)
 {
-	if (opt.close_range) {
-		if (syscall(SYS_close_range, (unsigned)fd, (unsigned)fd, 0u) == 0)
-			return;
-		/* the libc wrapper is the hooked entry point; call it when it exists */
-	}
-	close(fd);
+	/* through libc, where the shim's hooks are */
+	if (opt.close_range && close_range((unsigned)fd, (unsigned)fd, 0) == 0)
+		return;
+	if (close(fd) < 0)
+		errlog("close fd %d: %s", fd, strerror(errno));
 }
 
-/* The probe: a new outgoing socket that most likely takes the closed fd's number. */
+/* The probe: a new outgoing socket that most likely takes the closed fd's number, or (with
+ * --probe-via) one moved onto the still-open connection fd by dup2()/dup3(), which closes it. */
 static void probe_json(char *out, size_t cap, int closed_fd)
 {
 	struct sockaddr_storage ss, pa;
@@ -404,6 +417,16 @@ static void probe_json(char *out, size_t cap, int closed_fd)
 		close(fd);
 		return;
 	}
+	if (opt.probe_via) {
+		int r = !strcmp(opt.probe_via, "dup3") ? dup3(fd, closed_fd, O_CLOEXEC) : dup2(fd, closed_fd);
+		if (r < 0) {
+			errlog("probe %s: %s", opt.probe_via, strerror(errno));
+			close(fd);
+			return;
+		}
+		close(fd);
+		fd = closed_fd;
+	}
 	memset(&pa, 0, sizeof pa);
 	if (getpeername(fd, (struct sockaddr *)&pa, &plen) < 0)
 		snprintf(a, sizeof a, "{\"error\":%d}", errno);
@@ -418,10 +441,10 @@ static void probe_json(char *out, size_t cap, int closed_fd)
 static void conn_finish(struct conn *c, const uint8_t *raw)
 {
 	char acc[160], peer[160], local[160], sum[65], hx[2 * 256 + 1], rawhex[65], probe[300];
-	char extra[64] = "";
+	char extra[64] = "", praw[65] = "", flags[320];
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof ss;
-	char buf[2048];
+	char buf[4096];
 
 	if (c->have_accept) {
 		/* decode only what the caller's buffer could hold; accept_raw shows the bytes */
@@ -430,11 +453,28 @@ static void conn_finish(struct conn *c, const uint8_t *raw)
 	}
 	else
 		snprintf(acc, sizeof acc, "null");
-	memset(&ss, 0, sizeof ss);
-	if (getpeername(c->fd, (struct sockaddr *)&ss, &len) < 0)
+	memset(&ss, 0xAA, sizeof ss);
+	if (opt.addrlen >= 0)
+		len = (socklen_t)opt.addrlen; /* the same short buffer as accept() got */
+	errno = EDOM;
+	int gp = getpeername(c->fd, (struct sockaddr *)&ss, &len);
+	int gp_errno_kept = gp == 0 && errno == EDOM;
+	if (gp < 0) {
 		snprintf(peer, sizeof peer, "{\"error\":%d}", errno);
-	else
-		fmt_addr(peer, sizeof peer, &ss, len);
+	} else {
+		socklen_t cap = opt.addrlen >= 0 ? (socklen_t)opt.addrlen : (socklen_t)sizeof ss;
+		fmt_addr(peer, sizeof peer, &ss, len < cap ? len : cap);
+		if (opt.addrlen >= 0) {
+			uint8_t pr[32];
+			memcpy(pr, &ss, sizeof pr);
+			hex(praw, pr, sizeof pr);
+		}
+	}
+	snprintf(flags, sizeof flags,
+		 ",\"peer_len\":%u,\"peer_raw\":\"%s\",\"nonblock\":%s,\"cloexec\":%s,"
+		 "\"errno_kept\":%s,\"gp_errno_kept\":%s",
+		 (unsigned)len, praw, c->nonblock ? "true" : "false", c->cloexec ? "true" : "false",
+		 c->errno_kept ? "true" : "false", gp_errno_kept ? "true" : "false");
 	len = sizeof ss;
 	memset(&ss, 0, sizeof ss);
 	if (getsockname(c->fd, (struct sockaddr *)&ss, &len) < 0)
@@ -450,13 +490,14 @@ static void conn_finish(struct conn *c, const uint8_t *raw)
 	if (c->dup_fd >= 0)
 		snprintf(extra, sizeof extra, ",\"dup_fd\":%d,\"acc_fd\":%d", c->dup_fd, c->acc_fd);
 	int fd = c->fd;
-	close_fd(fd);
-	probe_json(probe, sizeof probe, fd);
+	if (!opt.probe_via)
+		close_fd(fd);
+	probe_json(probe, sizeof probe, fd); /* with --probe-via, closes fd by dup2()/dup3() */
 	int n = snprintf(buf, sizeof buf,
 			 "{\"n\":%ld,\"pid\":%d,\"fd\":%d,\"accept\":%s,\"addrlen\":%u,\"accept_raw\":\"%s\","
-			 "\"peer\":%s,\"local\":%s,\"bytes\":%llu,\"sha256\":\"%s\",\"hex\":\"%s\"%s%s}\n",
+			 "\"peer\":%s,\"local\":%s,\"bytes\":%llu,\"sha256\":\"%s\",\"hex\":\"%s\"%s%s%s}\n",
 			 c->n, (int)getpid(), fd, acc, (unsigned)c->acc_len, rawhex, peer, local,
-			 (unsigned long long)c->bytes, sum, hx, extra, probe);
+			 (unsigned long long)c->bytes, sum, hx, extra, flags, probe);
 	if (n >= (int)sizeof buf)
 		n = (int)sizeof buf - 1;
 	emit(buf, (size_t)n);
@@ -511,10 +552,12 @@ static void serve_blocking(struct conn *c, const uint8_t *raw)
 }
 
 /* accept() as configured; retries on EINTR/ECONNABORTED; returns fd or -1 (errno set). */
-static int do_accept(int lfd, struct sockaddr_storage *ss, socklen_t *len, uint8_t raw[32], int flags)
+static int do_accept(int lfd, struct sockaddr_storage *ss, socklen_t *len, uint8_t raw[32], int flags,
+		     int *errno_kept)
 {
 	for (;;) {
 		int fd;
+		errno = EDOM;
 		memset(ss, 0xAA, sizeof *ss);
 		*len = opt.addrlen >= 0 ? (socklen_t)opt.addrlen : (socklen_t)sizeof *ss;
 		struct sockaddr *sa = opt.null_addr ? NULL : (struct sockaddr *)ss;
@@ -524,6 +567,7 @@ static int do_accept(int lfd, struct sockaddr_storage *ss, socklen_t *len, uint8
 		else
 			fd = accept(lfd, sa, lp);
 		if (fd >= 0) {
+			*errno_kept = errno == EDOM;
 			memcpy(raw, ss, 32);
 			if (opt.null_addr)
 				*len = 0;
@@ -552,13 +596,15 @@ static void *accept_loop(void *arg)
 		struct sockaddr_storage ss;
 		socklen_t len;
 		uint8_t raw[32];
-		int fd = do_accept(lfd, &ss, &len, raw, 0);
+		int kept = 0;
+		int fd = do_accept(lfd, &ss, &len, raw, 0, &kept);
 		if (fd < 0) {
 			accept_error();
 			continue;
 		}
 		struct conn c;
 		conn_init(&c, fd, &ss, len, !opt.null_addr);
+		c.errno_kept = kept;
 		if (opt.mode == MODE_FORK) {
 			pid_t pid = fork();
 			if (pid < 0) {
@@ -624,7 +670,8 @@ static void epoll_loop(int lfd)
 					struct sockaddr_storage ss;
 					socklen_t len;
 					uint8_t raw[32]; /* accept_raw is shown in blocking modes only */
-					int fd = do_accept(lfd, &ss, &len, raw, SOCK_NONBLOCK | SOCK_CLOEXEC);
+					int kept = 0;
+					int fd = do_accept(lfd, &ss, &len, raw, SOCK_NONBLOCK | SOCK_CLOEXEC, &kept);
 					if (fd < 0) {
 						if (errno != EAGAIN && errno != EWOULDBLOCK)
 							accept_error();
@@ -636,6 +683,7 @@ static void epoll_loop(int lfd)
 						continue;
 					}
 					conn_init(c, fd, &ss, len, !opt.null_addr);
+					c->errno_kept = kept;
 					conn_dup(c);
 					if (opt.greet) {
 						/* a short line on a fresh socket: fits the send buffer */
@@ -719,12 +767,19 @@ static void raise_nofile(rlim_t want)
 	}
 }
 
+static void on_alarm(int sig)
+{
+	(void)sig;
+	alarms++;
+}
+
 static void usage(void)
 {
 	fprintf(stderr, "usage: testserver [--listen HOST:PORT] [--mode blocking|epoll|threads|fork] "
 			"[--threads N] [--accept4] [--null-addr] [--addrlen N] [--max-conns N] "
 			"[--dup HOW] [--close-with close|close_range] [--probe HOST:PORT] [--high-fd N] "
-			"[--fill-fds N] [--greet] [--no-echo] [--io-timeout MS] [--v6only]\n");
+			"[--fill-fds N] [--greet] [--no-echo] [--io-timeout MS] [--v6only] "
+			"[--probe-via dup2|dup3] [--signals US]\n");
 	exit(2);
 }
 
@@ -752,6 +807,8 @@ int main(int argc, char **argv)
 		else if (!strcmp(a, "--dup")) { NEEDV(); opt.dup = v; }
 		else if (!strcmp(a, "--close-with")) { NEEDV(); opt.close_range = !strcmp(v, "close_range"); }
 		else if (!strcmp(a, "--probe")) { NEEDV(); opt.probe = v; }
+		else if (!strcmp(a, "--probe-via")) { NEEDV(); opt.probe_via = v; }
+		else if (!strcmp(a, "--signals")) { NEEDV(); opt.signals_us = atoi(v); }
 		else if (!strcmp(a, "--high-fd")) { NEEDV(); opt.high_fd = atoi(v); }
 		else if (!strcmp(a, "--fill-fds")) { NEEDV(); opt.fill_fds = atoi(v); }
 		else if (!strcmp(a, "--greet")) opt.greet = 1;
@@ -761,6 +818,15 @@ int main(int argc, char **argv)
 #undef NEEDV
 	}
 	signal(SIGPIPE, SIG_IGN);
+	if (opt.signals_us > 0) {
+		/* a handler without SA_RESTART: blocking calls return EINTR all the time */
+		struct sigaction sa;
+		memset(&sa, 0, sizeof sa);
+		sa.sa_handler = on_alarm;
+		sigaction(SIGALRM, &sa, NULL);
+		struct itimerval it = { { 0, opt.signals_us }, { 0, opt.signals_us } };
+		setitimer(ITIMER_REAL, &it, NULL);
+	}
 
 	struct sockaddr_storage ss;
 	socklen_t len;
