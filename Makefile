@@ -33,7 +33,7 @@ $(BUILD)/libproto.a: $(PROTO_OBJ)
 	$(AR) rcs $@ $^
 
 $(BUILD)/libproxyshim.so: $(PRELOAD_OBJ) $(PROTO_OBJ) shim/preload/libproxyshim.map
-	$(CC) -shared -o $@ $(PRELOAD_OBJ) $(PROTO_OBJ) -Wl,--version-script=shim/preload/libproxyshim.map $(LDHARD) -ldl -lpthread
+	$(CC) -shared -o $@ $(PRELOAD_OBJ) $(PROTO_OBJ) -Wl,--version-script=shim/preload/libproxyshim.map -Wl,-Bsymbolic-functions $(LDHARD) -ldl -lpthread
 
 $(BUILD)/proxyshim-send: shim/cli/proxyshim-send.c $(BUILD)/libproto.a $(HDRS)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libproto.a $(LDHARD)

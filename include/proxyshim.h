@@ -179,6 +179,14 @@ int pp_build_v1(void *buf, size_t cap, const struct sockaddr *src, const struct 
 int pp_build_v2(void *buf, size_t cap, int command, const struct sockaddr *src,
 		const struct sockaddr *dst, const struct pp_tlv *tlvs, size_t ntlvs, unsigned flags);
 
+/* ---- The application API: what the preload library exports on purpose ----
+ * A program that wants these looks them up with dlsym(RTLD_DEFAULT, ...) so that it still runs
+ * without the shim. */
+
+/* The effective configuration as "NAME=value" lines (what `proxyshim --check` prints).
+ * Returns the length it needed, like snprintf. */
+int proxyshim_settings(char *buf, size_t cap);
+
 #ifdef __cplusplus
 }
 #endif

@@ -270,3 +270,52 @@ __attribute__((constructor)) static void shim_init(void)
 	shim_config();
 	pthread_atfork(NULL, NULL, shim_park_atfork_child);
 }
+
+/* The effective settings as "NAME=value" lines, for `proxyshim --check` and debugging. */
+SHIM_EXPORT int proxyshim_settings(char *buf, size_t cap)
+{
+	static const char *const modes[] = {"strict", "optional"};
+	static const char *const versions[] = {"none", "v1", "v2", "any"};
+	const struct shim_config *c = shim_config();
+	char trusted[1024] = "", ports[1024] = "all";
+	size_t used = 0, pused = 0;
+	int n;
+
+	if (!c->all_ports) {
+		for (unsigned p = 1; p <= 65535 && pused < sizeof(ports) - 16; p++) {
+			unsigned q = p;
+			if (!shim_port_covered(c, (uint16_t)p))
+				continue;
+			while (q < 65535 && shim_port_covered(c, (uint16_t)(q + 1)))
+				q++;
+			pused += (size_t)snprintf(ports + pused, sizeof(ports) - pused, q > p ? "%s%u-%u" : "%s%u",
+						  pused ? "," : "", p, q);
+			p = q;
+		}
+	}
+
+	if (c->trust_any)
+		used += (size_t)snprintf(trusted, sizeof(trusted), "*");
+	for (unsigned i = 0; i < c->ncidrs && used < sizeof(trusted); i++) {
+		char ip[INET6_ADDRSTRLEN];
+		inet_ntop(c->cidrs[i].family, c->cidrs[i].addr, ip, sizeof(ip));
+		used += (size_t)snprintf(trusted + used, sizeof(trusted) - used, "%s%s/%u",
+					 used ? "," : "", ip, c->cidrs[i].prefix);
+	}
+	n = snprintf(buf, cap,
+		     "active=%s%s%s\n"
+		     "PROXYSHIM_TRUSTED=%s\n"
+		     "PROXYSHIM_VERSION=%s\n"
+		     "PROXYSHIM_MODE=%s\n"
+		     "PROXYSHIM_PORTS=%s\n"
+		     "PROXYSHIM_TIMEOUT_MS=%u\n"
+		     "PROXYSHIM_MAX_PARKED=%u\n"
+		     "PROXYSHIM_DEFER_ACCEPT=%u\n"
+		     "PROXYSHIM_LOG=%s\n",
+		     c->active ? "yes" : "no", c->active ? "" : " reason=",
+		     c->active ? "" : (c->inactive_reason ? c->inactive_reason : "?"), trusted,
+		     versions[c->versions & 3], modes[c->mode & 1], ports,
+		     c->timeout_ms, c->max_parked, c->defer_accept ? 1u : 0u,
+		     shim_log_level_name(c->log_level));
+	return n;
+}

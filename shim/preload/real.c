@@ -37,6 +37,10 @@ static void die(const char *what)
 void *shim_dlsym(const char *name, const void *own_hook)
 {
 	void *p = dlsym(RTLD_NEXT, name);
+	/* Loaded with dlopen() (the wrapper's --check) rather than preloaded, "next" can wrap
+	 * around to this library; the global scope then has libc's. */
+	if (p == own_hook)
+		p = dlsym(RTLD_DEFAULT, name);
 	if (p == own_hook)
 		die(name);
 	return p;
