@@ -39,6 +39,8 @@ MODES = {
     "accept": [],
     "accept4": ["--accept4"],
     "epoll": ["--mode", "epoll"],
+    "epoll_et": ["--mode", "epoll", "--et"],
+    "poll": ["--mode", "poll"],
     "threads": ["--mode", "threads", "--threads", "4"],
     "fork": ["--mode", "fork"],
 }
@@ -188,9 +190,10 @@ def test_null_addr(ts, mode):
     check_line(line, "AF_INET", SRC4[0], SRC4[1], PAYLOAD, accept=False)
 
 
+@pytest.mark.parametrize("mode", ["accept", "epoll", "epoll_et", "poll"])
 @pytest.mark.parametrize("version", [1, 2])
-def test_header_byte_by_byte(ts, version):
-    p, port = ts(TRUSTED=TRUSTED, TIMEOUT_MS=5000)
+def test_header_byte_by_byte(ts, version, mode):
+    p, port = ts(*MODES[mode], TRUSTED=TRUSTED, TIMEOUT_MS=5000)
     h = hdr(version, SRC4, port)
     got, me = exchange(port, h + PAYLOAD, source=TRUSTED, pieces=[1] * len(h), delay=0.01)
     assert got == PAYLOAD
@@ -198,10 +201,11 @@ def test_header_byte_by_byte(ts, version):
     check_line(line, "AF_INET", SRC4[0], SRC4[1], PAYLOAD)
 
 
+@pytest.mark.parametrize("mode", ["accept", "epoll", "epoll_et", "poll", "threads"])
 @pytest.mark.parametrize("version", [1, 2])
-def test_header_split_inside_and_payload_right_after(ts, version):
+def test_header_split_inside_and_payload_right_after(ts, version, mode):
     # A header in two pieces, the second carrying the header's tail and the payload together.
-    p, port = ts("--mode", "epoll", TRUSTED=TRUSTED)
+    p, port = ts(*MODES[mode], TRUSTED=TRUSTED)
     h = hdr(version, SRC4, port)
     got, me = exchange(port, h + PAYLOAD, source=TRUSTED, pieces=[7], delay=0.05)
     assert got == PAYLOAD
@@ -374,7 +378,8 @@ def test_program_that_never_listens_is_untouched():
 
 
 @pytest.mark.parametrize("mode,nonblock,cloexec", [
-    ("accept", False, False), ("accept4", False, True), ("epoll", True, True), ("threads", False, False)])
+    ("accept", False, False), ("accept4", False, True), ("epoll", True, True), ("epoll_et", True, True),
+    ("poll", False, True), ("threads", False, False)])
 @pytest.mark.parametrize("trusted", [True, False])
 def test_accept_flags_and_errno_as_libc(ts, mode, nonblock, cloexec, trusted):
     # The shim may wait for the header however it likes, but the fd it hands back carries

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from util import conn_lines, connect, exchange, recv_all, v1_header, v2_header, wait_conns
-from test_preload_accept import PAYLOAD, SRC4, TRUSTED, UNTRUSTED, check_line
+from test_preload_accept import MODES, PAYLOAD, SRC4, TRUSTED, UNTRUSTED, check_line
 
 
 def reject_lines(p):
@@ -58,9 +58,9 @@ def timed_exchange(port, i, results):
     results[i] = (time.monotonic() - t0, got, expect)
 
 
-@pytest.mark.parametrize("defer", [1, 0])
-def test_silent_and_slow_clients_do_not_stall_others(ts, defer):
-    p, port = ts(TRUSTED=TRUSTED, TIMEOUT_MS=300, DEFER_ACCEPT=defer)
+@pytest.mark.parametrize("mode,defer", [("accept", 1), ("accept", 0), ("epoll", 0), ("poll", 0)])
+def test_silent_and_slow_clients_do_not_stall_others(ts, mode, defer):
+    p, port = ts(*MODES[mode], TRUSTED=TRUSTED, TIMEOUT_MS=300, DEFER_ACCEPT=defer)
     silent = connect(port, source=TRUSTED, timeout=15)
     slow = SlowClient(port)
     slow.start()

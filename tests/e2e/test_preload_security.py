@@ -304,3 +304,24 @@ def test_good_configuration_values_start(ts):
     assert got == PAYLOAD
     (line,) = wait_conns(p, 1)
     check_line(line, "AF_INET", SRC4[0], SRC4[1], PAYLOAD)
+
+
+def test_log_error_level_hides_warnings(ts):
+    p, port = ts(TRUSTED=TRUSTED, LOG="error")
+    dropped(port, MALFORMED["v2_command_2"])
+    got, me = exchange(port, v2_header(SRC4, ("127.0.0.1", port)) + GOOD, source=TRUSTED)
+    assert got == GOOD
+    wait_conns(p, 1)
+    assert [l for l in p.output().splitlines() if "level=warn" in l or "level=info" in l] == []
+
+
+def test_log_debug_still_one_reject_per_connection(ts):
+    p, port = ts(TRUSTED=TRUSTED, LOG="debug")
+    me = dropped(port, MALFORMED["v1_bad_proto"])
+    exchange(port, v2_header(SRC4, ("127.0.0.1", port)) + GOOD, source=TRUSTED)
+    wait_conns(p, 1)
+    rl = reject_lines(p)
+    assert len(rl) == 1 and "peer=127.0.0.2:%d" % me[1] in rl[0], p.output()
+    for l in p.output().splitlines():
+        if l.startswith("proxyshim:"):
+            assert re.match(r"proxyshim: level=(debug|info|warn|error) event=\S+", l), l

@@ -10,6 +10,9 @@
  *                              EAGAIN, connections served by one epoll loop
  *                       threads: --threads N threads all in blocking accept() on one listener
  *                       fork: blocking accept(), each connection served by a forked child
+ *                       poll: non-blocking listener, poll(), then accept4(SOCK_CLOEXEC) until
+ *                             EAGAIN, each connection served blocking
+ *   --et                epoll mode: the listener is edge-triggered (EPOLLET)
  *   --threads N         threads for --mode threads (default 8)
  *   --accept4           blocking/threads/fork modes: accept4(..., SOCK_CLOEXEC) instead of accept()
  *   --null-addr         accept(fd, NULL, NULL)
@@ -55,6 +58,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -149,7 +153,7 @@ static void sha256_hex(struct sha256 *s, char out[65])
 }
 
 /* ---- options ---- */
-enum mode { MODE_BLOCKING, MODE_EPOLL, MODE_THREADS, MODE_FORK };
+enum mode { MODE_BLOCKING, MODE_EPOLL, MODE_THREADS, MODE_FORK, MODE_POLL };
 
 static struct {
 	const char *listen;
@@ -164,13 +168,14 @@ static struct {
 	int close_range;
 	const char *probe;
 	const char *probe_via; /* NULL: close then connect; "dup2"/"dup3": over the live fd */
+	int et; /* epoll mode: the listener edge-triggered */
 	int signals_us;
 	int high_fd;
 	int fill_fds;
 	int greet;
 	int echo;
 	int io_timeout_ms;
-} opt = { "127.0.0.1:0", 0, MODE_BLOCKING, 8, 0, 0, -1, 0, NULL, 0, NULL, NULL, 0, -1, -1, 0, 1, 10000 };
+} opt = { "127.0.0.1:0", 0, MODE_BLOCKING, 8, 0, 0, -1, 0, NULL, 0, NULL, NULL, 0, 0, -1, -1, 0, 1, 10000 };
 
 static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
 static volatile sig_atomic_t alarms;
@@ -650,7 +655,7 @@ static int epoll_write(struct conn *c)
 static void epoll_loop(int lfd)
 {
 	int ep = epoll_create1(EPOLL_CLOEXEC);
-	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
+	struct epoll_event ev = { .events = EPOLLIN | (opt.et ? (uint32_t)EPOLLET : 0u), .data.ptr = NULL };
 	if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev) < 0) {
 		errlog("epoll: %s", strerror(errno));
 		exit(1);
@@ -751,6 +756,37 @@ static void epoll_loop(int lfd)
 	}
 }
 
+/* poll() on a non-blocking listener, accept4(SOCK_CLOEXEC) until EAGAIN, each connection then
+ * served blocking (an accepted fd does not inherit the listener's O_NONBLOCK). */
+static void poll_loop(int lfd)
+{
+	for (;;) {
+		struct pollfd pfd = { .fd = lfd, .events = POLLIN };
+		int n = poll(&pfd, 1, -1);
+		if (n < 0) {
+			if (errno != EINTR)
+				errlog("poll: %s", strerror(errno));
+			continue;
+		}
+		for (;;) {
+			struct sockaddr_storage ss;
+			socklen_t len;
+			uint8_t raw[32];
+			int kept = 0;
+			int fd = do_accept(lfd, &ss, &len, raw, SOCK_CLOEXEC, &kept);
+			if (fd < 0) {
+				if (errno != EAGAIN && errno != EWOULDBLOCK)
+					accept_error();
+				break;
+			}
+			struct conn c;
+			conn_init(&c, fd, &ss, len, !opt.null_addr);
+			c.errno_kept = kept;
+			serve_blocking(&c, opt.addrlen >= 0 ? raw : NULL);
+		}
+	}
+}
+
 static void raise_nofile(rlim_t want)
 {
 	struct rlimit rl;
@@ -775,7 +811,7 @@ static void on_alarm(int sig)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: testserver [--listen HOST:PORT] [--mode blocking|epoll|threads|fork] "
+	fprintf(stderr, "usage: testserver [--listen HOST:PORT] [--mode blocking|epoll|poll|threads|fork] [--et] "
 			"[--threads N] [--accept4] [--null-addr] [--addrlen N] [--max-conns N] "
 			"[--dup HOW] [--close-with close|close_range] [--probe HOST:PORT] [--high-fd N] "
 			"[--fill-fds N] [--greet] [--no-echo] [--io-timeout MS] [--v6only] "
@@ -795,6 +831,7 @@ int main(int argc, char **argv)
 			NEEDV();
 			if (!strcmp(v, "blocking")) opt.mode = MODE_BLOCKING;
 			else if (!strcmp(v, "epoll")) opt.mode = MODE_EPOLL;
+			else if (!strcmp(v, "poll")) opt.mode = MODE_POLL;
 			else if (!strcmp(v, "threads")) opt.mode = MODE_THREADS;
 			else if (!strcmp(v, "fork")) opt.mode = MODE_FORK;
 			else usage();
@@ -808,6 +845,7 @@ int main(int argc, char **argv)
 		else if (!strcmp(a, "--close-with")) { NEEDV(); opt.close_range = !strcmp(v, "close_range"); }
 		else if (!strcmp(a, "--probe")) { NEEDV(); opt.probe = v; }
 		else if (!strcmp(a, "--probe-via")) { NEEDV(); opt.probe_via = v; }
+		else if (!strcmp(a, "--et")) opt.et = 1;
 		else if (!strcmp(a, "--signals")) { NEEDV(); opt.signals_us = atoi(v); }
 		else if (!strcmp(a, "--high-fd")) { NEEDV(); opt.high_fd = atoi(v); }
 		else if (!strcmp(a, "--fill-fds")) { NEEDV(); opt.fill_fds = atoi(v); }
@@ -834,7 +872,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "testserver: bad --listen %s\n", opt.listen);
 		return 2;
 	}
-	int lfd = socket(ss.ss_family, SOCK_STREAM | (opt.mode == MODE_EPOLL ? SOCK_NONBLOCK : 0), 0);
+	int nb = opt.mode == MODE_EPOLL || opt.mode == MODE_POLL;
+	int lfd = socket(ss.ss_family, SOCK_STREAM | (nb ? SOCK_NONBLOCK : 0), 0);
 	if (lfd < 0) {
 		perror("testserver: socket");
 		return 1;
@@ -888,6 +927,8 @@ int main(int argc, char **argv)
 
 	if (opt.mode == MODE_EPOLL) {
 		epoll_loop(lfd);
+	} else if (opt.mode == MODE_POLL) {
+		poll_loop(lfd);
 	} else if (opt.mode == MODE_THREADS) {
 		pthread_t *t = calloc((size_t)opt.threads, sizeof *t);
 		for (int i = 0; i < opt.threads; i++)
