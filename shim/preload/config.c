@@ -2,6 +2,7 @@
  * A bad value stops the process before main() with one line naming the variable. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -144,30 +145,166 @@ int shim_parse_ports(const char *s, uint64_t *bits)
 	return any ? 0 : -EINVAL;
 }
 
-static void config_fail(const char *var, const char *value, const char *why)
+/* Settings from a file: /etc/proxyshim.conf, or the file PROXYSHIM_CONFIG names. Same keys
+ * as the environment, KEY=VALUE a line, # comments; the environment wins. */
+#define FILE_MAX 16384
+#define FILE_KEYS 32
+static char g_file[FILE_MAX + 1];
+static const char *g_file_path;
+static struct {
+	const char *key, *value;
+	unsigned line;
+} g_keys[FILE_KEYS];
+static unsigned g_nkeys;
+
+static const char *const known_keys[] = {
+	"PROXYSHIM_TRUSTED", "PROXYSHIM_VERSION", "PROXYSHIM_MODE", "PROXYSHIM_PORTS",
+	"PROXYSHIM_TIMEOUT_MS", "PROXYSHIM_MAX_PARKED", "PROXYSHIM_DEFER_ACCEPT", "PROXYSHIM_LOG",
+	"PROXYSHIM_CONSUME", "PROXYSHIM_LOCAL_ADDR", "PROXYSHIM_KEEP_TLVS", "PROXYSHIM_TLV_MAX",
+	"PROXYSHIM_STATS",
+};
+
+/* A bad value. From the environment: one line and exit(1) before main(), as promised. From
+ * the file, which /etc/ld.so.preload makes every process on the machine read: exiting would
+ * take shells and sudo down with it, so instead the shim refuses listen() in this process
+ * (servers fail to start, with this message) and leaves everything else alone. */
+static bool fail(const char *var, const char *value, const char *why)
 {
-	/* One line, then out before main(): a security control must not run half configured. */
+	struct shim_config *c = &g_cfg;
+	for (unsigned i = 0; i < g_nkeys; i++) {
+		if (g_keys[i].value == value) {
+			snprintf(c->file_error, sizeof(c->file_error), "%s:%u: invalid %s='%s': %s",
+				 g_file_path, g_keys[i].line, var, value, why);
+			c->active = false;
+			c->refuse_listen = true;
+			c->inactive_reason = "bad config file";
+			return false;
+		}
+	}
 	fprintf(stderr, "proxyshim: invalid %s=\"%s\": %s\n", var, value, why);
 	fflush(stderr);
 	_exit(1);
 }
 
-/* One setting's value: the environment (a config file joins here later). */
-static const char *setting(const char *name)
+static bool file_error(unsigned line, const char *why)
 {
-	return getenv(name);
+	struct shim_config *c = &g_cfg;
+	snprintf(c->file_error, sizeof(c->file_error), "%s:%u: %s", g_file_path, line, why);
+	c->inactive_reason = "bad config file";
+	c->active = false;
+	c->refuse_listen = true;
+	return false;
 }
 
-static int match_word(const char *v, const char *const *words, int n)
+static char *trim(char *a, char *b)
 {
+	while (a < b && (*a == ' ' || *a == '\t'))
+		a++;
+	while (b > a && (b[-1] == ' ' || b[-1] == '\t' || b[-1] == '\r'))
+		b--;
+	*b = '\0';
+	return a;
+}
+
+static bool read_file(void)
+{
+	const char *path = getenv("PROXYSHIM_CONFIG");
+	ssize_t n, got = 0;
+	unsigned line = 0;
+	int fd;
+	char *p;
+
+	g_file_path = path ? path : "/etc/proxyshim.conf";
+	fd = open(g_file_path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		if (path)
+			return fail("PROXYSHIM_CONFIG", path, strerror(errno));
+		return true; /* no file: the environment alone */
+	}
+	while (got < FILE_MAX && (n = read(fd, g_file + got, (size_t)(FILE_MAX - got))) > 0)
+		got += n;
+	n = read(fd, g_file + got, 1);
+	close(fd);
+	if (got == FILE_MAX && n > 0)
+		return file_error(0, "file larger than 16 KiB");
+	g_file[got] = '\0';
+	for (p = g_file; p < g_file + got;) {
+		char *eol = memchr(p, '\n', (size_t)(g_file + got - p)), *eq, *k, *v;
+		if (!eol)
+			eol = g_file + got;
+		line++;
+		*eol = '\0';
+		k = trim(p, eol);
+		p = eol + 1;
+		if (*k == '\0' || *k == '#')
+			continue;
+		if (!(eq = strchr(k, '=')))
+			return file_error(line, "expected KEY=VALUE");
+		v = trim(eq + 1, eq + strlen(eq));
+		k = trim(k, eq);
+		if (strlen(v) >= 2 && v[0] == '"' && v[strlen(v) - 1] == '"') {
+			v[strlen(v) - 1] = '\0';
+			v++;
+		}
+		unsigned i;
+		for (i = 0; i < sizeof(known_keys) / sizeof(known_keys[0]); i++)
+			if (strcmp(k, known_keys[i]) == 0)
+				break;
+		if (i == sizeof(known_keys) / sizeof(known_keys[0]))
+			return file_error(line, "unknown key");
+		if (g_nkeys == FILE_KEYS)
+			return file_error(line, "too many lines");
+		g_keys[g_nkeys].key = k;
+		g_keys[g_nkeys].value = v;
+		g_keys[g_nkeys].line = line;
+		g_nkeys++;
+	}
+	return true;
+}
+
+/* One setting's value: the environment first, then the file. */
+static const char *setting(const char *name)
+{
+	const char *v = getenv(name);
+	if (v)
+		return v;
+	for (unsigned i = g_nkeys; i-- > 0;)
+		if (strcmp(g_keys[i].key, name) == 0)
+			return g_keys[i].value;
+	return NULL;
+}
+
+/* A value that must be one of words: its index, or -1 after fail(). */
+static int choice(const char *name, const char *const *words, int n, const char *why, int dflt)
+{
+	const char *v = setting(name);
+	if (!v)
+		return dflt;
 	for (int i = 0; i < n; i++)
 		if (strcmp(v, words[i]) == 0)
 			return i;
+	fail(name, v, why);
 	return -1;
 }
 
+static bool number(const char *name, unsigned lo, unsigned hi, unsigned *out, const char *why)
+{
+	const char *v = setting(name);
+	if (v && (parse_uint(v, strlen(v), hi, out) < 0 || *out < lo))
+		return fail(name, v, why);
+	return true;
+}
+
+static const char *const bools[] = {"0", "1"};
+
 static void load(void)
 {
+	static const char *const logs[] = {"off", "error", "warn", "info", "debug"};
+	static const char *const versions[] = {"v1", "v2", "any"};
+	static const unsigned version_bits[] = {PP_V1, PP_V2, PP_ANY};
+	static const char *const modes[] = {"strict", "optional"};
+	static const char *const consumes[] = {"accept", "lazy"};
+	static const char *const locals[] = {"real", "header"};
 	struct shim_config *c = &g_cfg;
 	const char *v;
 	int i;
@@ -175,6 +312,7 @@ static void load(void)
 	c->versions = PP_ANY;
 	c->timeout_ms = 1000;
 	c->max_parked = 1024;
+	c->tlv_max = 4096;
 	c->defer_accept = true;
 	c->mode = SHIM_MODE_STRICT;
 	c->log_level = SHIM_LOG_WARN;
@@ -186,58 +324,61 @@ static void load(void)
 		c->inactive_reason = "secure-execution";
 		return;
 	}
-
-	if ((v = setting("PROXYSHIM_LOG")) != NULL) {
-		static const char *const w[] = {"off", "error", "warn", "info", "debug"};
-		if ((i = match_word(v, w, 5)) < 0)
-			config_fail("PROXYSHIM_LOG", v, "expected off, error, warn, info or debug");
-		c->log_level = (uint8_t)i;
-	}
-	if ((v = setting("PROXYSHIM_VERSION")) != NULL) {
-		static const char *const w[] = {"v1", "v2", "any"};
-		static const unsigned m[] = {PP_V1, PP_V2, PP_ANY};
-		if ((i = match_word(v, w, 3)) < 0)
-			config_fail("PROXYSHIM_VERSION", v, "expected v1, v2 or any");
-		c->versions = m[i];
-	}
-	if ((v = setting("PROXYSHIM_MODE")) != NULL) {
-		static const char *const w[] = {"strict", "optional"};
-		if ((i = match_word(v, w, 2)) < 0)
-			config_fail("PROXYSHIM_MODE", v, "expected strict or optional");
-		c->mode = (uint8_t)i;
-	}
+	if (!read_file())
+		return;
+	if ((i = choice("PROXYSHIM_LOG", logs, 5, "expected off, error, warn, info or debug", SHIM_LOG_WARN)) < 0)
+		return;
+	c->log_level = (uint8_t)i;
+	if ((i = choice("PROXYSHIM_VERSION", versions, 3, "expected v1, v2 or any", 2)) < 0)
+		return;
+	c->versions = version_bits[i];
+	if ((i = choice("PROXYSHIM_MODE", modes, 2, "expected strict or optional", SHIM_MODE_STRICT)) < 0)
+		return;
+	c->mode = (uint8_t)i;
+	if ((i = choice("PROXYSHIM_CONSUME", consumes, 2, "expected accept or lazy", 0)) < 0)
+		return;
+	c->lazy = i == 1;
+	if ((i = choice("PROXYSHIM_LOCAL_ADDR", locals, 2, "expected real or header", 0)) < 0)
+		return;
+	c->local_from_header = i == 1;
+	if ((i = choice("PROXYSHIM_DEFER_ACCEPT", bools, 2, "expected 1 or 0", 1)) < 0)
+		return;
+	c->defer_accept = i == 1;
+	if ((i = choice("PROXYSHIM_KEEP_TLVS", bools, 2, "expected 1 or 0", 0)) < 0)
+		return;
+	c->keep_tlvs = i == 1;
 	if ((v = setting("PROXYSHIM_PORTS")) != NULL) {
-		if (shim_parse_ports(v, c->ports) < 0)
-			config_fail("PROXYSHIM_PORTS", v,
-				    "expected ports 1-65535 and ranges LO-HI, separated by commas or spaces");
+		if (shim_parse_ports(v, c->ports) < 0) {
+			fail("PROXYSHIM_PORTS", v, "expected ports 1-65535 and ranges LO-HI, separated by commas or spaces");
+			return;
+		}
 		c->all_ports = false;
 	}
-	if ((v = setting("PROXYSHIM_TIMEOUT_MS")) != NULL) {
-		if (parse_uint(v, strlen(v), TIMEOUT_MAX_MS, &c->timeout_ms) < 0 || c->timeout_ms == 0)
-			config_fail("PROXYSHIM_TIMEOUT_MS", v, "expected milliseconds, 1 to 600000");
-	}
-	if ((v = setting("PROXYSHIM_MAX_PARKED")) != NULL) {
-		if (parse_uint(v, strlen(v), 1000000, &c->max_parked) < 0 || c->max_parked == 0)
-			config_fail("PROXYSHIM_MAX_PARKED", v, "expected a count, 1 to 1000000");
-	}
-	if ((v = setting("PROXYSHIM_DEFER_ACCEPT")) != NULL) {
-		static const char *const w[] = {"0", "1"};
-		if ((i = match_word(v, w, 2)) < 0)
-			config_fail("PROXYSHIM_DEFER_ACCEPT", v, "expected 1 or 0");
-		c->defer_accept = i == 1;
+	if (!number("PROXYSHIM_TIMEOUT_MS", 1, TIMEOUT_MAX_MS, &c->timeout_ms, "expected milliseconds, 1 to 600000") ||
+	    !number("PROXYSHIM_MAX_PARKED", 1, 1000000, &c->max_parked, "expected a count, 1 to 1000000") ||
+	    !number("PROXYSHIM_TLV_MAX", 0, 65535, &c->tlv_max, "expected bytes, 0 to 65535"))
+		return;
+	if ((v = setting("PROXYSHIM_STATS")) != NULL) {
+		if (v[0] != '/' || strlen(v) >= sizeof(c->stats_path) - 16) {
+			fail("PROXYSHIM_STATS", v, "expected an absolute file path");
+			return;
+		}
+		strcpy(c->stats_path, v);
 	}
 	if ((v = setting("PROXYSHIM_TRUSTED")) != NULL) {
+		static const char why[] = "expected IPv4/IPv6 addresses or CIDRs (or *), separated by commas or spaces";
 		unsigned n = 0;
 		bool any;
-		if (shim_parse_trusted(v, NULL, 0, &n, &any) < 0)
-			config_fail("PROXYSHIM_TRUSTED", v,
-				    "expected IPv4/IPv6 addresses or CIDRs (or *), separated by commas or spaces");
+		if (shim_parse_trusted(v, NULL, 0, &n, &any) < 0) {
+			fail("PROXYSHIM_TRUSTED", v, why);
+			return;
+		}
 		c->cidrs = n ? calloc(n, sizeof(*c->cidrs)) : NULL;
-		if (n && !c->cidrs)
-			config_fail("PROXYSHIM_TRUSTED", v, "out of memory");
-		if (shim_parse_trusted(v, c->cidrs, n, &c->ncidrs, &any) < 0)
-			config_fail("PROXYSHIM_TRUSTED", v,
-				    "expected IPv4/IPv6 addresses or CIDRs (or *), separated by commas or spaces");
+		if (n && !c->cidrs) {
+			fail("PROXYSHIM_TRUSTED", v, "out of memory");
+			return;
+		}
+		shim_parse_trusted(v, c->cidrs, n, &c->ncidrs, &any);
 		c->trust_any = any;
 		c->active = true;
 	} else {
@@ -311,11 +452,20 @@ SHIM_EXPORT int proxyshim_settings(char *buf, size_t cap)
 		     "PROXYSHIM_TIMEOUT_MS=%u\n"
 		     "PROXYSHIM_MAX_PARKED=%u\n"
 		     "PROXYSHIM_DEFER_ACCEPT=%u\n"
-		     "PROXYSHIM_LOG=%s\n",
+		     "PROXYSHIM_LOG=%s\n"
+		     "PROXYSHIM_CONSUME=%s\n"
+		     "PROXYSHIM_LOCAL_ADDR=%s\n"
+		     "PROXYSHIM_KEEP_TLVS=%u\n"
+		     "PROXYSHIM_TLV_MAX=%u\n"
+		     "PROXYSHIM_STATS=%s\n"
+		     "config_file=%s%s%s\n",
 		     c->active ? "yes" : "no", c->active ? "" : " reason=",
 		     c->active ? "" : (c->inactive_reason ? c->inactive_reason : "?"), trusted,
 		     versions[c->versions & 3], modes[c->mode & 1], ports,
 		     c->timeout_ms, c->max_parked, c->defer_accept ? 1u : 0u,
-		     shim_log_level_name(c->log_level));
+		     shim_log_level_name(c->log_level), c->lazy ? "lazy" : "accept",
+		     c->local_from_header ? "header" : "real", c->keep_tlvs ? 1u : 0u, c->tlv_max,
+		     c->stats_path, g_nkeys || c->file_error[0] ? g_file_path : "none",
+		     c->file_error[0] ? " error=" : "", c->file_error);
 	return n;
 }

@@ -87,8 +87,15 @@ static void on_listen(int fd)
 
 SHIM_EXPORT int listen(int fd, int backlog)
 {
+	const struct shim_config *c = shim_config();
 	int r, saved;
 	SHIM_NEED(listen);
+	if (SHIM_UNLIKELY(c->refuse_listen)) {
+		/* A bad config file: this server must not run half configured (config.c). */
+		shim_log(SHIM_LOG_ERROR, "event=refuse reason=config detail=\"%s\"", c->file_error);
+		errno = EACCES;
+		return -1;
+	}
 	r = real_listen(fd, backlog);
 	if (r == 0) {
 		saved = errno;

@@ -68,15 +68,22 @@ struct shim_config {
 	bool trust_any;  /* PROXYSHIM_TRUSTED contains '*' */
 	bool all_ports;  /* PROXYSHIM_PORTS unset */
 	bool defer_accept;
+	bool lazy;              /* PROXYSHIM_CONSUME=lazy: the header is read on the first read */
+	bool local_from_header; /* PROXYSHIM_LOCAL_ADDR=header: getsockname() gives the header's dst */
+	bool keep_tlvs;         /* PROXYSHIM_KEEP_TLVS=1: TLVs kept for proxyshim_tlv() */
+	bool refuse_listen;     /* the config file is bad: listen() fails, saying why */
 	uint8_t mode;      /* enum shim_mode */
 	uint8_t log_level; /* enum shim_log_level */
 	unsigned versions; /* PP_V1 | PP_V2 */
 	unsigned timeout_ms;
 	unsigned max_parked; /* connections parked at once in the process */
+	unsigned tlv_max;    /* bytes of TLVs kept per connection */
 	unsigned ncidrs;
 	struct shim_cidr *cidrs;
 	const char *inactive_reason; /* why active is false, said once on the first listen() */
 	uint64_t ports[65536 / 64];  /* bit set of covered local ports */
+	char stats_path[256];        /* PROXYSHIM_STATS, or "" */
+	char file_error[512];        /* why the config file was refused, or "" */
 };
 
 /* The frozen configuration; loads it on first use (before the constructor if need be). */
