@@ -12,7 +12,12 @@
  *                       fork: blocking accept(), each connection served by a forked child
  *                       poll: non-blocking listener, poll(), then accept4(SOCK_CLOEXEC) until
  *                             EAGAIN, each connection served blocking
+ *                       select: like poll, with select()
  *   --et                epoll mode: the listener is edge-triggered (EPOLLET)
+ *   --oneshot           epoll mode: EPOLLONESHOT on the listener, re-armed (EPOLL_CTL_MOD) after
+ *                       each accept loop
+ *   --exclusive         epoll mode: EPOLLEXCLUSIVE on the listener
+ *   --epoll-threads N   epoll mode: N threads, each with its own epoll instance on the listener
  *   --threads N         threads for --mode threads (default 8)
  *   --accept4           blocking/threads/fork modes: accept4(..., SOCK_CLOEXEC) instead of accept()
  *   --null-addr         accept(fd, NULL, NULL)
@@ -60,6 +65,7 @@
 #include <string.h>
 #include <poll.h>
 #include <sys/epoll.h>
+#include <sys/select.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -153,7 +159,7 @@ static void sha256_hex(struct sha256 *s, char out[65])
 }
 
 /* ---- options ---- */
-enum mode { MODE_BLOCKING, MODE_EPOLL, MODE_THREADS, MODE_FORK, MODE_POLL };
+enum mode { MODE_BLOCKING, MODE_EPOLL, MODE_THREADS, MODE_FORK, MODE_POLL, MODE_SELECT };
 
 static struct {
 	const char *listen;
@@ -169,13 +175,26 @@ static struct {
 	const char *probe;
 	const char *probe_via; /* NULL: close then connect; "dup2"/"dup3": over the live fd */
 	int et; /* epoll mode: the listener edge-triggered */
+	int oneshot, exclusive, epoll_threads;
+	int lfd;
 	int signals_us;
 	int high_fd;
 	int fill_fds;
 	int greet;
 	int echo;
 	int io_timeout_ms;
-} opt = { "127.0.0.1:0", 0, MODE_BLOCKING, 8, 0, 0, -1, 0, NULL, 0, NULL, NULL, 0, 0, -1, -1, 0, 1, 10000 };
+} opt = {
+	.listen = "127.0.0.1:0",
+	.mode = MODE_BLOCKING,
+	.threads = 8,
+	.addrlen = -1,
+	.epoll_threads = 1,
+	.lfd = -1,
+	.high_fd = -1,
+	.fill_fds = -1,
+	.echo = 1,
+	.io_timeout_ms = 10000,
+};
 
 static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
 static volatile sig_atomic_t alarms;
@@ -652,10 +671,34 @@ static int epoll_write(struct conn *c)
 	return 0;
 }
 
+static void epoll_loop(int lfd);
+
+static void *epoll_thread(void *arg)
+{
+	epoll_loop(*(int *)arg);
+	return NULL;
+}
+
 static void epoll_loop(int lfd)
 {
+	if (opt.epoll_threads > 1) {
+		/* this thread and epoll_threads - 1 others, each with an epoll instance of its own */
+		static int started;
+		if (!started) {
+			started = 1;
+			for (int i = 1; i < opt.epoll_threads; i++) {
+				pthread_t t;
+				if (pthread_create(&t, NULL, epoll_thread, &opt.lfd) != 0) {
+					fprintf(stderr, "testserver: pthread_create failed\n");
+					exit(1);
+				}
+			}
+		}
+	}
 	int ep = epoll_create1(EPOLL_CLOEXEC);
-	struct epoll_event ev = { .events = EPOLLIN | (opt.et ? (uint32_t)EPOLLET : 0u), .data.ptr = NULL };
+	uint32_t lev = EPOLLIN | (opt.et ? (uint32_t)EPOLLET : 0u) | (opt.oneshot ? (uint32_t)EPOLLONESHOT : 0u) |
+		       (opt.exclusive ? (uint32_t)EPOLLEXCLUSIVE : 0u);
+	struct epoll_event ev = { .events = lev, .data.ptr = NULL };
 	if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev) < 0) {
 		errlog("epoll: %s", strerror(errno));
 		exit(1);
@@ -680,6 +723,11 @@ static void epoll_loop(int lfd)
 					if (fd < 0) {
 						if (errno != EAGAIN && errno != EWOULDBLOCK)
 							accept_error();
+						if (opt.oneshot) {
+							struct epoll_event rearm = { .events = lev, .data.ptr = NULL };
+							if (epoll_ctl(ep, EPOLL_CTL_MOD, lfd, &rearm) < 0)
+								errlog("epoll_ctl rearm: %s", strerror(errno));
+						}
 						break;
 					}
 					c = malloc(sizeof *c);
@@ -756,16 +804,25 @@ static void epoll_loop(int lfd)
 	}
 }
 
-/* poll() on a non-blocking listener, accept4(SOCK_CLOEXEC) until EAGAIN, each connection then
+#define select_loop poll_loop
+/* poll() (or select() in select mode) on a non-blocking listener, accept4(SOCK_CLOEXEC) until EAGAIN, each connection then
  * served blocking (an accepted fd does not inherit the listener's O_NONBLOCK). */
 static void poll_loop(int lfd)
 {
 	for (;;) {
-		struct pollfd pfd = { .fd = lfd, .events = POLLIN };
-		int n = poll(&pfd, 1, -1);
+		int n;
+		if (opt.mode == MODE_SELECT) {
+			fd_set rd;
+			FD_ZERO(&rd);
+			FD_SET(lfd, &rd);
+			n = select(lfd + 1, &rd, NULL, NULL, NULL);
+		} else {
+			struct pollfd pfd = { .fd = lfd, .events = POLLIN };
+			n = poll(&pfd, 1, -1);
+		}
 		if (n < 0) {
 			if (errno != EINTR)
-				errlog("poll: %s", strerror(errno));
+				errlog("poll/select: %s", strerror(errno));
 			continue;
 		}
 		for (;;) {
@@ -811,7 +868,8 @@ static void on_alarm(int sig)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: testserver [--listen HOST:PORT] [--mode blocking|epoll|poll|threads|fork] [--et] "
+	fprintf(stderr, "usage: testserver [--listen HOST:PORT] [--mode blocking|epoll|poll|select|threads|fork] [--et] "
+			"[--oneshot] [--exclusive] [--epoll-threads N] "
 			"[--threads N] [--accept4] [--null-addr] [--addrlen N] [--max-conns N] "
 			"[--dup HOW] [--close-with close|close_range] [--probe HOST:PORT] [--high-fd N] "
 			"[--fill-fds N] [--greet] [--no-echo] [--io-timeout MS] [--v6only] "
@@ -832,6 +890,7 @@ int main(int argc, char **argv)
 			if (!strcmp(v, "blocking")) opt.mode = MODE_BLOCKING;
 			else if (!strcmp(v, "epoll")) opt.mode = MODE_EPOLL;
 			else if (!strcmp(v, "poll")) opt.mode = MODE_POLL;
+			else if (!strcmp(v, "select")) opt.mode = MODE_SELECT;
 			else if (!strcmp(v, "threads")) opt.mode = MODE_THREADS;
 			else if (!strcmp(v, "fork")) opt.mode = MODE_FORK;
 			else usage();
@@ -846,6 +905,9 @@ int main(int argc, char **argv)
 		else if (!strcmp(a, "--probe")) { NEEDV(); opt.probe = v; }
 		else if (!strcmp(a, "--probe-via")) { NEEDV(); opt.probe_via = v; }
 		else if (!strcmp(a, "--et")) opt.et = 1;
+		else if (!strcmp(a, "--oneshot")) opt.oneshot = 1;
+		else if (!strcmp(a, "--exclusive")) opt.exclusive = 1;
+		else if (!strcmp(a, "--epoll-threads")) { NEEDV(); opt.epoll_threads = atoi(v); }
 		else if (!strcmp(a, "--signals")) { NEEDV(); opt.signals_us = atoi(v); }
 		else if (!strcmp(a, "--high-fd")) { NEEDV(); opt.high_fd = atoi(v); }
 		else if (!strcmp(a, "--fill-fds")) { NEEDV(); opt.fill_fds = atoi(v); }
@@ -872,7 +934,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "testserver: bad --listen %s\n", opt.listen);
 		return 2;
 	}
-	int nb = opt.mode == MODE_EPOLL || opt.mode == MODE_POLL;
+	int nb = opt.mode == MODE_EPOLL || opt.mode == MODE_POLL || opt.mode == MODE_SELECT;
 	int lfd = socket(ss.ss_family, SOCK_STREAM | (nb ? SOCK_NONBLOCK : 0), 0);
 	if (lfd < 0) {
 		perror("testserver: socket");
@@ -925,8 +987,11 @@ int main(int argc, char **argv)
 	int n = snprintf(ready, sizeof ready, "listening %d defer_accept=%d\n", port, defer);
 	write_all(1, ready, (size_t)n);
 
+	opt.lfd = lfd;
 	if (opt.mode == MODE_EPOLL) {
 		epoll_loop(lfd);
+	} else if (opt.mode == MODE_SELECT) {
+		select_loop(lfd);
 	} else if (opt.mode == MODE_POLL) {
 		poll_loop(lfd);
 	} else if (opt.mode == MODE_THREADS) {
