@@ -220,3 +220,47 @@ accesslog.format = "%%h %%{remote}p \\"%%r\\" %%>s"
         assert (m.group(1), int(m.group(2))) == (src, cport)
     m = wait_file(log, r'^(\S+) (\d+) "GET /index\.html\?c=direct HTTP/1\.0" 200$')
     assert (m.group(1), int(m.group(2))) == (UNTRUSTED, me_u[1])
+
+
+def test_nginx_header_in_pieces_and_spoof(procs, tmp_path):
+    # A load balancer whose header arrives in pieces, straight from Python (trusted 127.0.0.2):
+    # nginx's workers (epoll, non-blocking accept4) must get it whole. An untrusted client's
+    # PROXY line is just a bad request to nginx.
+    import socket as so
+    from util import v1_header, v2_header
+    port = free_port()
+    (tmp_path / "logs").mkdir()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text("""
+user root;
+worker_processes 2;
+pid %(d)s/nginx.pid;
+error_log %(d)s/logs/error.log warn;
+events { worker_connections 256; }
+http {
+    log_format peer '$remote_addr $remote_port "$request" $status';
+    access_log %(d)s/logs/access.log peer;
+    client_body_temp_path %(d)s/body;
+    server {
+        listen 127.0.0.1:%(port)d;
+        location / { return 200 "you are $remote_addr:$remote_port\\n"; }
+    }
+}
+""" % {"d": tmp_path, "port": port})
+    start_app(procs, ["nginx", "-p", str(tmp_path), "-c", str(conf), "-g", "daemon off;"], port,
+              name="nginx", env={"TIMEOUT_MS": 3000})
+    for i in range(4):
+        src = ("198.51.100.%d" % (40 + i), 4000 + i)
+        h = (v1_header if i % 2 else v2_header)(src, ("127.0.0.1", port))
+        req = b"GET /piece%d HTTP/1.0\r\n\r\n" % i
+        got, me = exchange(port, h + req, source=TRUSTED, pieces=[6, 10], delay=0.1, timeout=5)
+        assert got.endswith(b"\r\n\r\nyou are %s:%d\n" % (src[0].encode(), src[1])), got
+    spoof = b"PROXY TCP4 6.6.6.6 127.0.0.1 6666 %d\r\nGET /spoof HTTP/1.0\r\n\r\n" % port
+    got, me = exchange(port, spoof, source=UNTRUSTED, timeout=5)
+    assert got.startswith(b"HTTP/1.1 400"), got
+    log = str(tmp_path / "logs" / "access.log")
+    for i in range(4):
+        m = wait_file(log, r'^(\S+) (\d+) "GET /piece%d HTTP/1\.0" 200$' % i)
+        assert (m.group(1), int(m.group(2))) == ("198.51.100.%d" % (40 + i), 4000 + i)
+    m = wait_file(log, r'^(\S+) (\d+) "PROXY TCP4 6\.6\.6\.6 [^"]*" 400$')
+    assert (m.group(1), int(m.group(2))) == (UNTRUSTED, me[1])
