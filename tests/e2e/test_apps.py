@@ -264,3 +264,44 @@ http {
         assert (m.group(1), int(m.group(2))) == ("198.51.100.%d" % (40 + i), 4000 + i)
     m = wait_file(log, r'^(\S+) (\d+) "PROXY TCP4 6\.6\.6\.6 [^"]*" 400$')
     assert (m.group(1), int(m.group(2))) == (UNTRUSTED, me[1])
+
+
+def test_node_and_redis_header_in_pieces(procs, tmp_path):
+    # libuv's and redis' event loops (epoll, non-blocking accept) with a header in pieces.
+    from util import v1_header, v2_header
+    node_port, redis_port = free_port(), free_port()
+    script = tmp_path / "server.js"
+    script.write_text("""
+require('http').createServer((req, res) => {
+  res.end(`${req.socket.remoteAddress} ${req.socket.remotePort}\\n`);
+}).listen(%d, '127.0.0.1');
+""" % node_port)
+    start_app(procs, [need("/usr/bin/node"), str(script)], node_port, name="node", env={"TIMEOUT_MS": 3000})
+    start_app(procs, ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                      "--appendonly", "no", "--protected-mode", "no", "--dir", str(tmp_path),
+                      "--logfile", ""], redis_port, name="redis", env={"TIMEOUT_MS": 3000})
+    for i in range(3):
+        src = ("203.0.113.%d" % (60 + i), 6000 + i)
+        hdr = (v1_header if i % 2 else v2_header)
+        got, me = exchange(node_port, hdr(src, ("127.0.0.1", node_port)) + b"GET / HTTP/1.0\r\n\r\n",
+                           source=TRUSTED, pieces=[4, 9], delay=0.1, timeout=5)
+        assert got.endswith(b"\r\n\r\n%s %d\n" % (src[0].encode(), src[1])), got
+        got, me = exchange(redis_port, hdr(src, ("127.0.0.1", redis_port)) + b"CLIENT LIST\r\nQUIT\r\n",
+                           source=TRUSTED, pieces=[4, 9], delay=0.1, timeout=5)
+        assert b" addr=%s:%d " % (src[0].encode(), src[1]) in got, got
+
+
+def test_python_http_server_ipv6(procs, tmp_path):
+    port = free_port("::1")
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "a.txt").write_bytes(b"v6\n")
+    p = Proc(["/usr/bin/python3", "-u", "-m", "http.server", str(port), "--bind", "::1",
+              "--directory", str(tmp_path / "www")], env=shim_env(TRUSTED="::1"), log_name="http.server6")
+    procs.append(p)
+    wait_port(port, "::1", proc=p)
+    h, fport = haproxy_sender(tmp_path, "::1", port, "send-proxy-v2", "[::1]")
+    procs.append(h)
+    got, me = http_get(fport, "/a.txt?via=haproxy", "127.0.0.5")  # IPv4 client, IPv6 server
+    assert got.endswith(b"v6\n"), got
+    m = re.search(r'^(\S+) - - \[[^]]+\] "GET /a\.txt\?via=haproxy HTTP/1\.0" 200', p.output(), re.M)
+    assert m and m.group(1) == "::ffff:127.0.0.5", p.output()

@@ -18,6 +18,9 @@ LOOPS = {
     "epoll_4_instances": ["--mode", "epoll", "--epoll-threads", "4"],
     "poll": ["--mode", "poll"],
     "select": ["--mode", "select"],
+    # the listener moved by dup2() to fd 3000 after listen(), before the epoll/poll set-up
+    "epoll_highfd": ["--mode", "epoll", "--high-fd", "3000"],
+    "poll_highfd": ["--mode", "poll", "--high-fd", "3000"],
 }
 NONBLOCKING = [k for k in LOOPS if k != "blocking"]
 
