@@ -53,10 +53,17 @@ static int take_one(struct shim_fd *l, int lfd, struct sockaddr *addr, socklen_t
 		ref.peer = (const struct sockaddr *)&ss;
 		ref.lport = ntohs(l->local.port);
 		v = shim_header_step(&ref, &pr, false);
+		if (v == SHIM_INCOMPLETE && c->lazy) {
+			/* The first read or getpeername() takes the header (lazy.c). */
+			if (shim_lazy_mark(fd, ref.peer, ref.lport) == 0)
+				goto real_peer;
+			v = shim_header_none(&ref, pr.seen, "nomem");
+		}
 		if (v == SHIM_INCOMPLETE) {
 			if (shim_park_add(l, lfd, fd, &ss, sl, &pr) == 0)
 				continue; /* the next connection, or EAGAIN on a non-blocking listener */
-			v = shim_take_header(&ref); /* could not park: wait here, bounded */
+			/* could not park: wait here, bounded */
+			v = shim_take_header(&ref, shim_now_ms() + c->timeout_ms);
 		}
 		switch (v) {
 		case SHIM_REJECT:

@@ -1,6 +1,7 @@
 /* Per-fd state with no fixed limit on fd numbers: a directory of pages, each page mapped on
  * first use and never freed, so lookups need no lock and a forked child inherits it as is. */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -65,6 +66,8 @@ static void entry_clear(struct shim_fd *e)
 		shim_park_release(ext);
 	else if (kind == SHIM_FD_INTERNAL)
 		shim_park_lost_fd(ext);
+	else if (kind == SHIM_FD_CONN)
+		free(ext);
 }
 
 void shim_fd_mark_internal(int fd, void *park)
@@ -118,6 +121,7 @@ void shim_fd_copy(int oldfd, int newfd)
 {
 	struct shim_fd *src = shim_fd_peek(oldfd), *dst;
 	unsigned kind = src ? atomic_load_explicit(&src->kind, memory_order_acquire) : SHIM_FD_NONE;
+	const struct shim_tlvs *tlvs;
 
 	/* The shim's own fds and epoll marks stay with the original; a duplicated listener
 	 * gets a parking place of its own when it first needs one. */
@@ -134,6 +138,14 @@ void shim_fd_copy(int oldfd, int newfd)
 	dst->command = src->command;
 	dst->real_hash = src->real_hash;
 	dst->peer = src->peer;
-	dst->local = src->local;
+	dst->local = src->local; /* the whole union: pending state too */
+	tlvs = kind == SHIM_FD_CONN ? src->ext : NULL;
+	if (tlvs) {
+		struct shim_tlvs *copy = malloc(sizeof(*copy) + tlvs->len);
+		if (copy) {
+			memcpy(copy, tlvs, sizeof(*copy) + tlvs->len);
+			dst->ext = copy;
+		}
+	}
 	atomic_store_explicit(&dst->kind, (uint8_t)kind, memory_order_release);
 }

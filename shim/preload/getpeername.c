@@ -14,6 +14,15 @@ SHIM_EXPORT int getpeername(int fd, struct sockaddr *addr, socklen_t *addrlen)
 	if (SHIM_LIKELY(!e || atomic_load_explicit(&e->kind, memory_order_acquire) != SHIM_FD_CONN) ||
 	    !addr || !addrlen || (int)*addrlen < 0)
 		return real_getpeername(fd, addr, addrlen);
+	if (SHIM_UNLIKELY(e->flags & (SHIM_C_PENDING | SHIM_C_FAILED))) {
+		/* Lazy mode: the header, complete or within the timeout, decides the answer. */
+		if (shim_lazy_settle(fd, e, SHIM_SETTLE_WAIT) < 0) {
+			errno = ENOTCONN;
+			return -1;
+		}
+		if (atomic_load_explicit(&e->kind, memory_order_acquire) != SHIM_FD_CONN)
+			return real_getpeername(fd, addr, addrlen);
+	}
 	/* The kernel still answers first: its errors are the program's, and its answer shows
 	 * whether this fd is still the connection the entry was made for. */
 	if (real_getpeername(fd, (struct sockaddr *)&ss, &sl) < 0)

@@ -54,6 +54,27 @@ static void to_listener_family(struct shim_addr *a, const struct sockaddr_storag
 	}
 }
 
+/* A copy of the header's TLVs for proxyshim_tlv(): whole TLVs, up to PROXYSHIM_TLV_MAX bytes. */
+static struct shim_tlvs *keep_tlvs(const struct pp_header *h)
+{
+	struct shim_tlvs *t;
+	size_t max = shim_config()->tlv_max, keep = 0;
+	const uint8_t *p = h->tlv, *end = h->tlv + h->tlv_len;
+
+	while (p && end - p >= 3) {
+		size_t one = 3 + ((size_t)p[1] << 8 | p[2]);
+		if (one > (size_t)(end - p) || keep + one > max)
+			break;
+		keep += one;
+		p += one;
+	}
+	if (keep == 0 || (t = malloc(sizeof(*t) + keep)) == NULL)
+		return NULL;
+	t->len = (uint16_t)keep;
+	memcpy(t->data, h->tlv, keep);
+	return t;
+}
+
 static enum shim_verdict record(const struct shim_conn_ref *c, const struct pp_header *h)
 {
 	struct shim_fd *e;
@@ -67,7 +88,7 @@ static enum shim_verdict record(const struct shim_conn_ref *c, const struct pp_h
 	e = shim_fd_get(c->fd);
 	if (!e)
 		return reject(c, "nomem", NULL);
-	e->ext = NULL;
+	e->ext = shim_config()->keep_tlvs ? keep_tlvs(h) : NULL;
 	e->flags = SHIM_C_REWRITTEN;
 	e->version = h->version;
 	e->command = h->command;
@@ -194,10 +215,10 @@ uint64_t shim_now_ms(void)
 	return (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
 }
 
-enum shim_verdict shim_take_header(const struct shim_conn_ref *c)
+enum shim_verdict shim_take_header(const struct shim_conn_ref *c, uint64_t deadline)
 {
 	struct shim_progress pr = {0, 0};
-	uint64_t deadline = 0;
+	bool first = true;
 	bool eof = false, lowat = false;
 	enum shim_verdict v;
 	int saved = errno;
@@ -207,8 +228,8 @@ enum shim_verdict shim_take_header(const struct shim_conn_ref *c)
 		v = shim_header_step(c, &pr, eof);
 		if (v != SHIM_INCOMPLETE)
 			break;
-		if (deadline == 0) {
-			deadline = shim_now_ms() + shim_config()->timeout_ms;
+		if (first) {
+			first = false;
 		} else if (pr.seen == before) {
 			/* Woken without progress (the capped SO_RCVLOWAT above): do not spin. */
 			struct timespec pause = {0, 1000000};

@@ -76,9 +76,10 @@ static void on_listen(int fd)
 	e = classify(fd, c);
 	if (!e || !(e->flags & SHIM_L_COVERED))
 		return;
-	if (c->defer_accept) {
+	if (c->defer_accept && !c->lazy) {
 		/* The kernel holds a connection back until its first bytes arrive, so accept()
-		 * nearly always finds the header already there. */
+		 * nearly always finds the header already there. Not in lazy mode: there the
+		 * server may have to speak first. */
 		int secs = (int)((c->timeout_ms + 999) / 1000);
 		setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof(secs));
 	}

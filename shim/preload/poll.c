@@ -1,6 +1,7 @@
-/* poll() and ppoll(): a program that watches a listener with poll() is woken, like an epoll
- * program, when a connection parked on that listener has its whole header: the parking epoll
- * fd is watched beside it and its readiness is reported as the listener's. */
+/* poll(), ppoll(), select() and pselect(): a program that watches a listener with them is
+ * woken, like an epoll program, when a connection parked on that listener has its whole
+ * header: the parking epoll fd is watched beside it and its readiness reported as the
+ * listener's. With nothing parked in the process, each costs one load. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,4 +94,77 @@ SHIM_EXPORT int __ppoll_chk(struct pollfd *fds, nfds_t n, const struct timespec 
 	if (fdslen / sizeof(*fds) < n)
 		abort();
 	return ppoll(fds, n, ts, ss);
+}
+
+/* select() and pselect(): the same, with the parking epoll fd added to the read set. */
+#define SELECT_LISTENERS 16
+
+static int call_select(int nfds, fd_set *r, fd_set *w, fd_set *x, struct timeval *tv,
+		       const struct timespec *ts, const sigset_t *ss, bool p)
+{
+	return p ? real_pselect(nfds, r, w, x, ts, ss) : real_select(nfds, r, w, x, tv);
+}
+
+static int select_parked(int nfds, fd_set *r, fd_set *w, fd_set *x, struct timeval *tv,
+			 const struct timespec *ts, const sigset_t *ss, bool p)
+{
+	int lfd[SELECT_LISTENERS], pfd[SELECT_LISTENERS], k = 0, top = nfds, res, saved;
+	/* The caller's sets may be only as long as nfds needs, in whole longs as the kernel reads. */
+	size_t bytes = ((size_t)nfds + 63) / 64 * 8;
+	fd_set rr;
+
+	if (!r || nfds <= 0 || nfds > FD_SETSIZE)
+		return call_select(nfds, r, w, x, tv, ts, ss, p);
+	for (int fd = 0; fd < nfds && k < SELECT_LISTENERS; fd++) {
+		int e;
+		if (FD_ISSET(fd, r) && (e = shim_park_pollfd(fd)) >= 0 && e < FD_SETSIZE) {
+			lfd[k] = fd;
+			pfd[k++] = e;
+			if (e + 1 > top)
+				top = e + 1;
+		}
+	}
+	if (k == 0)
+		return call_select(nfds, r, w, x, tv, ts, ss, p);
+	FD_ZERO(&rr);
+	memcpy(&rr, r, bytes);
+	for (int i = 0; i < k; i++)
+		FD_SET(pfd[i], &rr);
+	/* Write and except sets are passed as they are: bits at or above nfds are never looked
+	 * at by the program, and the parking fds are in none of them. */
+	res = call_select(top, &rr, w, x, tv, ts, ss, p);
+	saved = errno;
+	if (res > 0) {
+		for (int i = 0; i < k; i++) {
+			if (!FD_ISSET(pfd[i], &rr))
+				continue;
+			FD_CLR(pfd[i], &rr);
+			res--;
+			if (!FD_ISSET(lfd[i], &rr)) {
+				FD_SET(lfd[i], &rr);
+				res++;
+			}
+		}
+	}
+	if (res >= 0)
+		memcpy(r, &rr, bytes);
+	errno = saved;
+	return res;
+}
+
+SHIM_EXPORT int select(int nfds, fd_set *r, fd_set *w, fd_set *x, struct timeval *tv)
+{
+	SHIM_NEED(select);
+	if (SHIM_LIKELY(atomic_load_explicit(&shim_parked_total, memory_order_relaxed) == 0))
+		return real_select(nfds, r, w, x, tv);
+	return select_parked(nfds, r, w, x, tv, NULL, NULL, false);
+}
+
+SHIM_EXPORT int pselect(int nfds, fd_set *r, fd_set *w, fd_set *x, const struct timespec *ts,
+			const sigset_t *ss)
+{
+	SHIM_NEED(pselect);
+	if (SHIM_LIKELY(atomic_load_explicit(&shim_parked_total, memory_order_relaxed) == 0))
+		return real_pselect(nfds, r, w, x, ts, ss);
+	return select_parked(nfds, r, w, x, NULL, ts, ss, true);
 }

@@ -11,8 +11,10 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <time.h>
 
 #include "proxyshim.h"
@@ -37,7 +39,18 @@
 	X(int, fcntl64, (int, int, ...))                                                    \
 	X(int, epoll_ctl, (int, int, int, struct epoll_event *))                            \
 	X(int, poll, (struct pollfd *, nfds_t, int))                                        \
-	X(int, ppoll, (struct pollfd *, nfds_t, const struct timespec *, const sigset_t *))
+	X(int, ppoll, (struct pollfd *, nfds_t, const struct timespec *, const sigset_t *)) \
+	X(int, getsockname, (int, struct sockaddr *, socklen_t *))                          \
+	X(int, select, (int, fd_set *, fd_set *, fd_set *, struct timeval *))               \
+	X(int, pselect, (int, fd_set *, fd_set *, fd_set *, const struct timespec *, const sigset_t *)) \
+	X(ssize_t, read, (int, void *, size_t))                                             \
+	X(ssize_t, readv, (int, const struct iovec *, int))                                 \
+	X(ssize_t, recv, (int, void *, size_t, int))                                        \
+	X(ssize_t, recvfrom, (int, void *, size_t, int, struct sockaddr *, socklen_t *))    \
+	X(ssize_t, recvmsg, (int, struct msghdr *, int))                                    \
+	X(ssize_t, __read_chk, (int, void *, size_t, size_t))                               \
+	X(ssize_t, __recv_chk, (int, void *, size_t, size_t, int))                          \
+	X(ssize_t, __recvfrom_chk, (int, void *, size_t, size_t, int, struct sockaddr *, socklen_t *))
 
 #define SHIM_REAL_DECL(ret, name, args) extern ret(*real_##name) args;
 SHIM_REAL_LIST(SHIM_REAL_DECL)
@@ -111,6 +124,8 @@ enum shim_fd_kind {
 
 #define SHIM_L_COVERED 0x01 /* listener: TCP over IPv4/IPv6 on a covered port */
 #define SHIM_C_REWRITTEN 0x01 /* conn: peer (and local) come from the header */
+#define SHIM_C_PENDING 0x02   /* conn (lazy mode): the header is read on the first read */
+#define SHIM_C_FAILED 0x04    /* conn (lazy mode): the header was refused; reads fail */
 
 /* An address in 20 bytes: what getpeername() reports, rebuilt on demand. */
 struct shim_addr {
@@ -120,14 +135,38 @@ struct shim_addr {
 };
 
 struct shim_fd {
+	void *ext; /* listener: its struct shim_park; internal fd: the park that owns it;
+		    * conn: its kept TLVs (struct shim_tlvs), freed with the entry */
 	_Atomic uint8_t kind; /* enum shim_fd_kind; written last, read first */
 	uint8_t flags;
 	uint8_t version; /* conn: header version */
 	uint8_t command; /* conn: enum pp_command */
 	uint32_t real_hash; /* conn: hash of the real peer, to detect an fd reused behind our back */
-	struct shim_addr peer;  /* conn: the header's source as the program sees it */
-	struct shim_addr local; /* conn: the header's destination */
-	void *ext; /* listener: its struct shim_park; internal fd: the park that owns it */
+	struct shim_addr peer; /* conn: the header's source as the program sees it */
+	union {
+		struct shim_addr local; /* conn: the header's destination; listener: its address */
+		struct {               /* conn with SHIM_C_PENDING: the header is still to come */
+			uint32_t deadline_lo, deadline_hi; /* CLOCK_MONOTONIC ms */
+			uint16_t lport;
+		} pend;
+	};
+};
+
+static inline uint64_t shim_pend_deadline(const struct shim_fd *e)
+{
+	return (uint64_t)e->pend.deadline_hi << 32 | e->pend.deadline_lo;
+}
+
+static inline void shim_pend_set_deadline(struct shim_fd *e, uint64_t ms)
+{
+	e->pend.deadline_lo = (uint32_t)ms;
+	e->pend.deadline_hi = (uint32_t)(ms >> 32);
+}
+
+/* TLVs kept for proxyshim_tlv() when PROXYSHIM_KEEP_TLVS=1. */
+struct shim_tlvs {
+	uint16_t len;
+	uint8_t data[];
 };
 
 /* The entry for fd, or NULL when the table has no page for it (fd never recorded). */
@@ -194,9 +233,30 @@ enum shim_verdict shim_header_none(const struct shim_conn_ref *c, size_t seen, c
 /* Raises SO_RCVLOWAT so readiness means the next needed bytes are there; 0 or -1. */
 int shim_header_lowat(int fd, const struct shim_progress *pr);
 void shim_header_lowat_reset(int fd);
-/* Steps and waits in poll() until done or the configured timeout. */
-enum shim_verdict shim_take_header(const struct shim_conn_ref *c);
+/* Steps and waits in poll() until done or the deadline (CLOCK_MONOTONIC ms). */
+enum shim_verdict shim_take_header(const struct shim_conn_ref *c, uint64_t deadline);
 uint64_t shim_now_ms(void);
+
+/* ---- lazy.c: PROXYSHIM_CONSUME=lazy ---- */
+enum shim_settle {
+	SHIM_SETTLE_READ,     /* a read: wait only if the socket is blocking */
+	SHIM_SETTLE_NOWAIT,   /* a read with MSG_DONTWAIT */
+	SHIM_SETTLE_WAIT,     /* getpeername(): wait up to the deadline */
+};
+/* Marks fd's header as still to come. */
+int shim_lazy_mark(int fd, const struct sockaddr *peer, uint16_t lport);
+/* Reads the pending header of fd (entry e): 0 when the program may go on, -1 with errno
+ * EAGAIN (incomplete, non-blocking) or ECONNRESET (refused). */
+int shim_lazy_settle(int fd, struct shim_fd *e, enum shim_settle how);
+/* The entry of fd when its header is pending (or was refused): the read hooks' one check. */
+static inline struct shim_fd *shim_fd_unsettled(int fd)
+{
+	struct shim_fd *e = shim_fd_peek(fd);
+	if (SHIM_LIKELY(!e) || SHIM_LIKELY(!(e->flags & (SHIM_C_PENDING | SHIM_C_FAILED))) ||
+	    atomic_load_explicit(&e->kind, memory_order_acquire) != SHIM_FD_CONN)
+		return NULL;
+	return e;
+}
 
 /* ---- park.c: connections whose header is incomplete wait on their listener ---- */
 struct shim_park;

@@ -1,0 +1,29 @@
+/* getsockname(): with PROXYSHIM_LOCAL_ADDR=header, the header's destination (the address the
+ * client dialled) on a rewritten connection. */
+#include <errno.h>
+
+#include "shim.h"
+
+SHIM_EXPORT int getsockname(int fd, struct sockaddr *addr, socklen_t *addrlen)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	struct shim_fd *e;
+
+	SHIM_NEED(getsockname);
+	e = shim_fd_peek(fd);
+	if (SHIM_LIKELY(!e || atomic_load_explicit(&e->kind, memory_order_acquire) != SHIM_FD_CONN) ||
+	    !shim_config()->local_from_header || !addr || !addrlen || (int)*addrlen < 0)
+		return real_getsockname(fd, addr, addrlen);
+	if ((e->flags & SHIM_C_PENDING) && shim_lazy_settle(fd, e, SHIM_SETTLE_WAIT) < 0)
+		return real_getsockname(fd, addr, addrlen);
+	if (real_getsockname(fd, addr, addrlen) < 0)
+		return -1;
+	/* Still the connection the entry was made for? (an fd closed behind our back) */
+	if (!(e->flags & SHIM_C_REWRITTEN) || e->local.family == 0 ||
+	    real_getpeername(fd, (struct sockaddr *)&ss, &sl) < 0 ||
+	    shim_sa_hash((const struct sockaddr *)&ss) != e->real_hash)
+		return 0;
+	shim_addr_to_user(&e->local, addr, addrlen);
+	return 0;
+}
