@@ -20,6 +20,7 @@ PRELOAD_OBJ := $(PRELOAD_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 PROGS := $(BUILD)/libproxyshim.so $(BUILD)/proxyshim-send $(BUILD)/testserver
+PROGS += $(BUILD)/proxyshim
 
 .PHONY: all test unit e2e check fuzz bench demo clean deps
 all: $(PROGS) $(UNIT_BIN)
@@ -40,6 +41,17 @@ $(BUILD)/proxyshim-send: shim/cli/proxyshim-send.c $(BUILD)/libproto.a $(HDRS)
 
 $(BUILD)/testserver: tests/e2e/testserver.c
 	$(CC) $(CFLAGS) -o $@ $< -lpthread
+
+# The wrapper: proxyshim [options] -- COMMAND (dlopen()s the library for --check).
+$(BUILD)/proxyshim: shim/cli/proxyshim.c $(HDRS)
+	$(CC) $(CFLAGS) -o $@ $< $(LDHARD) -ldl
+
+# The test server built against musl (Debian musl-tools), to load the glibc-built library into
+# a musl program. musl has no close_range(): tests/e2e/musl-compat.h supplies it.
+MUSL_CC ?= musl-gcc
+$(BUILD)/testserver-musl: tests/e2e/testserver.c tests/e2e/musl-compat.h
+	$(MUSL_CC) -O2 -g -std=gnu11 -D_GNU_SOURCE -include tests/e2e/musl-compat.h -o $@ $< -lpthread
+e2e: $(BUILD)/testserver-musl
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libproto.a $(HDRS)
 	@mkdir -p $(@D)

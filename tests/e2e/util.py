@@ -12,6 +12,8 @@ BUILD = os.environ.get("PROXYSHIM_BUILD", os.path.join(ROOT, "build"))
 LIB = os.path.join(BUILD, "libproxyshim.so")
 SEND = os.path.join(BUILD, "proxyshim-send")
 TESTSERVER = os.path.join(BUILD, "testserver")
+WRAPPER = os.path.join(BUILD, "proxyshim")
+TESTSERVER_MUSL = os.path.join(BUILD, "testserver-musl")
 
 
 def free_port(host="127.0.0.1"):
@@ -160,9 +162,13 @@ def v2_header(src=None, dst=None, command=1, tlvs=(), crc=False, fam=None, addr_
 
 # ---- the C test server (tests/e2e/testserver.c) and plain clients ----
 
-def start_testserver(*args, env=None, listen="127.0.0.1:0", log_name="testserver", timeout=5.0):
-    """Starts build/testserver (args as its options) and returns (Proc, port) once it listens."""
-    p = Proc([TESTSERVER, "--listen", listen] + [str(a) for a in args], env=env, log_name=log_name)
+def start_testserver(*args, env=None, listen="127.0.0.1:0", log_name="testserver", timeout=5.0,
+                     binary=None, prefix=()):
+    """Starts build/testserver (args as its options) and returns (Proc, port) once it listens.
+    binary: another build of it (e.g. TESTSERVER_MUSL); prefix: argv put in front of it (e.g.
+    the proxyshim wrapper and its options)."""
+    p = Proc(list(prefix) + [binary or TESTSERVER, "--listen", listen] + [str(a) for a in args],
+             env=env, log_name=log_name)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for line in p.output().splitlines():

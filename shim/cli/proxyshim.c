@@ -1,0 +1,525 @@
+/* proxyshim: runs a command under the shim (LD_PRELOAD plus the PROXYSHIM_* variables), or with
+ * --check validates a configuration with the library's own validator and prints its settings. */
+#include <dlfcn.h>
+#include <elf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#define PROG "proxyshim"
+#define LIBNAME "libproxyshim.so"
+#define EXIT_USAGE 2
+#define EXIT_CANNOT_RUN 126 /* found, but cannot run under the shim (as env(1), nice(1)) */
+#define EXIT_NOT_FOUND 127
+/* Set by --check before it re-executes itself, so that it does so only once. */
+#define REEXEC_MARK "PROXYSHIM_CHECK_REEXEC"
+
+__attribute__((format(printf, 1, 0))) static void vsay(const char *fmt, va_list ap);
+__attribute__((format(printf, 1, 2))) static void say(const char *fmt, ...);
+__attribute__((format(printf, 2, 3), noreturn)) static void die(int status, const char *fmt, ...);
+#define usage_error(...) die(EXIT_USAGE, __VA_ARGS__)
+
+/* Every message is one line, "proxyshim: ...". */
+static void vsay(const char *fmt, va_list ap)
+{
+	fputs(PROG ": ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
+
+static void say(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsay(fmt, ap);
+	va_end(ap);
+}
+
+static void die(int status, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsay(fmt, ap);
+	va_end(ap);
+	exit(status);
+}
+
+static const char help_text[] =
+	"NAME\n"
+	"    proxyshim - run a server so that it sees the client address of PROXY protocol headers\n"
+	"\n"
+	"SYNOPSIS\n"
+	"    proxyshim [OPTIONS] [--] COMMAND [ARGS...]\n"
+	"    proxyshim [OPTIONS] --check [-- COMMAND]\n"
+	"    proxyshim --help\n"
+	"\n"
+	"DESCRIPTION\n"
+	"    Runs COMMAND (searched in PATH) with libproxyshim.so preloaded: LD_PRELOAD gets the\n"
+	"    library in front of what it already holds, and each option given sets its\n"
+	"    PROXYSHIM_* variable. Variables already in the environment and not given as options\n"
+	"    pass through unchanged. The shim reads the PROXY header of every connection from a\n"
+	"    trusted peer and gives the program the client address in accept(), accept4() and\n"
+	"    getpeername(); see libproxyshim(7).\n"
+	"\n"
+	"    The library is looked up next to this program (a build tree), then in ../lib and\n"
+	"    ../lib/proxyshim relative to it (an installed PREFIX/bin/proxyshim).\n"
+	"\n"
+	"    COMMAND must be dynamically linked: a program without an ELF interpreter (statically\n"
+	"    linked, as Go programs usually are) never reads LD_PRELOAD, so proxyshim refuses to\n"
+	"    run it. A set-uid, set-gid or file-capability program runs in the kernel's\n"
+	"    secure-execution mode, where the shim stays inert; proxyshim warns and runs it.\n"
+	"    Scripts (#!) are run; their interpreter inherits the environment.\n"
+	"\n"
+	"OPTIONS\n"
+	"    --trusted CIDRS     PROXYSHIM_TRUSTED: the peers allowed to send a header, IPv4/IPv6\n"
+	"                        addresses and CIDRs separated by commas or spaces, or *.\n"
+	"                        Without it (and without the variable) the shim does nothing.\n"
+	"    --version V         PROXYSHIM_VERSION: v1, v2 or any (default any).\n"
+	"    --mode M            PROXYSHIM_MODE: strict (default) or optional.\n"
+	"    --ports LIST        PROXYSHIM_PORTS: local ports and ranges, e.g. 443,8000-8099\n"
+	"                        (default: every TCP port).\n"
+	"    --timeout-ms N      PROXYSHIM_TIMEOUT_MS: the longest a header may take, 1 to 600000\n"
+	"                        (default 1000).\n"
+	"    --consume C         PROXYSHIM_CONSUME: accept (default) or lazy, for protocols in\n"
+	"                        which the server speaks first (SSH, SMTP, FTP) behind balancers\n"
+	"                        that send the header only with the client's first bytes.\n"
+	"    --log LEVEL         PROXYSHIM_LOG: off, error, warn (default), info or debug.\n"
+	"    --stats FILE        PROXYSHIM_STATS: write Prometheus counters to FILE.\n"
+	"    --check             Validate the configuration with the library's own validator and\n"
+	"                        print the effective settings, one NAME=value a line, after a\n"
+	"                        library= line naming the library found. With -- COMMAND, also\n"
+	"                        check that COMMAND can run under the shim; it is not run.\n"
+	"    -h, --help          Print this page and exit.\n"
+	"\n"
+	"    An option's value may also be given as --opt=VALUE. The first argument that is not\n"
+	"    an option starts COMMAND; -- ends the options explicitly.\n"
+	"\n"
+	"EXIT STATUS\n"
+	"    COMMAND's own status once it runs. Before that:\n"
+	"    0    --check or --help succeeded.\n"
+	"    1    an invalid setting (the library's one-line message names the variable and the\n"
+	"         value; with COMMAND the same line comes from COMMAND's start-up), or the\n"
+	"         library cannot be found or loaded.\n"
+	"    2    bad arguments.\n"
+	"    126  COMMAND cannot run under the shim: statically linked, built for another\n"
+	"         architecture than the library, or not executable.\n"
+	"    127  COMMAND not found.\n"
+	"\n"
+	"EXAMPLES\n"
+	"    Behind an AWS NLB in a 10.0.0.0/16 VPC, PROXY v2 only:\n"
+	"        proxyshim --trusted 10.0.0.0/16 --version v2 -- nginx -g 'daemon off;'\n"
+	"\n"
+	"    SSH behind a balancer that sends the header with the client's first bytes:\n"
+	"        proxyshim --trusted 10.0.0.0/16 --consume lazy -- /usr/sbin/sshd -D\n"
+	"\n"
+	"    See what a configuration amounts to:\n"
+	"        proxyshim --trusted '10.0.0.0/8 ::1' --ports 443,8000-8099 --check\n"
+	"\n"
+	"SEE ALSO\n"
+	"    libproxyshim(7), proxyshim-send(1)\n";
+
+/* The options that set a variable, in the order --help lists them. */
+static const struct {
+	const char *opt;
+	const char *var;
+} var_opts[] = {
+	{"--trusted", "PROXYSHIM_TRUSTED"},   {"--version", "PROXYSHIM_VERSION"},
+	{"--mode", "PROXYSHIM_MODE"},         {"--ports", "PROXYSHIM_PORTS"},
+	{"--timeout-ms", "PROXYSHIM_TIMEOUT_MS"}, {"--consume", "PROXYSHIM_CONSUME"},
+	{"--log", "PROXYSHIM_LOG"},           {"--stats", "PROXYSHIM_STATS"},
+};
+#define NVARS (sizeof(var_opts) / sizeof(var_opts[0]))
+
+struct opts {
+	const char *values[NVARS]; /* NULL: not given */
+	int check;
+	char **cmd; /* NULL-terminated, NULL when none */
+};
+
+/* "--name VALUE" or "--name=VALUE": the value, or NULL when arg is not this option. */
+static char *opt_value(char **argv, int argc, int *i, const char *name)
+{
+	size_t n = strlen(name);
+	char *arg = argv[*i];
+
+	if (strncmp(arg, name, n) != 0)
+		return NULL;
+	if (arg[n] == '=')
+		return arg + n + 1;
+	if (arg[n] != '\0')
+		return NULL;
+	if (*i + 1 >= argc)
+		usage_error("%s needs a value", name);
+	(*i)++;
+	return argv[*i];
+}
+
+static void parse_args(int argc, char **argv, struct opts *o)
+{
+	int i;
+
+	memset(o, 0, sizeof(*o));
+	for (i = 1; i < argc; i++) {
+		char *arg = argv[i], *v = NULL;
+		size_t k;
+
+		if (strcmp(arg, "--") == 0) {
+			i++;
+			break;
+		}
+		if (arg[0] != '-' || arg[1] == '\0')
+			break;
+		if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
+			fputs(help_text, stdout);
+			exit(fflush(stdout) == 0 ? 0 : 1);
+		}
+		if (strcmp(arg, "--check") == 0) {
+			o->check = 1;
+			continue;
+		}
+		for (k = 0; k < NVARS; k++)
+			if ((v = opt_value(argv, argc, &i, var_opts[k].opt)) != NULL)
+				break;
+		if (k == NVARS)
+			usage_error("unknown option '%s' (see --help)", arg);
+		if (o->values[k] != NULL)
+			usage_error("%s given twice", var_opts[k].opt);
+		o->values[k] = v;
+	}
+	if (i < argc)
+		o->cmd = argv + i;
+	if (o->cmd == NULL && !o->check)
+		usage_error("missing COMMAND (see --help)");
+}
+
+/* The directory this program runs from, from /proc/self/exe. */
+static void self_dir(char *out, size_t cap)
+{
+	char exe[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	char *slash;
+
+	if (n <= 0)
+		die(1, "cannot read /proc/self/exe: %s", n < 0 ? strerror(errno) : "empty");
+	exe[n] = '\0';
+	slash = strrchr(exe, '/');
+	if (slash == NULL)
+		die(1, "cannot tell the directory of '%s'", exe);
+	*slash = '\0';
+	if ((size_t)snprintf(out, cap, "%s", exe[0] ? exe : "/") >= cap)
+		die(1, "path too long: %s", exe);
+}
+
+/* Finds the library: next to this program (build tree), in ../lib or ../lib/proxyshim
+ * (PREFIX/bin/proxyshim). The result is absolute and canonical, as LD_PRELOAD needs. */
+static void find_library(char *out)
+{
+	static const char *const rel[] = {"/" LIBNAME, "/../lib/" LIBNAME, "/../lib/proxyshim/" LIBNAME};
+	char dir[PATH_MAX], path[PATH_MAX + 64];
+	size_t i;
+
+	self_dir(dir, sizeof(dir));
+	for (i = 0; i < sizeof(rel) / sizeof(rel[0]); i++) {
+		struct stat st;
+		snprintf(path, sizeof(path), "%s%s", dir, rel[i]);
+		if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && realpath(path, out) != NULL)
+			return;
+	}
+	die(1, "cannot find " LIBNAME " in %s, %s/../lib or %s/../lib/proxyshim", dir, dir, dir);
+}
+
+/* COMMAND as execvp() would find it: as given when it holds a slash, else the first
+ * executable regular file of that name in PATH. */
+static int find_command(const char *cmd, char *out, size_t cap)
+{
+	const char *path, *p;
+	struct stat st;
+
+	if (cmd[0] == '\0')
+		return -ENOENT;
+	if (strchr(cmd, '/') != NULL) {
+		if ((size_t)snprintf(out, cap, "%s", cmd) >= cap)
+			return -ENAMETOOLONG;
+		return stat(out, &st) == 0 ? 0 : -errno;
+	}
+	path = getenv("PATH");
+	if (path == NULL)
+		path = "/usr/local/bin:/usr/bin:/bin";
+	for (p = path;; p++) {
+		const char *end = strchr(p, ':');
+		size_t n = end ? (size_t)(end - p) : strlen(p);
+		int w = n ? snprintf(out, cap, "%.*s/%s", (int)n, p, cmd) : snprintf(out, cap, "%s", cmd);
+
+		if (w > 0 && (size_t)w < cap && stat(out, &st) == 0 && S_ISREG(st.st_mode) &&
+		    access(out, X_OK) == 0)
+			return 0;
+		if (end == NULL)
+			return -ENOENT;
+		p = end;
+	}
+}
+
+/* What an ELF file's headers say, as far as preloading is concerned. */
+struct elf_info {
+	int is_elf;
+	int is_script;
+	unsigned char cls;  /* ELFCLASS32/64 */
+	unsigned char data; /* ELFDATA2LSB/MSB */
+	uint16_t machine;
+	int has_interp;
+};
+
+static uint16_t get16(const unsigned char *p, unsigned char data)
+{
+	return data == ELFDATA2MSB ? (uint16_t)(p[0] << 8 | p[1]) : (uint16_t)(p[1] << 8 | p[0]);
+}
+
+static uint32_t get32(const unsigned char *p, unsigned char data)
+{
+	return data == ELFDATA2MSB ? (uint32_t)get16(p, data) << 16 | get16(p + 2, data)
+				   : (uint32_t)get16(p + 2, data) << 16 | get16(p, data);
+}
+
+static uint64_t get64(const unsigned char *p, unsigned char data)
+{
+	return data == ELFDATA2MSB ? (uint64_t)get32(p, data) << 32 | get32(p + 4, data)
+				   : (uint64_t)get32(p + 4, data) << 32 | get32(p, data);
+}
+
+/* Reads the ELF and program headers of path with pread(): 0, or a negative errno (-ENOEXEC
+ * for a truncated or inconsistent ELF file). Not ELF: 0 with is_elf 0. */
+static int elf_read(const char *path, struct elf_info *info)
+{
+	unsigned char eh[64], ph[64];
+	uint64_t phoff;
+	uint16_t phentsize, phnum, i;
+	ssize_t n;
+	int fd, rc = 0;
+
+	memset(info, 0, sizeof(*info));
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = pread(fd, eh, sizeof(eh), 0);
+	if (n < 0) {
+		rc = -errno;
+		goto out;
+	}
+	if (n >= 2 && eh[0] == '#' && eh[1] == '!') {
+		info->is_script = 1;
+		goto out;
+	}
+	if (n < EI_NIDENT || memcmp(eh, ELFMAG, SELFMAG) != 0)
+		goto out;
+	info->is_elf = 1;
+	info->cls = eh[EI_CLASS];
+	info->data = eh[EI_DATA];
+	if ((info->cls != ELFCLASS32 && info->cls != ELFCLASS64) ||
+	    (info->data != ELFDATA2LSB && info->data != ELFDATA2MSB)) {
+		rc = -ENOEXEC;
+		goto out;
+	}
+	if (info->cls == ELFCLASS64) {
+		if (n < (ssize_t)sizeof(Elf64_Ehdr)) {
+			rc = -ENOEXEC;
+			goto out;
+		}
+		info->machine = get16(eh + offsetof(Elf64_Ehdr, e_machine), info->data);
+		phoff = get64(eh + offsetof(Elf64_Ehdr, e_phoff), info->data);
+		phentsize = get16(eh + offsetof(Elf64_Ehdr, e_phentsize), info->data);
+		phnum = get16(eh + offsetof(Elf64_Ehdr, e_phnum), info->data);
+		if (phentsize < sizeof(Elf64_Phdr)) {
+			rc = phnum ? -ENOEXEC : 0;
+			goto out;
+		}
+	} else {
+		if (n < (ssize_t)sizeof(Elf32_Ehdr)) {
+			rc = -ENOEXEC;
+			goto out;
+		}
+		info->machine = get16(eh + offsetof(Elf32_Ehdr, e_machine), info->data);
+		phoff = get32(eh + offsetof(Elf32_Ehdr, e_phoff), info->data);
+		phentsize = get16(eh + offsetof(Elf32_Ehdr, e_phentsize), info->data);
+		phnum = get16(eh + offsetof(Elf32_Ehdr, e_phnum), info->data);
+		if (phentsize < sizeof(Elf32_Phdr)) {
+			rc = phnum ? -ENOEXEC : 0;
+			goto out;
+		}
+	}
+	for (i = 0; i < phnum; i++) {
+		uint64_t off = phoff + (uint64_t)i * phentsize;
+		size_t want = info->cls == ELFCLASS64 ? sizeof(Elf64_Phdr) : sizeof(Elf32_Phdr);
+		if (off > (uint64_t)LONG_MAX || pread(fd, ph, want, (off_t)off) != (ssize_t)want) {
+			rc = -ENOEXEC;
+			goto out;
+		}
+		/* p_type is the first field of both layouts. */
+		if (get32(ph, info->data) == PT_INTERP) {
+			info->has_interp = 1;
+			break;
+		}
+	}
+out:
+	close(fd);
+	return rc;
+}
+
+static const char *machine_name(uint16_t m)
+{
+	switch (m) {
+	case EM_386: return "i386";
+	case EM_X86_64: return "x86-64";
+	case EM_ARM: return "arm";
+	case EM_AARCH64: return "aarch64";
+	case EM_RISCV: return "riscv";
+	case EM_PPC64: return "ppc64";
+	case EM_S390: return "s390";
+	default: return "another architecture";
+	}
+}
+
+/* Refuses (exits) when the program at path cannot run under the shim; warns when it would run
+ * with the shim inert. */
+static void check_command(const char *cmd, const char *path, const char *lib)
+{
+	struct elf_info prog, shim;
+	struct stat st;
+	int rc;
+
+	if (stat(path, &st) != 0)
+		die(EXIT_NOT_FOUND, "%s: %s", cmd, strerror(errno));
+	if (!S_ISREG(st.st_mode) || access(path, X_OK) != 0)
+		die(EXIT_CANNOT_RUN, "%s: not an executable file", path);
+	rc = elf_read(path, &prog);
+	if (rc == -EACCES)
+		return; /* execute-only: the kernel will judge it */
+	if (rc < 0)
+		die(EXIT_CANNOT_RUN, "%s: cannot read its ELF headers: %s", path, strerror(-rc));
+	if (prog.is_elf) {
+		if (!prog.has_interp)
+			die(EXIT_CANNOT_RUN,
+			    "%s is statically linked (no ELF interpreter), so it never reads LD_PRELOAD "
+			    "and the shim cannot work in it; Go programs are usually built this way: "
+			    "rebuild with cgo and dynamic linking, or put a PROXY-aware proxy in front",
+			    path);
+		if (elf_read(lib, &shim) == 0 && shim.is_elf &&
+		    (shim.cls != prog.cls || shim.machine != prog.machine))
+			die(EXIT_CANNOT_RUN, "%s is a %d-bit %s program but %s is %d-bit %s: the dynamic "
+			    "linker would not load it", path, prog.cls == ELFCLASS64 ? 64 : 32,
+			    machine_name(prog.machine), lib, shim.cls == ELFCLASS64 ? 64 : 32,
+			    machine_name(shim.machine));
+	}
+	/* The kernel sets AT_SECURE when the exec changes the user or group, or grants file
+	 * capabilities; the dynamic linker and the shim then ignore the environment. */
+	if ((st.st_mode & S_ISUID) && st.st_uid != geteuid())
+		say("warning: %s is set-uid: it runs in secure-execution mode, where the shim stays "
+		    "inert", path);
+	else if ((st.st_mode & S_ISGID) && st.st_gid != getegid())
+		say("warning: %s is set-gid: it runs in secure-execution mode, where the shim stays "
+		    "inert", path);
+	else if (getxattr(path, "security.capability", NULL, 0) > 0)
+		say("warning: %s has file capabilities: it runs in secure-execution mode, where the "
+		    "shim stays inert", path);
+}
+
+static void set_vars(const struct opts *o)
+{
+	size_t k;
+
+	for (k = 0; k < NVARS; k++)
+		if (o->values[k] != NULL && setenv(var_opts[k].var, o->values[k], 1) != 0)
+			die(1, "setenv %s: %s", var_opts[k].var, strerror(errno));
+}
+
+/* LD_PRELOAD with the library first, and any earlier copy of that same path dropped. */
+static void set_preload(const char *lib)
+{
+	const char *old = getenv("LD_PRELOAD");
+	size_t cap = strlen(lib) + (old ? strlen(old) : 0) + 2, used;
+	char *val = malloc(cap);
+	const char *p;
+
+	if (val == NULL)
+		die(1, "out of memory");
+	used = (size_t)snprintf(val, cap, "%s", lib);
+	for (p = old; p && *p;) {
+		size_t n = strcspn(p, ": \t");
+		if (n > 0 && !(n == strlen(lib) && strncmp(p, lib, n) == 0)) {
+			val[used++] = ' ';
+			memcpy(val + used, p, n);
+			used += n;
+			val[used] = '\0';
+		}
+		p += n;
+		p += strspn(p, ": \t");
+	}
+	if (setenv("LD_PRELOAD", val, 1) != 0)
+		die(1, "setenv LD_PRELOAD: %s", strerror(errno));
+	free(val);
+}
+
+/* --check: the library validates in its constructor (printing one line and exiting 1 on a bad
+ * value) and proxyshim_settings() reports what it froze. */
+static int run_check(char **argv, const char *lib)
+{
+	int (*settings)(char *, size_t);
+	void *h;
+	char buf[8192];
+	int n;
+
+	/* Already loaded (/etc/ld.so.preload, LD_PRELOAD): its configuration was frozen before
+	 * the options were set. Run again, so that it reads them at start-up. */
+	if (getenv(REEXEC_MARK) == NULL && dlsym(RTLD_DEFAULT, "proxyshim_settings") != NULL) {
+		setenv(REEXEC_MARK, "1", 1);
+		execv("/proc/self/exe", argv);
+		die(1, "cannot re-execute /proc/self/exe: %s", strerror(errno));
+	}
+	unsetenv(REEXEC_MARK);
+	h = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
+	if (h == NULL)
+		die(1, "cannot load %s: %s", lib, dlerror());
+	*(void **)&settings = dlsym(h, "proxyshim_settings");
+	if (settings == NULL)
+		die(1, "%s has no proxyshim_settings(): not a proxyshim library?", lib);
+	n = settings(buf, sizeof(buf));
+	if (n < 0)
+		die(1, "proxyshim_settings() failed");
+	printf("library=%s\n%s", lib, buf);
+	if ((size_t)n >= sizeof(buf))
+		printf("\n");
+	return fflush(stdout) == 0 ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+	struct opts o;
+	char lib[PATH_MAX], path[PATH_MAX];
+	int rc;
+
+	parse_args(argc, argv, &o);
+	find_library(lib);
+	if (o.cmd != NULL) {
+		rc = find_command(o.cmd[0], path, sizeof(path));
+		if (rc < 0)
+			die(rc == -ENOENT ? EXIT_NOT_FOUND : EXIT_CANNOT_RUN, "%s: %s", o.cmd[0],
+			    rc == -ENOENT && strchr(o.cmd[0], '/') == NULL ? "command not found in PATH"
+									 : strerror(-rc));
+		check_command(o.cmd[0], path, lib);
+	}
+	set_vars(&o);
+	if (o.check)
+		return run_check(argv, lib);
+	set_preload(lib);
+	execv(path, o.cmd);
+	die(errno == ENOENT ? EXIT_NOT_FOUND : EXIT_CANNOT_RUN, "%s: %s", path, strerror(errno));
+}

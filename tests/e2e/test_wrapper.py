@@ -1,0 +1,387 @@
+"""The wrapper, build/proxyshim: the environment it gives COMMAND, --check through the library's
+own validator, the library lookup, refusing static and foreign programs, warning for set-uid
+ones, exit statuses, and real servers started through it."""
+import os
+import shutil
+import struct
+import subprocess
+import time
+
+import pytest
+
+from util import (LIB, SEND, WRAPPER, Proc, exchange, free_port, start_testserver, v1_header,
+                  v2_header, wait_conns, wait_port)
+from test_preload_accept import PAYLOAD, SRC4, TRUSTED, UNTRUSTED, check_line
+
+LIBREAL = os.path.realpath(LIB)
+
+
+def run(*args, env=None, **kw):
+    return subprocess.run([WRAPPER] + [str(a) for a in args], env=env, capture_output=True,
+                          timeout=20, **kw)
+
+
+def clean_env(**extra):
+    """The environment without any LD_PRELOAD or PROXYSHIM_* of the caller's."""
+    env = {k: v for k, v in os.environ.items()
+           if k != "LD_PRELOAD" and not k.startswith("PROXYSHIM_")}
+    env.update(extra)
+    return env
+
+
+def env_of(r):
+    """The NAME=value lines `env` printed, as a dict."""
+    assert r.returncode == 0, r
+    return dict(l.split("=", 1) for l in r.stdout.decode().splitlines() if "=" in l)
+
+
+def one_line(r):
+    err = r.stderr.decode()
+    assert err.count("\n") == 1 and err.endswith("\n") and err.startswith("proxyshim: "), repr(err)
+    return err
+
+
+# ---- the environment COMMAND gets ----
+
+def test_every_option_sets_its_variable():
+    r = run("--trusted", "10.0.0.0/8, ::1", "--version", "v2", "--mode", "optional",
+            "--ports", "443,8000-8099", "--timeout-ms", "2500", "--consume", "lazy",
+            "--log", "debug", "--stats", "/tmp/x.prom", "--", "env", env=clean_env())
+    e = env_of(r)
+    assert e["LD_PRELOAD"] == LIBREAL
+    got = {k: v for k, v in e.items() if k.startswith("PROXYSHIM_")}
+    assert got == {"PROXYSHIM_TRUSTED": "10.0.0.0/8, ::1", "PROXYSHIM_VERSION": "v2",
+                   "PROXYSHIM_MODE": "optional", "PROXYSHIM_PORTS": "443,8000-8099",
+                   "PROXYSHIM_TIMEOUT_MS": "2500", "PROXYSHIM_CONSUME": "lazy",
+                   "PROXYSHIM_LOG": "debug", "PROXYSHIM_STATS": "/tmp/x.prom"}
+    assert r.stderr == b""
+
+
+def test_equals_form_and_command_without_double_dash():
+    e = env_of(run("--trusted=127.0.0.2", "--log=off", "env", env=clean_env()))
+    assert (e["PROXYSHIM_TRUSTED"], e["PROXYSHIM_LOG"]) == ("127.0.0.2", "off")
+    assert "PROXYSHIM_MODE" not in e
+
+
+def test_variables_not_given_pass_through_and_options_override():
+    e = env_of(run("--mode", "strict", "--", "env",
+                   env=clean_env(PROXYSHIM_MODE="optional", PROXYSHIM_MAX_PARKED="7",
+                                 PROXYSHIM_TRUSTED="192.0.2.1")))
+    assert (e["PROXYSHIM_MODE"], e["PROXYSHIM_MAX_PARKED"], e["PROXYSHIM_TRUSTED"]) == \
+        ("strict", "7", "192.0.2.1")
+
+
+@pytest.mark.parametrize("old,new", [
+    ("/opt/a/liba.so", "{lib} /opt/a/liba.so"),
+    ("/opt/a/liba.so:/opt/b/libb.so", "{lib} /opt/a/liba.so /opt/b/libb.so"),
+    ("/opt/a/liba.so {lib}", "{lib} /opt/a/liba.so"),  # its own copy moves to the front
+    ("", "{lib}"),
+])
+def test_ld_preload_is_prepended(tmp_path, old, new):
+    # The other libraries must exist, or the dynamic linker complains into stderr.
+    old = old.replace("/opt/a", str(tmp_path)).replace("/opt/b", str(tmp_path))
+    for name in ("liba.so", "libb.so"):
+        shutil.copy(LIB, tmp_path / name)
+    old = old.format(lib=LIBREAL)
+    r = run("--", "env", env=clean_env(LD_PRELOAD=old))
+    assert env_of(r)["LD_PRELOAD"] == new.replace("/opt/a", str(tmp_path)).replace(
+        "/opt/b", str(tmp_path)).format(lib=LIBREAL)
+
+
+def test_exit_status_and_arguments_of_command_pass_through():
+    r = run("--", "sh", "-c", 'printf "%s|" "$@"; exit 7', "sh", "a b", "", "--trusted",
+            env=clean_env())
+    assert r.returncode == 7
+    assert r.stdout == b"a b||--trusted|"
+
+
+def test_script_gets_the_preload(tmp_path):
+    script = tmp_path / "s.sh"
+    script.write_text('#!/bin/sh\necho "preload=$LD_PRELOAD trusted=$PROXYSHIM_TRUSTED"\n')
+    script.chmod(0o755)
+    r = run("--trusted", "127.0.0.2", "--", str(script), env=clean_env())
+    assert r.returncode == 0, r
+    assert r.stdout.decode() == "preload=%s trusted=127.0.0.2\n" % LIBREAL
+
+
+def test_relative_command_with_slash(tmp_path):
+    script = tmp_path / "s.sh"
+    script.write_text('#!/bin/sh\necho ran\n')
+    script.chmod(0o755)
+    r = subprocess.run([WRAPPER, "--", "./s.sh"], cwd=tmp_path, env=clean_env(),
+                       capture_output=True, timeout=10)
+    assert (r.returncode, r.stdout) == (0, b"ran\n"), r
+
+
+# ---- servers started through it ----
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_testserver_through_the_wrapper(procs, version):
+    p, port = start_testserver(env=clean_env(), prefix=[WRAPPER, "--trusted", TRUSTED, "--"])
+    procs.append(p)
+    hdr = (v1_header if version == 1 else v2_header)(SRC4, ("127.0.0.1", port))
+    got, _ = exchange(port, hdr + PAYLOAD, source=TRUSTED)
+    assert got == PAYLOAD
+    got, me = exchange(port, hdr + PAYLOAD, source=UNTRUSTED)
+    assert got == hdr + PAYLOAD
+    first, second = wait_conns(p, 2)
+    check_line(first, "AF_INET", SRC4[0], SRC4[1], PAYLOAD)
+    check_line(second, "AF_INET", UNTRUSTED, me[1], hdr + PAYLOAD)
+
+
+def test_http_server_logs_the_client_through_the_wrapper(procs, tmp_path):
+    port = free_port()
+    p = Proc([WRAPPER, "--trusted", "127.0.0.1", "--version", "v2", "--", "python3", "-m",
+              "http.server", "--bind", "127.0.0.1", "--directory", str(tmp_path), str(port)],
+             env=clean_env(), log_name="http")
+    procs.append(p)
+    wait_port(port, proc=p)  # a connection without a header: closed by the shim, as it should
+    r = subprocess.run([SEND, "--src", "203.0.113.7:4711", "127.0.0.1", str(port)],
+                       input=b"GET / HTTP/1.0\r\n\r\n", capture_output=True, timeout=10)
+    assert r.returncode == 0 and r.stdout.startswith(b"HTTP/1.0 200"), r
+    out = p.wait_output('"GET / HTTP/1.0" 200')
+    lines = [l for l in out.splitlines() if '"GET / HTTP/1.0"' in l]
+    assert len(lines) == 1 and lines[0].startswith("203.0.113.7 - - ["), out
+
+
+# ---- --check ----
+
+def check_lines(r):
+    assert r.returncode == 0, r
+    lines = r.stdout.decode().splitlines()
+    assert lines[0] == "library=" + LIBREAL
+    return dict(l.split("=", 1) for l in lines[1:])
+
+
+def test_check_prints_the_effective_settings():
+    r = run("--trusted", "10.0.0.0/8 ::1, 192.0.2.9", "--version", "v1", "--mode", "optional",
+            "--ports", "8000-8099,443", "--timeout-ms", "2500", "--consume", "lazy",
+            "--log", "debug", "--stats", "/run/p.prom", "--check", env=clean_env())
+    s = check_lines(r)
+    assert s["active"] == "yes"
+    assert s["PROXYSHIM_TRUSTED"] == "10.0.0.0/8,::1/128,192.0.2.9/32"
+    assert s["PROXYSHIM_VERSION"] == "v1"
+    assert s["PROXYSHIM_MODE"] == "optional"
+    assert s["PROXYSHIM_PORTS"] == "443,8000-8099"
+    assert s["PROXYSHIM_TIMEOUT_MS"] == "2500"
+    assert s["PROXYSHIM_LOG"] == "debug"
+    assert s["PROXYSHIM_CONSUME"] == "lazy"
+    assert s["PROXYSHIM_STATS"] == "/run/p.prom"
+    assert s["PROXYSHIM_MAX_PARKED"] == "1024"  # the default, from the library
+    assert r.stderr == b""
+
+
+def test_check_without_trusted_says_inactive():
+    s = check_lines(run("--check", env=clean_env()))
+    assert s["active"] == "no reason=PROXYSHIM_TRUSTED is not set"
+    assert (s["PROXYSHIM_MODE"], s["PROXYSHIM_VERSION"], s["PROXYSHIM_TIMEOUT_MS"]) == \
+        ("strict", "any", "1000")
+
+
+def test_check_sees_variables_from_the_environment():
+    s = check_lines(run("--check", env=clean_env(PROXYSHIM_TRUSTED="*", PROXYSHIM_MAX_PARKED="9")))
+    assert (s["PROXYSHIM_TRUSTED"], s["PROXYSHIM_MAX_PARKED"]) == ("*", "9")
+
+
+def test_check_when_the_library_is_already_preloaded():
+    """Preloaded (LD_PRELOAD or /etc/ld.so.preload), the library froze its configuration before
+    the options were set: --check must still report the options."""
+    r = run("--trusted", "10.9.0.0/16", "--mode", "optional", "--check",
+            env=clean_env(LD_PRELOAD=LIB, PROXYSHIM_TRUSTED="192.0.2.1"))
+    s = check_lines(r)
+    assert (s["PROXYSHIM_TRUSTED"], s["PROXYSHIM_MODE"]) == ("10.9.0.0/16", "optional")
+    assert "PROXYSHIM_CHECK_REEXEC" not in r.stdout.decode()
+
+
+BAD = [
+    ("--trusted", "10.0.0.0/33", "PROXYSHIM_TRUSTED"),
+    ("--trusted", "", "PROXYSHIM_TRUSTED"),
+    ("--version", "v3", "PROXYSHIM_VERSION"),
+    ("--mode", "lenient", "PROXYSHIM_MODE"),
+    ("--ports", "0", "PROXYSHIM_PORTS"),
+    ("--timeout-ms", "0", "PROXYSHIM_TIMEOUT_MS"),
+    ("--timeout-ms", "600001", "PROXYSHIM_TIMEOUT_MS"),
+    ("--log", "loud", "PROXYSHIM_LOG"),
+    ("--consume", "eager", "PROXYSHIM_CONSUME"),
+]
+
+
+@pytest.mark.parametrize("opt,value,var", BAD)
+def test_check_refuses_a_bad_value_with_the_librarys_line(opt, value, var):
+    r = run(opt, value, "--check", env=clean_env(PROXYSHIM_TRUSTED="127.0.0.1"))
+    assert r.returncode == 1, r
+    assert r.stdout == b""
+    err = one_line(r)
+    assert err.startswith('proxyshim: invalid %s="%s": ' % (var, value)), err
+
+
+@pytest.mark.parametrize("opt,value,var", BAD[:4])
+def test_bad_value_stops_the_command_before_main(opt, value, var, tmp_path):
+    marker = tmp_path / "ran"
+    r = run(opt, value, "--", "sh", "-c", "touch %s" % marker, env=clean_env())
+    assert r.returncode == 1, r
+    assert not marker.exists()
+    assert var in one_line(r)
+
+
+def test_check_with_command_checks_it_without_running(tmp_path):
+    marker = tmp_path / "ran"
+    r = run("--trusted", "127.0.0.1", "--check", "--", "sh", "-c", "touch %s" % marker,
+            env=clean_env())
+    assert check_lines(r)["active"] == "yes"
+    assert not marker.exists()
+
+
+# ---- arguments ----
+
+@pytest.mark.parametrize("args,needle", [
+    (["--bogus", "--", "true"], "unknown option '--bogus'"),
+    (["--trusted"], "--trusted needs a value"),
+    (["--trusted", "1.2.3.4"], "missing COMMAND"),
+    ([], "missing COMMAND"),
+    (["--mode", "strict", "--mode", "optional", "true"], "--mode given twice"),
+    (["-x", "true"], "unknown option '-x'"),
+])
+def test_bad_arguments_exit_2_with_one_line(args, needle):
+    r = run(*args, env=clean_env())
+    assert r.returncode == 2, r
+    assert r.stdout == b""
+    assert needle in one_line(r)
+
+
+def test_help_lists_every_option():
+    r = run("--help", env=clean_env())
+    assert r.returncode == 0 and r.stderr == b""
+    text = r.stdout.decode()
+    for word in ("SYNOPSIS", "EXIT STATUS", "EXAMPLES", "--trusted", "--version", "--mode",
+                 "--ports", "--timeout-ms", "--consume", "--log", "--stats", "--check",
+                 "PROXYSHIM_CONSUME", "126", "127", "statically linked"):
+        assert word in text, word
+
+
+def test_command_not_found_127():
+    r = run("--", "no-such-command-proxyshim", env=clean_env())
+    assert r.returncode == 127
+    assert "no-such-command-proxyshim: command not found in PATH" in one_line(r)
+    r = run("--", "/nonexistent/prog", env=clean_env())
+    assert r.returncode == 127
+    assert "No such file or directory" in one_line(r)
+
+
+def test_not_executable_126(tmp_path):
+    f = tmp_path / "plain"
+    f.write_text("#!/bin/sh\necho hi\n")
+    f.chmod(0o644)
+    r = run("--", str(f), env=clean_env())
+    assert r.returncode == 126 and r.stdout == b""
+    assert "not an executable file" in one_line(r)
+
+
+# ---- programs the shim cannot work in ----
+
+def build_c(tmp_path, name, flags, cc="cc"):
+    src = tmp_path / "p.c"
+    marker = tmp_path / ("ran-" + name)
+    src.write_text('#include <stdio.h>\nint main(void){FILE*f=fopen("%s","w");'
+                   'if(f)fclose(f);puts("ran");return 0;}\n' % marker)
+    out = tmp_path / name
+    subprocess.run([cc] + flags + ["-o", str(out), str(src)], check=True, capture_output=True)
+    return out, marker
+
+
+@pytest.mark.parametrize("cc,flags", [("cc", ["-static"]), ("cc", ["-static-pie"]),
+                                      ("musl-gcc", ["-static"])])
+def test_static_binary_is_refused(tmp_path, cc, flags):
+    if shutil.which(cc) is None:
+        pytest.fail("%s is not installed (make deps)" % cc)
+    prog, marker = build_c(tmp_path, "static", flags, cc)
+    r = run("--trusted", "127.0.0.1", "--", str(prog), env=clean_env())
+    assert r.returncode == 126, r
+    assert r.stdout == b"" and not marker.exists()
+    err = one_line(r)
+    assert "%s is statically linked (no ELF interpreter)" % prog in err, err
+    assert "LD_PRELOAD" in err and "Go" in err
+
+
+def test_dynamic_build_of_the_same_program_runs(tmp_path):
+    prog, marker = build_c(tmp_path, "dynamic", [])
+    r = run("--trusted", "127.0.0.1", "--", str(prog), env=clean_env())
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"ran\n", b"")
+    assert marker.exists()
+
+
+def fake_elf32_i386(path):
+    """An ELF32 i386 executable header with one PT_INTERP program header (never run)."""
+    ident = b"\x7fELF" + bytes([1, 1, 1]) + b"\0" * 9
+    ehdr = ident + struct.pack("<HHIIIIIHHHHHH", 2, 3, 1, 0x8048000, 52, 0, 0, 52, 32, 1, 0, 0, 0)
+    phdr = struct.pack("<IIIIIIII", 3, 84, 0, 0, 19, 19, 4, 1)
+    path.write_bytes(ehdr + phdr + b"/lib/ld-linux.so.2\0")
+    path.chmod(0o755)
+
+
+def test_program_for_another_architecture_is_refused(tmp_path):
+    prog = tmp_path / "i386prog"
+    fake_elf32_i386(prog)
+    r = run("--", str(prog), env=clean_env())
+    assert r.returncode == 126, r
+    err = one_line(r)
+    assert "is a 32-bit i386 program but %s is 64-bit x86-64" % LIBREAL in err, err
+
+
+def test_setuid_program_warns_and_runs(tmp_path):
+    prog, marker = build_c(tmp_path, "suid", [])
+    os.chown(prog, 65534, 65534)
+    os.chmod(prog, 0o4755)
+    os.chmod(tmp_path, 0o777)  # the set-uid program writes its marker as uid 65534
+    r = run("--trusted", "127.0.0.1", "--", str(prog), env=clean_env())
+    assert (r.returncode, r.stdout) == (0, b"ran\n"), r
+    err = one_line(r)
+    assert err == ("proxyshim: warning: %s is set-uid: it runs in secure-execution mode, where "
+                   "the shim stays inert\n" % prog)
+
+
+def test_setgid_program_warns(tmp_path):
+    prog, _ = build_c(tmp_path, "sgid", [])
+    os.chown(prog, 0, 65534)
+    os.chmod(prog, 0o2755)
+    os.chmod(tmp_path, 0o777)
+    r = run("--", str(prog), env=clean_env())
+    assert r.returncode == 0, r
+    assert "is set-gid" in one_line(r)
+
+
+# ---- where it finds the library ----
+
+@pytest.mark.parametrize("layout", ["same_dir", "lib", "lib_proxyshim"])
+def test_library_lookup(tmp_path, layout):
+    bindir = tmp_path / "bin"
+    libdir = {"same_dir": bindir, "lib": tmp_path / "lib",
+              "lib_proxyshim": tmp_path / "lib" / "proxyshim"}[layout]
+    bindir.mkdir()
+    libdir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(WRAPPER, bindir / "proxyshim")
+    shutil.copy(LIB, libdir / "libproxyshim.so")
+    r = subprocess.run([str(bindir / "proxyshim"), "--check"], env=clean_env(),
+                       capture_output=True, timeout=10)
+    assert r.returncode == 0, r
+    assert r.stdout.decode().splitlines()[0] == "library=%s" % (libdir / "libproxyshim.so")
+    r = subprocess.run([str(bindir / "proxyshim"), "--", "env"], env=clean_env(),
+                       capture_output=True, timeout=10)
+    assert env_of(r)["LD_PRELOAD"] == str(libdir / "libproxyshim.so")
+
+
+def test_library_missing(tmp_path):
+    shutil.copy(WRAPPER, tmp_path / "proxyshim")
+    r = subprocess.run([str(tmp_path / "proxyshim"), "--", "true"], env=clean_env(),
+                       capture_output=True, timeout=10)
+    assert r.returncode == 1
+    assert "cannot find libproxyshim.so in %s" % tmp_path in one_line(r)
+
+
+def test_wrapper_is_found_through_a_symlink(tmp_path):
+    """A symlink in PATH (e.g. /usr/local/bin/proxyshim -> /opt/proxyshim/bin/proxyshim) still
+    finds the library next to the real file."""
+    os.symlink(WRAPPER, tmp_path / "proxyshim")
+    r = subprocess.run([str(tmp_path / "proxyshim"), "--check"], env=clean_env(),
+                       capture_output=True, timeout=10)
+    assert r.stdout.decode().splitlines()[0] == "library=" + LIBREAL
