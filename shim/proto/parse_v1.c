@@ -346,7 +346,35 @@ static int body(const uint8_t **pp, const uint8_t *end, int *fam, struct v1_addr
 	return crlf(pp, end);
 }
 
-int pp_parse_v1(const uint8_t *b, size_t len, unsigned versions, struct pp_header *out)
+/* Fills *out for a complete valid line of n bytes. */
+static int v1_done(struct pp_header *out, size_t n, int fam, const struct v1_addrs *a)
+{
+	out->len = (uint32_t)n;
+	out->version = 1;
+	out->crc_verified = 0;
+	out->unix_src = NULL;
+	out->unix_dst = NULL;
+	out->unix_src_len = 0;
+	out->unix_dst_len = 0;
+	out->tlv = NULL;
+	out->tlv_len = 0;
+	out->family = (uint8_t)fam;
+	if (fam == PP_FAM_UNSPEC) {
+		out->command = PP_CMD_V1_UNKNOWN;
+		out->transport = PP_TRANS_UNSPEC;
+		out->src.ss_family = AF_UNSPEC;
+		out->dst.ss_family = AF_UNSPEC;
+	} else {
+		out->command = PP_CMD_PROXY;
+		out->transport = PP_TRANS_STREAM;
+		put_addr(&out->src, fam, a->src, a->sport);
+		put_addr(&out->dst, fam, a->dst, a->dport);
+	}
+	return (int)n;
+}
+
+/* The reference reader: any input, every rule decided at its first byte. */
+int pp_parse_v1_ref(const uint8_t *b, size_t len, unsigned versions, struct pp_header *out)
 {
 	/* Reading stops at 107 bytes: needing byte 108 means the line has no CRLF in time. */
 	const uint8_t *end = b + (len < PP1_MAX_LEN ? len : PP1_MAX_LEN);
@@ -375,26 +403,211 @@ int pp_parse_v1(const uint8_t *b, size_t len, unsigned versions, struct pp_heade
 	if (r != 0)
 		return pp_fail(out, (enum pp_error)r);
 
-	out->len = (uint32_t)(p - b);
-	out->version = 1;
-	out->crc_verified = 0;
-	out->unix_src = NULL;
-	out->unix_dst = NULL;
-	out->unix_src_len = 0;
-	out->unix_dst_len = 0;
-	out->tlv = NULL;
-	out->tlv_len = 0;
-	out->family = (uint8_t)fam;
-	if (fam == PP_FAM_UNSPEC) {
-		out->command = PP_CMD_V1_UNKNOWN;
-		out->transport = PP_TRANS_UNSPEC;
-		out->src.ss_family = AF_UNSPEC;
-		out->dst.ss_family = AF_UNSPEC;
-	} else {
-		out->command = PP_CMD_PROXY;
-		out->transport = PP_TRANS_STREAM;
-		put_addr(&out->src, fam, a.src, a.sport);
-		put_addr(&out->dst, fam, a.dst, a.dport);
+	return v1_done(out, (size_t)(p - b), fam, &a);
+}
+
+/* ---- Fast path: a whole TCP4/TCP6 line ----
+ * When a byte the readers below never step over (a "stopper": anything but a hex digit, '.',
+ * ':' or ' ') is known to lie in the window, they can skip the per-byte end checks: each one
+ * reads a byte only after accepting the one before it, so no read passes the stopper. The
+ * last byte of the window being a stopper (a line read alone ends in LF), or a CR found by
+ * memchr, gives that guarantee. They accept a subset of what the reference reader accepts
+ * (no dotted IPv6 tail); anything else goes to the reference reader for the verdict. */
+
+/* 1 + the hex value of a byte, 0 for a byte that is no hex digit. */
+static const uint8_t hex1[256] = {
+	['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6, ['6'] = 7, ['7'] = 8,
+	['8'] = 9, ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15,
+	['f'] = 16, ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
+};
+
+static inline int is_stopper(uint8_t c)
+{
+	return !hex1[c] && c != '.' && c != ':' && c != ' ';
+}
+
+/* An IPv4 octet: 1 to 3 digits, no leading zero, at most 255. */
+static inline const uint8_t *fast_octet(const uint8_t *p, uint8_t *out)
+{
+	unsigned d0 = (unsigned)p[0] - '0', d1, d2, v;
+
+	if (d0 > 9)
+		return NULL;
+	if ((d1 = (unsigned)p[1] - '0') > 9) {
+		*out = (uint8_t)d0;
+		return p + 1;
 	}
-	return (int)out->len;
+	if (d0 == 0)
+		return NULL;
+	if ((d2 = (unsigned)p[2] - '0') > 9) {
+		*out = (uint8_t)(d0 * 10 + d1);
+		return p + 2;
+	}
+	v = d0 * 100 + d1 * 10 + d2;
+	if (v > 255 || (unsigned)p[3] - '0' <= 9)
+		return NULL;
+	*out = (uint8_t)v;
+	return p + 3;
+}
+
+static inline const uint8_t *fast_ipv4(const uint8_t *p, uint8_t out[4])
+{
+	if (!(p = fast_octet(p, &out[0])) || *p != '.' || !(p = fast_octet(p + 1, &out[1])) ||
+	    *p != '.' || !(p = fast_octet(p + 1, &out[2])) || *p != '.')
+		return NULL;
+	return fast_octet(p + 1, &out[3]);
+}
+
+/* A port: 1 to 5 digits, no leading zero, at most 65535. */
+static inline const uint8_t *fast_port(const uint8_t *p, unsigned *v)
+{
+	unsigned val = (unsigned)p[0] - '0', d;
+
+	if (val > 9)
+		return NULL;
+	p++;
+	if ((d = (unsigned)*p - '0') <= 9) {
+		if (val == 0)
+			return NULL;
+		do {
+			val = val * 10 + d;
+			if (val > 65535)
+				return NULL;
+			p++;
+		} while ((d = (unsigned)*p - '0') <= 9);
+	}
+	*v = val;
+	return p;
+}
+
+/* One group of 1 to 4 hex digits. */
+static inline const uint8_t *fast_group(const uint8_t *p, unsigned *out)
+{
+	unsigned h = hex1[p[0]], v;
+
+	if (!h)
+		return NULL;
+	v = h - 1;
+	if (!(h = hex1[p[1]]))
+		goto one;
+	v = v << 4 | (h - 1);
+	if (!(h = hex1[p[2]]))
+		goto two;
+	v = v << 4 | (h - 1);
+	if (!(h = hex1[p[3]]))
+		goto three;
+	v = v << 4 | (h - 1);
+	if (hex1[p[4]])
+		return NULL;
+	*out = v;
+	return p + 4;
+three:
+	*out = v;
+	return p + 3;
+two:
+	*out = v;
+	return p + 2;
+one:
+	*out = v;
+	return p + 1;
+}
+
+static const uint8_t *fast_ipv6(const uint8_t *p, uint8_t out[16])
+{
+	unsigned w[8], nw = 0, head;
+
+	if (p[0] == ':') {
+		if (p[1] != ':')
+			return NULL;
+		head = 0;
+		p += 2;
+		if (!hex1[*p])
+			goto done;
+	} else {
+		/* groups before any "::" */
+		for (;;) {
+			if (!(p = fast_group(p, &w[nw++])))
+				return NULL;
+			if (*p != ':') {
+				if (nw != 8)
+					return NULL;
+				goto full;
+			}
+			if (nw == 8) /* nothing may follow the eighth group */
+				return NULL;
+			p++;
+			if (*p == ':') {
+				p++;
+				head = nw;
+				if (!hex1[*p])
+					goto done;
+				break;
+			}
+		}
+	}
+	/* groups after the "::": together with those before, at most 7 */
+	for (;;) {
+		if (nw >= 7 || !(p = fast_group(p, &w[nw++])))
+			return NULL;
+		if (*p != ':')
+			break;
+		p++;
+	}
+done:
+	memset(out, 0, 16);
+	for (unsigned i = 0; i < head; i++) {
+		out[2 * i] = (uint8_t)(w[i] >> 8);
+		out[2 * i + 1] = (uint8_t)w[i];
+	}
+	for (unsigned i = head, at = 8 - (nw - head); i < nw; i++, at++) {
+		out[2 * at] = (uint8_t)(w[i] >> 8);
+		out[2 * at + 1] = (uint8_t)w[i];
+	}
+	return p;
+full:
+	for (unsigned i = 0; i < 8; i++) {
+		out[2 * i] = (uint8_t)(w[i] >> 8);
+		out[2 * i + 1] = (uint8_t)w[i];
+	}
+	return p;
+}
+
+/* A whole valid TCP4/TCP6 line in b[0..win) with a stopper in it: its length, or 0. */
+static int fast_line(const uint8_t *b, size_t win, struct pp_header *out)
+{
+	const uint8_t *p = b + 11;
+	struct v1_addrs a;
+	int fam;
+
+	if (win < 12 || memcmp(b, "PROXY TCP", 9) != 0 || b[10] != ' ')
+		return 0;
+	if (b[9] == '4') {
+		fam = PP_FAM_INET;
+		if (!(p = fast_ipv4(p, a.src)) || *p != ' ' || !(p = fast_ipv4(p + 1, a.dst)))
+			return 0;
+	} else if (b[9] == '6') {
+		fam = PP_FAM_INET6;
+		if (!(p = fast_ipv6(p, a.src)) || *p != ' ' || !(p = fast_ipv6(p + 1, a.dst)))
+			return 0;
+	} else {
+		return 0;
+	}
+	if (*p != ' ' || !(p = fast_port(p + 1, &a.sport)) || *p != ' ' ||
+	    !(p = fast_port(p + 1, &a.dport)) || p[0] != '\r' || (size_t)(p - b) + 1 >= win ||
+	    p[1] != '\n')
+		return 0;
+	return v1_done(out, (size_t)(p - b) + 2, fam, &a);
+}
+
+int pp_parse_v1(const uint8_t *b, size_t len, unsigned versions, struct pp_header *out)
+{
+	size_t win = len < PP1_MAX_LEN ? len : PP1_MAX_LEN;
+
+	if ((versions & PP_V1) && (is_stopper(b[win - 1]) || memchr(b, '\r', win))) {
+		int r = fast_line(b, win, out);
+
+		if (r > 0)
+			return r;
+	}
+	return pp_parse_v1_ref(b, len, versions, out);
 }

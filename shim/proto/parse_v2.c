@@ -5,8 +5,14 @@
 #include "pp_internal.h"
 
 static const uint8_t pp2_sig[PP2_SIGNATURE_LEN] = PP2_SIGNATURE;
-/* Address block size by family nibble (UNSPEC, INET, INET6, UNIX). */
-static const uint16_t pp2_addr_len[4] = {0, PP2_ADDR_LEN_INET, PP2_ADDR_LEN_INET6, PP2_ADDR_LEN_UNIX};
+/* By whole byte 14 (family and transport): 1 + the address block size for the 12 valid values, 0 for the rest, so
+ * one load checks both nibbles on the common path. */
+#define FT(fam, size) [fam] = (size) + 1, [(fam) | 1] = (size) + 1, [(fam) | 2] = (size) + 1
+static const uint16_t pp2_ft_alen1[256] = {
+	FT(0x00, 0), FT(0x10, PP2_ADDR_LEN_INET), FT(0x20, PP2_ADDR_LEN_INET6),
+	FT(0x30, PP2_ADDR_LEN_UNIX),
+};
+#undef FT
 
 /* Bytes 13 and 14. Returns PP_E_OK or the broken rule. */
 static enum pp_error check_ver_cmd(uint8_t vc)
@@ -123,76 +129,9 @@ static uint8_t unix_path_len(const uint8_t *p)
 	return (uint8_t)n;
 }
 
-int pp_parse_v2(const uint8_t *b, size_t len, unsigned versions, struct pp_header *out)
+/* The addresses of a PROXY header whose block is complete. */
+static void put_addrs(const uint8_t *b, unsigned fam, struct pp_header *out)
 {
-	uint64_t w8, s8;
-	uint32_t w4, s4;
-	uint8_t cmd, fam;
-	size_t total, alen, tlv_off, crc_at;
-	enum pp_error e;
-
-	if (len < PP2_HEADER_LEN)
-		return parse_prefix(b, len, versions, out);
-
-	memcpy(&w8, b, 8);
-	memcpy(&s8, pp2_sig, 8);
-	memcpy(&w4, b + 8, 4);
-	memcpy(&s4, pp2_sig + 8, 4);
-	if ((w8 ^ s8) | (w4 ^ s4))
-		return PP_NOT_PROXY;
-	if (!(versions & PP_V2))
-		return pp_fail(out, PP_E_VERSION_NOT_ALLOWED);
-	if ((e = check_ver_cmd(b[12])) != PP_E_OK || (e = check_fam(b[13])) != PP_E_OK)
-		return pp_fail(out, e);
-
-	cmd = b[12] & 0x0F;
-	fam = b[13] >> 4;
-	alen = pp2_addr_len[fam];
-	total = PP2_HEADER_LEN + (size_t)pp_be16(b + 14);
-	if (cmd == PP2_CMD_PROXY && total < PP2_HEADER_LEN + alen)
-		return pp_fail(out, PP_E_V2_SHORT_ADDR);
-	if (len < total)
-		return PP_INCOMPLETE;
-
-	out->len = (uint32_t)total;
-	out->version = 2;
-	out->command = cmd;
-	out->family = fam;
-	out->transport = b[13] & 0x0F;
-	out->crc_verified = 0;
-	out->src.ss_family = AF_UNSPEC;
-	out->dst.ss_family = AF_UNSPEC;
-	out->unix_src = NULL;
-	out->unix_dst = NULL;
-	out->unix_src_len = 0;
-	out->unix_dst_len = 0;
-	out->tlv = NULL;
-	out->tlv_len = 0;
-
-	/* LOCAL with a block too short for its family: the block is opaque, no TLVs. */
-	if (total < PP2_HEADER_LEN + alen)
-		return (int)total;
-	tlv_off = PP2_HEADER_LEN + alen;
-
-	e = check_tlvs(b, tlv_off, total, &crc_at);
-	if (e != PP_E_OK) {
-		if (cmd == PP2_CMD_PROXY)
-			return pp_fail(out, e);
-		/* LOCAL: TLVs that do not parse are not reported, and the header stands. */
-		return (int)total;
-	}
-	if (crc_at) {
-		if (!crc_matches(b, total, crc_at))
-			return pp_fail(out, PP_E_V2_CRC);
-		out->crc_verified = 1;
-	}
-	if (total > tlv_off) {
-		out->tlv = b + tlv_off;
-		out->tlv_len = (uint16_t)(total - tlv_off);
-	}
-
-	if (cmd != PP2_CMD_PROXY)
-		return (int)total;
 	switch (fam) {
 	case PP_FAM_INET:
 		put_in(&out->src, b + 16, b + 24);
@@ -211,5 +150,87 @@ int pp_parse_v2(const uint8_t *b, size_t len, unsigned versions, struct pp_heade
 	default:
 		break;
 	}
+}
+
+/* Everything past the address block, kept out of the common path: a LOCAL block shorter
+ * than its family's, the TLV area and its CRC32C, then the addresses. */
+static __attribute__((noinline)) int parse_rest(const uint8_t *b, size_t total, size_t alen,
+						 struct pp_header *out)
+{
+	size_t tlv_off = PP2_HEADER_LEN + alen, crc_at;
+	enum pp_error e;
+
+	/* LOCAL with a block too short for its family: the block is opaque, no TLVs. */
+	if (total < tlv_off)
+		return (int)total;
+	e = check_tlvs(b, tlv_off, total, &crc_at);
+	if (e != PP_E_OK) {
+		if (out->command == PP_CMD_PROXY)
+			return pp_fail(out, e);
+		/* LOCAL: TLVs that do not parse are not reported, and the header stands. */
+		return (int)total;
+	}
+	if (crc_at) {
+		if (!crc_matches(b, total, crc_at))
+			return pp_fail(out, PP_E_V2_CRC);
+		out->crc_verified = 1;
+	}
+	if (total > tlv_off) {
+		out->tlv = b + tlv_off;
+		out->tlv_len = (uint16_t)(total - tlv_off);
+	}
+	if (out->command == PP_CMD_PROXY)
+		put_addrs(b, out->family, out);
+	return (int)total;
+}
+
+int pp_parse_v2(const uint8_t *b, size_t len, unsigned versions, struct pp_header *out)
+{
+	uint64_t w8, s8;
+	uint32_t w4, s4;
+	unsigned vc, ft;
+	size_t total, alen;
+
+	if (len < PP2_HEADER_LEN)
+		return parse_prefix(b, len, versions, out);
+
+	memcpy(&w8, b, 8);
+	memcpy(&s8, pp2_sig, 8);
+	memcpy(&w4, b + 8, 4);
+	memcpy(&s4, pp2_sig + 8, 4);
+	if ((w8 ^ s8) | (w4 ^ s4))
+		return PP_NOT_PROXY;
+	vc = b[12];
+	ft = b[13];
+	/* Any failure among versions, byte 13 and byte 14: let the prefix check, which tests
+	 * them one by one in the spec's order, name the rule. */
+	alen = pp2_ft_alen1[ft];
+	if (!(versions & PP_V2) || vc - 0x20u > 1 || !alen)
+		return parse_prefix(b, 14, versions, out);
+	alen--;
+	total = PP2_HEADER_LEN + (size_t)pp_be16(b + 14);
+	if (total < PP2_HEADER_LEN + alen && vc == (PP2_VERSION | PP2_CMD_PROXY))
+		return pp_fail(out, PP_E_V2_SHORT_ADDR);
+	if (len < total)
+		return PP_INCOMPLETE;
+
+	out->len = (uint32_t)total;
+	out->version = 2;
+	out->command = (uint8_t)(vc & 0x0F);
+	out->family = (uint8_t)(ft >> 4);
+	out->transport = (uint8_t)(ft & 0x0F);
+	out->crc_verified = 0;
+	out->src.ss_family = AF_UNSPEC;
+	out->dst.ss_family = AF_UNSPEC;
+	out->unix_src = NULL;
+	out->unix_dst = NULL;
+	out->unix_src_len = 0;
+	out->unix_dst_len = 0;
+	out->tlv = NULL;
+	out->tlv_len = 0;
+	if (total != PP2_HEADER_LEN + alen)
+		return parse_rest(b, total, alen, out);
+	if (vc & PP2_CMD_PROXY)
+		put_addrs(b, ft >> 4, out);
 	return (int)total;
 }

@@ -42,6 +42,9 @@ static inline int pp_fail(struct pp_header *out, enum pp_error e)
 /* The version parsers; buf[0] is already known to be 'P' (v1) or 0x0D (v2), len >= 1. */
 int pp_parse_v1(const uint8_t *buf, size_t len, unsigned versions, struct pp_header *out);
 int pp_parse_v2(const uint8_t *buf, size_t len, unsigned versions, struct pp_header *out);
+/* The v1 reader pp_parse_v1() falls back to; it alone decides every input, so tests and the
+ * fuzzer compare it with pp_parse_v1()'s fast path. */
+int pp_parse_v1_ref(const uint8_t *buf, size_t len, unsigned versions, struct pp_header *out);
 
 /* The two CRC32C implementations behind pp_crc32c(), exposed for tests and the bench.
  * pp_crc32c_hw() must only be called when pp_crc32c_hw_available() says so. */

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "proxyshim.h"
+#include "../../shim/proto/pp_internal.h"
 
 #define CHECK(c) do { if (!(c)) __builtin_trap(); } while (0)
 
@@ -63,9 +64,30 @@ static void use_tlvs(const struct pp_header *h, const uint8_t *data, size_t r)
 	(void)pp_tlv_gcp_psc_id(h, &id);
 }
 
+/* pp_parse()'s v1 fast path must agree with the reference reader on every input. */
+static void same_as_ref(const uint8_t *data, size_t size)
+{
+	struct pp_header a, b;
+	int ra, rb;
+
+	if (!size || data[0] != 'P')
+		return;
+	memset(&a, 0, sizeof(a));
+	memset(&b, 0, sizeof(b));
+	ra = pp_parse(data, size, PP_ANY, &a);
+	rb = pp_parse_v1_ref(data, size, PP_ANY, &b);
+	CHECK(ra == rb);
+	if (ra == PP_INVALID)
+		CHECK(a.error == b.error);
+	if (ra > 0)
+		CHECK(memcmp(&a, &b, sizeof(a)) == 0);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const unsigned masks[] = {PP_ANY, PP_V1, PP_V2, 0};
+
+	same_as_ref(data, size);
 
 	for (size_t m = 0; m < sizeof(masks) / sizeof(masks[0]); m++) {
 		struct pp_header h;

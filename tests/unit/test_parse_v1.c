@@ -4,6 +4,7 @@
 #include <stdio.h>
 
 #include "pp_feed.h"
+#include "proto/pp_internal.h"
 
 #define S(x) x, sizeof(x) - 1
 #define OK 1 /* valid: the header runs to the first CRLF */
@@ -286,12 +287,68 @@ static void test_every_byte_everywhere(void **state)
 	}
 }
 
+/* pp_parse() reads whole TCP4/TCP6 lines on a fast path; the reference reader decides
+ * everything else. On every line below with any byte replaced by any value, and on every
+ * table entry, both must give the same answer and the same output. */
+static void same_as_ref(const char *in, size_t n)
+{
+	struct pp_header a, b;
+	int ra, rb;
+
+	const uint8_t *p = feed_place(in, n);
+
+	memset(&a, 0, sizeof(a));
+	memset(&b, 0, sizeof(b));
+	ra = pp_parse(p, n, PP_ANY, &a);
+	rb = pp_parse_v1_ref(p, n, PP_ANY, &b);
+	if (ra != rb || (ra == PP_INVALID && a.error != b.error))
+		fail_msg("%.*s: fast %d (%s), reference %d (%s)", (int)n, in, ra, pp_strerror(a.error),
+			 rb, pp_strerror(b.error));
+	if (ra > 0)
+		assert_memory_equal(&a, &b, sizeof(a));
+}
+
+static void test_fast_path_matches_reference(void **state)
+{
+	static const char *const lines[] = {
+		"PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\n",
+		"PROXY TCP4 255.255.255.255 0.0.0.0 65535 0\r\nGET",
+		"PROXY TCP6 2001:db8:85a3::8a2e:370:7334 1:2:3:4:5:6:7:8 56324 443\r\n",
+		"PROXY TCP6 ::1 1:: 1 2\r\n",
+		"PROXY TCP6 1:2:3:4:5:6:7:: ::2:3:4:5:6:7:8 1 2\r\n",
+	};
+	char buf[128];
+	(void)state;
+
+	for (size_t l = 0; l < sizeof(lines) / sizeof(lines[0]); l++) {
+		size_t n = strlen(lines[l]);
+
+		for (size_t pos = 0; pos < n; pos++) {
+			for (unsigned v = 0; v < 256; v++) {
+				memcpy(buf, lines[l], n);
+				buf[pos] = (char)v;
+				same_as_ref(buf, n);
+				/* and with the byte removed, or doubled */
+				memmove(buf + pos, lines[l] + pos + 1, n - pos - 1);
+				same_as_ref(buf, n - 1);
+			}
+			memcpy(buf, lines[l], pos + 1);
+			memcpy(buf + pos + 1, lines[l] + pos, n - pos);
+			same_as_ref(buf, n + 1);
+		}
+	}
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		if (cases[i].len && cases[i].in[0] == 'P')
+			same_as_ref(cases[i].in, cases[i].len);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_table),
 		cmocka_unit_test(test_app_bytes_after),
 		cmocka_unit_test(test_every_byte_everywhere),
+		cmocka_unit_test(test_fast_path_matches_reference),
 	};
 	return cmocka_run_group_tests(tests, feed_setup, feed_teardown);
 }
