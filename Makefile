@@ -96,3 +96,9 @@ demo: all
 
 clean:
 	rm -rf $(BUILD)
+
+# Parse bench (tests/bench/parse_instructions.sh): the protocol code compiled as in the shared
+# library; parse_bench_table forces the portable CRC32C table path.
+$(BUILD)/bench/%: tests/bench/parse_bench.c $(PROTO_SRC) $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -fvisibility=hidden $(if $(findstring _table,$*),-DPP_CRC32C_FORCE_TABLE) -o $@ $< $(PROTO_SRC)
