@@ -5,7 +5,7 @@ import signal
 
 import pytest
 
-from util import LIB, TESTSERVER, Proc, shim_env, start_testserver
+from util import LIB, TESTSERVER, shim_env, start_testserver
 
 TEST_TIME_LIMIT = int(os.environ.get("E2E_TEST_TIMEOUT", "90"))
 

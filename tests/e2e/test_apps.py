@@ -106,7 +106,7 @@ http {
     }
 }
 """ % {"d": d, "port": port})
-    p = start_app(procs, ["nginx", "-p", str(d), "-c", str(conf), "-g", "daemon off;"], port, name="nginx")
+    start_app(procs, ["nginx", "-p", str(d), "-c", str(conf), "-g", "daemon off;"], port, name="nginx")
     fport = front(tmp_path, procs, port, "send-proxy-v2")
     seen = []
     for r in range(4):  # several rounds, so both workers are likely to serve
@@ -226,7 +226,6 @@ def test_nginx_header_in_pieces_and_spoof(procs, tmp_path):
     # A load balancer whose header arrives in pieces, straight from Python (trusted 127.0.0.2):
     # nginx's workers (epoll, non-blocking accept4) must get it whole. An untrusted client's
     # PROXY line is just a bad request to nginx.
-    import socket as so
     from util import v1_header, v2_header
     port = free_port()
     (tmp_path / "logs").mkdir()

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from util import LIB, exchange, v1_header, v2_header, wait_conns, conn_lines
+from util import LIB, exchange, v1_header, v2_header, wait_conns
 
 TRUSTED = "127.0.0.2"
 UNTRUSTED = "127.0.0.3"
@@ -449,3 +449,19 @@ def test_signal_storm_while_header_trickles(ts, mode):
     for i, line in enumerate(lines[:3]):
         check_line(line, "AF_INET", "192.0.2.%d" % (50 + i), 7000 + i, PAYLOAD)
     check_line(lines[3], "AF_INET", UNTRUSTED, me_u[1], PAYLOAD)
+
+
+@pytest.mark.parametrize("how", ["read", "recv", "recvfrom", "recvmsg", "readv", "fread", "syscall", "splice"])
+@pytest.mark.parametrize("version", [1, 2])
+def test_every_way_of_reading_sees_only_the_payload(ts, how, version):
+    # The header is consumed inside accept(): whatever the program reads with, even stdio or a
+    # raw SYS_read past libc, its first byte is the first payload byte.
+    p, port = ts("--read-with", how, TRUSTED=TRUSTED)
+    data = PAYLOAD + os.urandom(200000)
+    got, me = exchange(port, hdr(version, SRC4, port) + data, source=TRUSTED, timeout=20)
+    assert got == data
+    got2, me2 = exchange(port, hdr(version, SRC4, port) + PAYLOAD, source=UNTRUSTED)
+    assert got2 == hdr(version, SRC4, port) + PAYLOAD
+    l1, l2 = wait_conns(p, 2)
+    check_line(l1, "AF_INET", SRC4[0], SRC4[1], data)
+    check_line(l2, "AF_INET", UNTRUSTED, me2[1], hdr(version, SRC4, port) + PAYLOAD)

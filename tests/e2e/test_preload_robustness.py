@@ -1,14 +1,12 @@
 """Robustness: silent and slow trusted clients cannot stall a server for longer than
 PROXYSHIM_TIMEOUT_MS, many threads accepting many connections, forked servers."""
-import hashlib
-import re
 import socket
 import threading
 import time
 
 import pytest
 
-from util import conn_lines, connect, exchange, recv_all, v1_header, v2_header, wait_conns
+from util import connect, exchange, recv_all, v1_header, v2_header, wait_conns
 from test_preload_accept import MODES, PAYLOAD, SRC4, TRUSTED, UNTRUSTED, check_line
 
 

@@ -81,7 +81,7 @@ def test_malformed_headers_never_reach_the_program(ts, mode):
     p, port = ts(TRUSTED=TRUSTED, MODE=mode, TIMEOUT_MS=500)
     served = []
     for name, data in MALFORMED.items():
-        me = dropped(port, data + PAYLOAD)
+        dropped(port, data + PAYLOAD)
         got, me2 = exchange(port, v1_header(("192.0.2.%d" % (len(served) + 1), 1000 + len(served)),
                                             ("127.0.0.1", port)) + GOOD, source=TRUSTED)
         assert got == GOOD, name

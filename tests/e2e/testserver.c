@@ -35,6 +35,8 @@
  *   --high-fd N         raise RLIMIT_NOFILE and move the listener to fd N with dup2()
  *   --fill-fds N        open /dev/null copies until the lowest free fd is >= N, so accepted
  *                       connections get fds >= N
+ *   --read-with HOW     blocking modes: read (default), recv, recvfrom, recvmsg, readv, fread
+ *                       (stdio on a dup of the fd), syscall (raw SYS_read), splice (via a pipe)
  *   --greet             write "peer=ADDR PORT\n" (getpeername()) to the client before echoing
  *   --no-echo           do not echo the bytes back
  *   --io-timeout MS     SO_RCVTIMEO/SO_SNDTIMEO on accepted sockets (default 10000)
@@ -68,6 +70,8 @@
 #include <sys/select.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -176,6 +180,7 @@ static struct {
 	const char *probe_via; /* NULL: close then connect; "dup2"/"dup3": over the live fd */
 	int et; /* epoll mode: the listener edge-triggered */
 	int oneshot, exclusive, epoll_threads;
+	const char *read_with;
 	int lfd;
 	int signals_us;
 	int high_fd;
@@ -548,6 +553,48 @@ static void greet(int fd)
 		errlog("greet: %s", strerror(errno));
 }
 
+/* One read from the connection the way --read-with says: read (default), recv, recvfrom,
+ * recvmsg, readv, fread (stdio on a dup), syscall (raw SYS_read, past any libc hook), splice
+ * (socket to pipe, then the pipe read). */
+static ssize_t conn_read(int fd, uint8_t *buf, size_t cap, FILE *in, int pipefd[2])
+{
+	const char *how = opt.read_with ? opt.read_with : "read";
+	if (!strcmp(how, "recv"))
+		return recv(fd, buf, cap, 0);
+	if (!strcmp(how, "recvfrom"))
+		return recvfrom(fd, buf, cap, 0, NULL, NULL);
+	if (!strcmp(how, "recvmsg") || !strcmp(how, "readv")) {
+		/* two iovecs, so the data is split across buffers */
+		struct iovec iov[2] = { { buf, 3 }, { buf + 3, cap - 3 } };
+		if (!strcmp(how, "readv"))
+			return readv(fd, iov, 2);
+		struct msghdr mh;
+		memset(&mh, 0, sizeof mh);
+		mh.msg_iov = iov;
+		mh.msg_iovlen = 2;
+		return recvmsg(fd, &mh, 0);
+	}
+	if (!strcmp(how, "fread")) {
+		if (!in)
+			return -1;
+		/* fread would wait to fill the whole buffer; one byte at a time echoes promptly */
+		int ch = getc(in);
+		if (ch == EOF)
+			return ferror(in) ? -1 : 0;
+		buf[0] = (uint8_t)ch;
+		return 1;
+	}
+	if (!strcmp(how, "syscall"))
+		return syscall(SYS_read, fd, buf, cap);
+	if (!strcmp(how, "splice")) {
+		ssize_t n = splice(fd, NULL, pipefd[1], NULL, cap, 0);
+		if (n <= 0)
+			return n;
+		return read(pipefd[0], buf, (size_t)n);
+	}
+	return read(fd, buf, cap);
+}
+
 /* Blocking service of one connection: read to EOF, echoing. */
 static void serve_blocking(struct conn *c, const uint8_t *raw)
 {
@@ -556,8 +603,21 @@ static void serve_blocking(struct conn *c, const uint8_t *raw)
 	set_timeouts(c->fd);
 	if (opt.greet)
 		greet(c->fd);
+	FILE *in = NULL;
+	int pipefd[2] = { -1, -1 };
+	if (opt.read_with && !strcmp(opt.read_with, "fread")) {
+		int d = dup(c->fd);
+		in = d >= 0 ? fdopen(d, "r") : NULL;
+		if (!in) {
+			errlog("fdopen: %s", strerror(errno));
+			if (d >= 0)
+				close(d);
+		}
+	} else if (opt.read_with && !strcmp(opt.read_with, "splice") && pipe(pipefd) < 0) {
+		errlog("pipe: %s", strerror(errno));
+	}
 	for (;;) {
-		ssize_t r = read(c->fd, buf, sizeof buf);
+		ssize_t r = conn_read(c->fd, buf, sizeof buf, in, pipefd);
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
@@ -571,6 +631,12 @@ static void serve_blocking(struct conn *c, const uint8_t *raw)
 			/* keep reading to EOF so the line is still printed */
 			errlog("write fd %d: %s", c->fd, strerror(errno));
 		}
+	}
+	if (in)
+		fclose(in);
+	if (pipefd[0] >= 0) {
+		close(pipefd[0]);
+		close(pipefd[1]);
 	}
 	conn_finish(c, raw);
 }
@@ -873,7 +939,7 @@ static void usage(void)
 			"[--threads N] [--accept4] [--null-addr] [--addrlen N] [--max-conns N] "
 			"[--dup HOW] [--close-with close|close_range] [--probe HOST:PORT] [--high-fd N] "
 			"[--fill-fds N] [--greet] [--no-echo] [--io-timeout MS] [--v6only] "
-			"[--probe-via dup2|dup3] [--signals US]\n");
+			"[--probe-via dup2|dup3] [--signals US] [--read-with HOW]\n");
 	exit(2);
 }
 
@@ -905,6 +971,7 @@ int main(int argc, char **argv)
 		else if (!strcmp(a, "--probe")) { NEEDV(); opt.probe = v; }
 		else if (!strcmp(a, "--probe-via")) { NEEDV(); opt.probe_via = v; }
 		else if (!strcmp(a, "--et")) opt.et = 1;
+		else if (!strcmp(a, "--read-with")) { NEEDV(); opt.read_with = v; }
 		else if (!strcmp(a, "--oneshot")) opt.oneshot = 1;
 		else if (!strcmp(a, "--exclusive")) opt.exclusive = 1;
 		else if (!strcmp(a, "--epoll-threads")) { NEEDV(); opt.epoll_threads = atoi(v); }
