@@ -465,3 +465,27 @@ def test_every_way_of_reading_sees_only_the_payload(ts, how, version):
     l1, l2 = wait_conns(p, 2)
     check_line(l1, "AF_INET", SRC4[0], SRC4[1], data)
     check_line(l2, "AF_INET", UNTRUSTED, me2[1], hdr(version, SRC4, port) + PAYLOAD)
+
+
+@pytest.mark.parametrize("how", ["read", "recv", "readv"])
+def test_lazy_consume_header_after_accept(ts, how):
+    # PROXYSHIM_CONSUME=lazy (shim/preload/lazy.c): accept() returns at once and the header is
+    # taken by the connection's first read or getpeername(). Here the header arrives only after
+    # accept() has returned.
+    import time
+    from util import connect, recv_all
+    p, port = ts("--read-with", how, TRUSTED=TRUSTED, CONSUME="lazy")
+    s = connect(port, source=TRUSTED)
+    time.sleep(0.2)
+    try:
+        s.sendall(hdr(1, SRC4, port) + PAYLOAD)
+        s.shutdown(socket.SHUT_WR)
+        got = recv_all(s)
+    except OSError as e:
+        got = repr(e)
+    s.close()
+    time.sleep(0.05)
+    assert p.poll() is None, "the server died (status %s):\n%s" % (p.returncode, p.output())
+    assert got == PAYLOAD
+    (line,) = wait_conns(p, 1)
+    check_line(line, "AF_INET", SRC4[0], SRC4[1], PAYLOAD, accept=False)
