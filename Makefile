@@ -53,6 +53,33 @@ $(BUILD)/testserver-musl: tests/e2e/testserver.c tests/e2e/musl-compat.h
 	$(MUSL_CC) -O2 -g -std=gnu11 -D_GNU_SOURCE -include tests/e2e/musl-compat.h -o $@ $< -lpthread
 e2e: $(BUILD)/testserver-musl
 
+# ---- install ----
+PREFIX      ?= /usr/local
+DESTDIR     ?=
+BINDIR      ?= $(PREFIX)/bin
+LIBDIR      ?= $(PREFIX)/lib
+INCLUDEDIR  ?= $(PREFIX)/include
+MANDIR      ?= $(PREFIX)/share/man
+INSTALL     ?= install
+MAN1        := man/proxyshim.1 man/proxyshim-send.1
+MAN7        := man/libproxyshim.7
+
+.PHONY: install uninstall
+install: $(BUILD)/libproxyshim.so $(BUILD)/proxyshim $(BUILD)/proxyshim-send
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
+	  $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man7
+	$(INSTALL) -m 644 $(BUILD)/libproxyshim.so $(DESTDIR)$(LIBDIR)/libproxyshim.so
+	$(INSTALL) -m 755 $(BUILD)/proxyshim $(BUILD)/proxyshim-send $(DESTDIR)$(BINDIR)/
+	$(INSTALL) -m 644 include/proxyshim.h $(DESTDIR)$(INCLUDEDIR)/proxyshim.h
+	$(INSTALL) -m 644 $(MAN1) $(DESTDIR)$(MANDIR)/man1/
+	$(INSTALL) -m 644 $(MAN7) $(DESTDIR)$(MANDIR)/man7/
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/libproxyshim.so $(DESTDIR)$(BINDIR)/proxyshim \
+	  $(DESTDIR)$(BINDIR)/proxyshim-send $(DESTDIR)$(INCLUDEDIR)/proxyshim.h \
+	  $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(MAN1))) \
+	  $(addprefix $(DESTDIR)$(MANDIR)/man7/,$(notdir $(MAN7)))
+
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libproto.a $(HDRS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Ishim -o $@ $< $(BUILD)/libproto.a -lcmocka

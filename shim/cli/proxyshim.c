@@ -497,7 +497,17 @@ static int run_check(char **argv, const char *lib)
 	printf("library=%s\n%s", lib, buf);
 	if ((size_t)n >= sizeof(buf))
 		printf("\n");
-	return fflush(stdout) == 0 ? 0 : 1;
+	if (fflush(stdout) != 0)
+		return 1;
+	/* A bad config file does not stop programs (every process reads it under
+	 * /etc/ld.so.preload); the library reports it as "config_file=PATH error=WHY". */
+	const char *err = strstr(buf, "\nconfig_file=");
+	if (err != NULL && (err = strstr(err, " error=")) != NULL) {
+		err += strlen(" error=");
+		say("%.*s", (int)strcspn(err, "\n"), err);
+		return 1;
+	}
+	return 0;
 }
 
 int main(int argc, char **argv)

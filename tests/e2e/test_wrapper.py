@@ -385,3 +385,24 @@ def test_wrapper_is_found_through_a_symlink(tmp_path):
     r = subprocess.run([str(tmp_path / "proxyshim"), "--check"], env=clean_env(),
                        capture_output=True, timeout=10)
     assert r.stdout.decode().splitlines()[0] == "library=" + LIBREAL
+
+
+# ---- with a config file (PROXYSHIM_CONFIG, else /etc/proxyshim.conf) ----
+
+def test_check_merges_the_config_file_and_options_win(tmp_path):
+    conf = tmp_path / "proxyshim.conf"
+    conf.write_text("# a comment\nPROXYSHIM_TRUSTED=10.0.0.0/8\nPROXYSHIM_MODE=optional\n"
+                    "PROXYSHIM_TIMEOUT_MS=700\n")
+    s = check_lines(run("--mode", "strict", "--check", env=clean_env(PROXYSHIM_CONFIG=str(conf))))
+    assert (s["PROXYSHIM_TRUSTED"], s["PROXYSHIM_MODE"], s["PROXYSHIM_TIMEOUT_MS"]) == \
+        ("10.0.0.0/8", "strict", "700")
+    assert s["config_file"] == str(conf)
+
+
+def test_check_fails_on_a_bad_config_file(tmp_path):
+    conf = tmp_path / "proxyshim.conf"
+    conf.write_text("PROXYSHIM_TRUSTED=10.0.0.0/8\nPROXYSHIM_MODE=lenient\n")
+    r = run("--check", env=clean_env(PROXYSHIM_CONFIG=str(conf)))
+    assert r.returncode == 1, r
+    err = one_line(r)
+    assert err.startswith("proxyshim: %s:2: invalid PROXYSHIM_MODE=" % conf), err
