@@ -272,7 +272,8 @@ static int literal(const uint8_t **pp, const uint8_t *end, const char *lit, enum
 	return 0;
 }
 
-static void put_addr(struct sockaddr_storage *ss, int fam, const uint8_t *a, unsigned port)
+static inline __attribute__((always_inline)) void put_addr(struct sockaddr_storage *ss, int fam,
+							    const uint8_t *a, unsigned port)
 {
 	if (fam == PP_FAM_INET) {
 		struct sockaddr_in sin;
@@ -407,12 +408,12 @@ int pp_parse_v1_ref(const uint8_t *b, size_t len, unsigned versions, struct pp_h
 }
 
 /* ---- Fast path: a whole TCP4/TCP6 line ----
- * When a byte the readers below never step over (a "stopper": anything but a hex digit, '.',
- * ':' or ' ') is known to lie in the window, they can skip the per-byte end checks: each one
- * reads a byte only after accepting the one before it, so no read passes the stopper. The
- * last byte of the window being a stopper (a line read alone ends in LF), or a CR found by
- * memchr, gives that guarantee. They accept a subset of what the reference reader accepts
- * (no dotted IPv6 tail); anything else goes to the reference reader for the verdict. */
+ * Reads left to right like the reference reader, each byte only after accepting the one
+ * before it (so never past a valid line's LF), but checks the end of the buffer once per
+ * field instead of once per byte: every field of a complete line is followed by enough
+ * bytes (at least " 0 0" CR LF) for its longest read. It accepts a subset of what the
+ * reference reader accepts (no dotted IPv6 tail); for anything else, including every
+ * incomplete or invalid line, the reference reader gives the verdict. */
 
 /* 1 + the hex value of a byte, 0 for a byte that is no hex digit. */
 static const uint8_t hex1[256] = {
@@ -421,17 +422,19 @@ static const uint8_t hex1[256] = {
 	['f'] = 16, ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
 };
 
-static inline int is_stopper(uint8_t c)
-{
-	return !hex1[c] && c != '.' && c != ':' && c != ' ';
-}
+#define FAST_INLINE static inline __attribute__((always_inline))
 
-/* An IPv4 octet: 1 to 3 digits, no leading zero, at most 255. */
-static inline const uint8_t *fast_octet(const uint8_t *p, uint8_t *out)
+/* An IPv4 octet: 1 to 3 digits, no leading zero, at most 255. It and its caller read up to
+ * p[3] (the byte after the digits); `checked`
+ * says whether the caller already knows those bytes are there. */
+FAST_INLINE const uint8_t *fast_octet(const uint8_t *p, const uint8_t *end, uint8_t *out,
+				      int checked)
 {
-	unsigned d0 = (unsigned)p[0] - '0', d1, d2, v;
+	unsigned d0, d1, d2, v;
 
-	if (d0 > 9)
+	if (checked && end - p < 4)
+		return NULL;
+	if ((d0 = (unsigned)p[0] - '0') > 9)
 		return NULL;
 	if ((d1 = (unsigned)p[1] - '0') > 9) {
 		*out = (uint8_t)d0;
@@ -443,49 +446,68 @@ static inline const uint8_t *fast_octet(const uint8_t *p, uint8_t *out)
 		*out = (uint8_t)(d0 * 10 + d1);
 		return p + 2;
 	}
+	/* a fourth digit needs no test here: the caller wants '.' or ' ' next */
 	v = d0 * 100 + d1 * 10 + d2;
-	if (v > 255 || (unsigned)p[3] - '0' <= 9)
+	if (v > 255)
 		return NULL;
 	*out = (uint8_t)v;
 	return p + 3;
 }
 
-static inline const uint8_t *fast_ipv4(const uint8_t *p, uint8_t out[4])
+FAST_INLINE const uint8_t *ipv4_body(const uint8_t *p, const uint8_t *end, uint8_t out[4],
+				     int checked)
 {
-	if (!(p = fast_octet(p, &out[0])) || *p != '.' || !(p = fast_octet(p + 1, &out[1])) ||
-	    *p != '.' || !(p = fast_octet(p + 1, &out[2])) || *p != '.')
+	if (!(p = fast_octet(p, end, &out[0], checked)) || *p != '.' ||
+	    !(p = fast_octet(p + 1, end, &out[1], checked)) || *p != '.' ||
+	    !(p = fast_octet(p + 1, end, &out[2], checked)) || *p != '.')
 		return NULL;
-	return fast_octet(p + 1, &out[3]);
+	return fast_octet(p + 1, end, &out[3], checked);
 }
 
-/* A port: 1 to 5 digits, no leading zero, at most 65535. */
-static inline const uint8_t *fast_port(const uint8_t *p, unsigned *v)
+/* An address reads at most 16 bytes ("255.255.255.255" and the byte after): when they are
+ * all there, the octets need no checks of their own. */
+static const uint8_t *fast_ipv4(const uint8_t *p, const uint8_t *end, uint8_t out[4])
 {
-	unsigned val = (unsigned)p[0] - '0', d;
+	if (end - p >= 16)
+		return ipv4_body(p, end, out, 0);
+	return ipv4_body(p, end, out, 1);
+}
 
-	if (val > 9)
+/* A port: 1 to 5 digits, no leading zero, at most 65535. Reads at most p[0..5]. */
+FAST_INLINE const uint8_t *fast_port(const uint8_t *p, const uint8_t *end, unsigned *v)
+{
+	const uint8_t *lim;
+	unsigned val, d;
+
+	if (end - p < 2 || (val = (unsigned)p[0] - '0') > 9)
 		return NULL;
-	p++;
-	if ((d = (unsigned)*p - '0') <= 9) {
-		if (val == 0)
-			return NULL;
-		do {
-			val = val * 10 + d;
-			if (val > 65535)
-				return NULL;
-			p++;
-		} while ((d = (unsigned)*p - '0') <= 9);
+	if ((d = (unsigned)p[1] - '0') > 9) {
+		*v = val;
+		return p + 1;
 	}
+	if (val == 0)
+		return NULL;
+	/* a sixth digit, or the end of the bytes present, ends the fast path */
+	lim = end - p > 6 ? p + 6 : end;
+	p++;
+	do {
+		val = val * 10 + d;
+		if (++p == lim)
+			return NULL;
+	} while ((d = (unsigned)*p - '0') <= 9);
+	if (val > 65535)
+		return NULL;
 	*v = val;
 	return p;
 }
 
-/* One group of 1 to 4 hex digits. */
-static inline const uint8_t *fast_group(const uint8_t *p, unsigned *out)
+/* One group of 1 to 4 hex digits. It and its caller read up to p[4] (the byte after). */
+FAST_INLINE const uint8_t *fast_group(const uint8_t *p, const uint8_t *end, unsigned *out,
+				      int checked)
 {
-	unsigned h = hex1[p[0]], v;
+	unsigned h, v;
 
-	if (!h)
+	if ((checked && end - p < 5) || !(h = hex1[p[0]]))
 		return NULL;
 	v = h - 1;
 	if (!(h = hex1[p[1]]))
@@ -496,10 +518,8 @@ static inline const uint8_t *fast_group(const uint8_t *p, unsigned *out)
 	v = v << 4 | (h - 1);
 	if (!(h = hex1[p[3]]))
 		goto three;
-	v = v << 4 | (h - 1);
-	if (hex1[p[4]])
-		return NULL;
-	*out = v;
+	/* a fifth digit needs no test here: the caller wants ':' or ' ' next */
+	*out = v << 4 | (h - 1);
 	return p + 4;
 three:
 	*out = v;
@@ -512,10 +532,13 @@ one:
 	return p + 1;
 }
 
-static const uint8_t *fast_ipv6(const uint8_t *p, uint8_t out[16])
+FAST_INLINE const uint8_t *ipv6_body(const uint8_t *p, const uint8_t *end, uint8_t out[16],
+				     int checked)
 {
 	unsigned w[8], nw = 0, head;
 
+	if (end - p < 3)
+		return NULL;
 	if (p[0] == ':') {
 		if (p[1] != ':')
 			return NULL;
@@ -526,19 +549,19 @@ static const uint8_t *fast_ipv6(const uint8_t *p, uint8_t out[16])
 	} else {
 		/* groups before any "::" */
 		for (;;) {
-			if (!(p = fast_group(p, &w[nw++])))
+			if (!(p = fast_group(p, end, &w[nw++], checked)))
 				return NULL;
 			if (*p != ':') {
 				if (nw != 8)
 					return NULL;
 				goto full;
 			}
-			if (nw == 8) /* nothing may follow the eighth group */
+			if (nw == 8 || (++p == end && checked)) /* nothing may follow the eighth group */
 				return NULL;
-			p++;
 			if (*p == ':') {
-				p++;
 				head = nw;
+				if (++p == end && checked)
+					return NULL;
 				if (!hex1[*p])
 					goto done;
 				break;
@@ -547,11 +570,12 @@ static const uint8_t *fast_ipv6(const uint8_t *p, uint8_t out[16])
 	}
 	/* groups after the "::": together with those before, at most 7 */
 	for (;;) {
-		if (nw >= 7 || !(p = fast_group(p, &w[nw++])))
+		if (nw >= 7 || !(p = fast_group(p, end, &w[nw++], checked)))
 			return NULL;
 		if (*p != ':')
 			break;
-		p++;
+		if (++p == end && checked)
+			return NULL;
 	}
 done:
 	memset(out, 0, 16);
@@ -572,39 +596,46 @@ full:
 	return p;
 }
 
-/* A whole valid TCP4/TCP6 line in b[0..win) with a stopper in it: its length, or 0. */
-static int fast_line(const uint8_t *b, size_t win, struct pp_header *out)
+/* An address without a dotted tail reads at most 40 bytes (39 and the byte after). */
+static const uint8_t *fast_ipv6(const uint8_t *p, const uint8_t *end, uint8_t out[16])
+{
+	if (end - p >= 40)
+		return ipv6_body(p, end, out, 0);
+	return ipv6_body(p, end, out, 1);
+}
+
+/* A whole valid TCP4/TCP6 line at the start of b[0..end): its length, or 0. */
+static int fast_line(const uint8_t *b, const uint8_t *end, struct pp_header *out)
 {
 	const uint8_t *p = b + 11;
 	struct v1_addrs a;
 	int fam;
 
-	if (win < 12 || memcmp(b, "PROXY TCP", 9) != 0 || b[10] != ' ')
+	if (end - b < 12 || memcmp(b, "PROXY TCP", 9) != 0 || b[10] != ' ')
 		return 0;
 	if (b[9] == '4') {
 		fam = PP_FAM_INET;
-		if (!(p = fast_ipv4(p, a.src)) || *p != ' ' || !(p = fast_ipv4(p + 1, a.dst)))
+		if (!(p = fast_ipv4(p, end, a.src)) || *p != ' ' ||
+		    !(p = fast_ipv4(p + 1, end, a.dst)))
 			return 0;
 	} else if (b[9] == '6') {
 		fam = PP_FAM_INET6;
-		if (!(p = fast_ipv6(p, a.src)) || *p != ' ' || !(p = fast_ipv6(p + 1, a.dst)))
+		if (!(p = fast_ipv6(p, end, a.src)) || *p != ' ' ||
+		    !(p = fast_ipv6(p + 1, end, a.dst)))
 			return 0;
 	} else {
 		return 0;
 	}
-	if (*p != ' ' || !(p = fast_port(p + 1, &a.sport)) || *p != ' ' ||
-	    !(p = fast_port(p + 1, &a.dport)) || p[0] != '\r' || (size_t)(p - b) + 1 >= win ||
-	    p[1] != '\n')
+	if (*p != ' ' || !(p = fast_port(p + 1, end, &a.sport)) || *p != ' ' ||
+	    !(p = fast_port(p + 1, end, &a.dport)) || end - p < 2 || p[0] != '\r' || p[1] != '\n')
 		return 0;
 	return v1_done(out, (size_t)(p - b) + 2, fam, &a);
 }
 
 int pp_parse_v1(const uint8_t *b, size_t len, unsigned versions, struct pp_header *out)
 {
-	size_t win = len < PP1_MAX_LEN ? len : PP1_MAX_LEN;
-
-	if ((versions & PP_V1) && (is_stopper(b[win - 1]) || memchr(b, '\r', win))) {
-		int r = fast_line(b, win, out);
+	if (versions & PP_V1) {
+		int r = fast_line(b, b + (len < PP1_MAX_LEN ? len : PP1_MAX_LEN), out);
 
 		if (r > 0)
 			return r;
