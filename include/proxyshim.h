@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -186,6 +187,26 @@ int pp_build_v2(void *buf, size_t cap, int command, const struct sockaddr *src,
 /* The effective configuration as "NAME=value" lines (what `proxyshim --check` prints).
  * Returns the length it needed, like snprintf. */
 int proxyshim_settings(char *buf, size_t cap);
+
+/* What the PROXY header said about the connection on fd. */
+struct proxyshim_peer_info {
+	int version;  /* 1 or 2 */
+	int command;  /* enum pp_command */
+	struct sockaddr_storage src; /* the client, as accept() and getpeername() give it */
+	struct sockaddr_storage dst; /* the address the client dialled */
+	socklen_t src_len, dst_len;
+};
+
+/* 0 with *out filled when fd's header named a client (a lazy header is read first); -1 with
+ * errno ENOENT when it did not (no header, LOCAL, UNKNOWN, untrusted peer), EBADF/ENOTSOCK for
+ * a bad fd, ENOTCONN when the header was refused. */
+int proxyshim_peer(int fd, struct proxyshim_peer_info *out);
+
+/* The value of the first TLV of this type in fd's header: a top-level type (PP2_TYPE_*) or an
+ * SSL sub-type (PP2_SUBTYPE_SSL_*). Copies at most len bytes into buf and returns the value's
+ * full length; -1 with errno ENOENT when absent, or when TLVs are not kept
+ * (PROXYSHIM_KEEP_TLVS=1 keeps up to PROXYSHIM_TLV_MAX bytes of them per connection). */
+ssize_t proxyshim_tlv(int fd, unsigned type, void *buf, size_t len);
 
 #ifdef __cplusplus
 }

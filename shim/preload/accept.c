@@ -47,8 +47,10 @@ static int take_one(struct shim_fd *l, int lfd, struct sockaddr *addr, socklen_t
 		if (fd < 0)
 			return -1;
 		shim_fd_clear(fd);
-		if (!shim_trusted(c, (const struct sockaddr *)&ss))
+		if (!shim_trusted(c, (const struct sockaddr *)&ss)) {
+			shim_stat(SHIM_R_UNTRUSTED, SHIM_REASON_NONE, 0, 0);
 			goto real_peer;
+		}
 		ref.fd = fd;
 		ref.peer = (const struct sockaddr *)&ss;
 		ref.lport = ntohs(l->local.port);

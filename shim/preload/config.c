@@ -3,7 +3,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -221,10 +220,10 @@ static bool read_file(void)
 			return fail("PROXYSHIM_CONFIG", path, strerror(errno));
 		return true; /* no file: the environment alone */
 	}
-	while (got < FILE_MAX && (n = read(fd, g_file + got, (size_t)(FILE_MAX - got))) > 0)
+	while (got < FILE_MAX && (n = real_read(fd, g_file + got, (size_t)(FILE_MAX - got))) > 0)
 		got += n;
-	n = read(fd, g_file + got, 1);
-	close(fd);
+	n = real_read(fd, g_file + got, 1);
+	real_close(fd);
 	if (got == FILE_MAX && n > 0)
 		return file_error(0, "file larger than 16 KiB");
 	g_file[got] = '\0';
@@ -309,6 +308,7 @@ static void load(void)
 	const char *v;
 	int i;
 
+	shim_resolve(); /* a hook may get here before the constructor */
 	c->versions = PP_ANY;
 	c->timeout_ms = 1000;
 	c->max_parked = 1024;
@@ -409,7 +409,7 @@ __attribute__((constructor)) static void shim_init(void)
 {
 	shim_resolve();
 	shim_config();
-	pthread_atfork(NULL, NULL, shim_park_atfork_child);
+	shim_handoff_adopt();
 }
 
 /* The effective settings as "NAME=value" lines, for `proxyshim --check` and debugging. */

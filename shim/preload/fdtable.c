@@ -149,3 +149,22 @@ void shim_fd_copy(int oldfd, int newfd)
 	}
 	atomic_store_explicit(&dst->kind, (uint8_t)kind, memory_order_release);
 }
+
+size_t shim_fd_each(unsigned kind, void (*fn)(int fd, struct shim_fd *e, void *arg), void *arg)
+{
+	unsigned hi = atomic_load(&g_dir_hi);
+	size_t count = 0;
+	for (unsigned slot = 0; slot < hi; slot++) {
+		struct shim_fd *page = atomic_load_explicit(&g_dir[slot], memory_order_acquire);
+		if (!page)
+			continue;
+		for (unsigned i = 0; i < PAGE_FDS; i++) {
+			if (atomic_load_explicit(&page[i].kind, memory_order_acquire) != kind)
+				continue;
+			count++;
+			if (fn)
+				fn((int)(slot << PAGE_BITS | i), &page[i], arg);
+		}
+	}
+	return count;
+}

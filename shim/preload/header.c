@@ -17,6 +17,7 @@
 
 static enum shim_verdict reject(const struct shim_conn_ref *c, const char *reason, const char *detail)
 {
+	shim_stat(SHIM_R_REJECTED, shim_reason_of(reason), 0, 0);
 	if (shim_log_on(SHIM_LOG_WARN)) {
 		char peer[SHIM_ADDRSTR_LEN];
 		shim_log(SHIM_LOG_WARN, "event=reject reason=%s%s%s%s peer=%s port=%u", reason,
@@ -30,6 +31,7 @@ enum shim_verdict shim_header_none(const struct shim_conn_ref *c, size_t seen, c
 {
 	/* Optional mode lets through a trusted connection that sent not one header byte. */
 	if (shim_config()->mode == SHIM_MODE_OPTIONAL && seen == 0) {
+		shim_stat(SHIM_R_PASSED, shim_reason_of(reason), 0, 0);
 		if (shim_log_on(SHIM_LOG_DEBUG)) {
 			char peer[SHIM_ADDRSTR_LEN];
 			shim_log(SHIM_LOG_DEBUG, "event=pass reason=%s peer=%s port=%u", reason,
@@ -83,8 +85,10 @@ static enum shim_verdict record(const struct shim_conn_ref *c, const struct pp_h
 	/* LOCAL, v1 UNKNOWN, UNSPEC, and addresses of another transport (UDP) or family (UNIX)
 	 * are not this TCP connection's peer: the real endpoints stay. */
 	if (h->command != PP_CMD_PROXY || h->transport != PP_TRANS_STREAM ||
-	    (sfam != AF_INET && sfam != AF_INET6))
+	    (sfam != AF_INET && sfam != AF_INET6)) {
+		shim_stat(SHIM_R_LOCAL, SHIM_REASON_NONE, h->version, h->len);
 		return SHIM_ACCEPT_HEADER;
+	}
 	e = shim_fd_get(c->fd);
 	if (!e)
 		return reject(c, "nomem", NULL);
@@ -96,6 +100,7 @@ static enum shim_verdict record(const struct shim_conn_ref *c, const struct pp_h
 	to_listener_family(&e->peer, &h->src, c->peer->sa_family);
 	to_listener_family(&e->local, &h->dst, c->peer->sa_family);
 	atomic_store_explicit(&e->kind, SHIM_FD_CONN, memory_order_release);
+	shim_stat(SHIM_R_REWRITTEN, SHIM_REASON_NONE, h->version, h->len);
 	if (shim_log_on(SHIM_LOG_DEBUG)) {
 		char real[SHIM_ADDRSTR_LEN], client[SHIM_ADDRSTR_LEN];
 		shim_log(SHIM_LOG_DEBUG, "event=accept version=%u client=%s peer=%s port=%u", h->version,
@@ -109,7 +114,7 @@ static enum shim_verdict record(const struct shim_conn_ref *c, const struct pp_h
 static int consume(int fd, uint8_t *buf, size_t n)
 {
 	while (n > 0) {
-		ssize_t r = recv(fd, buf, n, MSG_DONTWAIT);
+		ssize_t r = real_recv(fd, buf, n, MSG_DONTWAIT);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r <= 0)
@@ -128,7 +133,7 @@ enum shim_verdict shim_header_step(const struct shim_conn_ref *c, struct shim_pr
 	int saved = errno;
 
 	for (;;) {
-		ssize_t n = recv(c->fd, buf, cap, MSG_PEEK | MSG_DONTWAIT);
+		ssize_t n = real_recv(c->fd, buf, cap, MSG_PEEK | MSG_DONTWAIT);
 		int r;
 
 		if (n < 0) {
@@ -244,7 +249,7 @@ enum shim_verdict shim_take_header(const struct shim_conn_ref *c, uint64_t deadl
 				v = shim_header_none(c, pr.seen, "timeout");
 				goto out;
 			}
-			r = poll(&p, 1, (int)(deadline - now));
+			r = real_poll(&p, 1, (int)(deadline - now));
 			if (r < 0 && errno == EINTR)
 				continue;
 			if (r > 0 && (p.revents & (POLLERR | POLLHUP | POLLRDHUP | POLLNVAL)))

@@ -23,7 +23,7 @@ static struct shim_fd *classify(int fd, const struct shim_config *c)
 	il = sizeof(int);
 	if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &il) < 0)
 		return NULL;
-	if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
+	if (real_getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
 		return NULL;
 	e = shim_fd_get(fd);
 	if (!e)

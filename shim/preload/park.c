@@ -222,6 +222,7 @@ static void drop_locked(struct shim_park *p, unsigned i)
 
 static void log_overflow(const struct parked *c, uint16_t lport)
 {
+	shim_stat(SHIM_R_REJECTED, SHIM_REASON_OVERFLOW, 0, 0);
 	if (shim_log_on(SHIM_LOG_WARN)) {
 		char peer[SHIM_ADDRSTR_LEN];
 		shim_log(SHIM_LOG_WARN,
@@ -337,7 +338,7 @@ int shim_park_service(struct shim_fd *l, struct sockaddr *addr, socklen_t *addrl
 
 		if (evs[k].data.fd == p->tfd) {
 			uint64_t ticks;
-			ssize_t r = read(p->tfd, &ticks, sizeof(ticks));
+			ssize_t r = real_read(p->tfd, &ticks, sizeof(ticks));
 			(void)r;
 			continue;
 		}

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/epoll.h>
 #include <sys/select.h>
 #include <sys/socket.h>
@@ -44,6 +45,14 @@
 	X(int, select, (int, fd_set *, fd_set *, fd_set *, struct timeval *))               \
 	X(int, pselect, (int, fd_set *, fd_set *, fd_set *, const struct timespec *, const sigset_t *)) \
 	X(ssize_t, read, (int, void *, size_t))                                             \
+	X(pid_t, fork, (void))                                                              \
+	X(int, execve, (const char *, char *const[], char *const[]))                        \
+	X(int, execvpe, (const char *, char *const[], char *const[]))                       \
+	X(int, fexecve, (int, char *const[], char *const[]))                                \
+	X(int, posix_spawn, (pid_t *, const char *, const posix_spawn_file_actions_t *,     \
+			     const posix_spawnattr_t *, char *const[], char *const[]))      \
+	X(int, posix_spawnp, (pid_t *, const char *, const posix_spawn_file_actions_t *,    \
+			      const posix_spawnattr_t *, char *const[], char *const[]))     \
 	X(ssize_t, readv, (int, const struct iovec *, int))                                 \
 	X(ssize_t, recv, (int, void *, size_t, int))                                        \
 	X(ssize_t, recvfrom, (int, void *, size_t, int, struct sockaddr *, socklen_t *))    \
@@ -179,6 +188,8 @@ void shim_fd_clear(int fd);
 void shim_fd_mark_internal(int fd, void *park);
 void shim_fd_forget(int fd);
 void shim_fd_clear_range(unsigned first, unsigned last);
+/* Calls fn (when not NULL) for every entry of the given kind; returns how many there are. */
+size_t shim_fd_each(unsigned kind, void (*fn)(int fd, struct shim_fd *e, void *arg), void *arg);
 /* Carries oldfd's entry to newfd, replacing what newfd had. */
 void shim_fd_copy(int oldfd, int newfd);
 
@@ -257,6 +268,23 @@ static inline struct shim_fd *shim_fd_unsettled(int fd)
 		return NULL;
 	return e;
 }
+
+/* ---- stats.c: counters for PROXYSHIM_STATS ---- */
+enum shim_result { SHIM_R_REWRITTEN, SHIM_R_LOCAL, SHIM_R_PASSED, SHIM_R_REJECTED, SHIM_R_UNTRUSTED, SHIM_R_MAX };
+enum shim_reason {
+	SHIM_REASON_NONE, SHIM_REASON_MISSING, SHIM_REASON_INVALID, SHIM_REASON_VERSION,
+	SHIM_REASON_TIMEOUT, SHIM_REASON_EOF, SHIM_REASON_OVERFLOW, SHIM_REASON_ERROR,
+	SHIM_REASON_NOMEM, SHIM_REASON_MAX
+};
+/* Counts one connection's outcome (version 0 when unknown) and the header bytes it took. */
+void shim_stat(enum shim_result r, enum shim_reason why, unsigned version, size_t header_bytes);
+/* The counter for a log reason name ("timeout", ...). */
+enum shim_reason shim_reason_of(const char *name);
+void shim_stats_atfork_child(void);
+
+/* ---- exec.c ---- */
+/* In a new image: takes over the connections an exec handed off (PROXYSHIM_HANDOFF). */
+void shim_handoff_adopt(void);
 
 /* ---- park.c: connections whose header is incomplete wait on their listener ---- */
 struct shim_park;

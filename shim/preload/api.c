@@ -1,0 +1,83 @@
+/* The application API: programs that opt in ask for what the header said (addresses,
+ * version, TLVs). They look these up with dlsym() and still run without the shim. */
+#include <errno.h>
+#include <string.h>
+
+#include "shim.h"
+
+/* The connection's entry once its header is settled, or NULL with errno set. */
+static struct shim_fd *settled(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	struct shim_fd *e;
+
+	SHIM_NEED(getpeername);
+	if (real_getpeername(fd, (struct sockaddr *)&ss, &sl) < 0)
+		return NULL; /* EBADF, ENOTSOCK, ENOTCONN: the kernel's word */
+	e = shim_fd_peek(fd);
+	if (!e || atomic_load_explicit(&e->kind, memory_order_acquire) != SHIM_FD_CONN ||
+	    e->real_hash != shim_sa_hash((const struct sockaddr *)&ss)) {
+		errno = ENOENT;
+		return NULL;
+	}
+	if ((e->flags & (SHIM_C_PENDING | SHIM_C_FAILED)) && shim_lazy_settle(fd, e, SHIM_SETTLE_WAIT) < 0) {
+		errno = ENOTCONN;
+		return NULL;
+	}
+	if (atomic_load_explicit(&e->kind, memory_order_acquire) != SHIM_FD_CONN ||
+	    !(e->flags & SHIM_C_REWRITTEN)) {
+		errno = ENOENT;
+		return NULL;
+	}
+	return e;
+}
+
+SHIM_EXPORT int proxyshim_peer(int fd, struct proxyshim_peer_info *out)
+{
+	int saved = errno;
+	struct shim_fd *e = settled(fd);
+
+	if (!e)
+		return -1;
+	memset(out, 0, sizeof(*out));
+	out->version = e->version;
+	out->command = e->command;
+	out->src_len = sizeof(out->src);
+	out->dst_len = sizeof(out->dst);
+	shim_addr_to_user(&e->peer, (struct sockaddr *)&out->src, &out->src_len);
+	if (e->local.family) {
+		shim_addr_to_user(&e->local, (struct sockaddr *)&out->dst, &out->dst_len);
+	} else {
+		out->dst_len = 0;
+	}
+	errno = saved;
+	return 0;
+}
+
+SHIM_EXPORT ssize_t proxyshim_tlv(int fd, unsigned type, void *buf, size_t len)
+{
+	int saved = errno;
+	struct shim_fd *e = settled(fd);
+	const struct shim_tlvs *t;
+	struct pp_header h;
+	struct pp_tlv tlv;
+
+	if (!e)
+		return -1;
+	t = e->ext;
+	if (!t || type > 0xFF) {
+		errno = ENOENT;
+		return -1;
+	}
+	memset(&h, 0, sizeof(h));
+	h.tlv = t->data;
+	h.tlv_len = t->len;
+	if (!pp_tlv_find(&h, (uint8_t)type, &tlv) && !pp_tlv_find_ssl(&h, (uint8_t)type, &tlv)) {
+		errno = ENOENT;
+		return -1;
+	}
+	memcpy(buf, tlv.value, len < tlv.len ? len : tlv.len);
+	errno = saved;
+	return tlv.len;
+}

@@ -1,0 +1,161 @@
+/* Counters for node_exporter's textfile collector (PROXYSHIM_STATS=/path/file.prom, "%p" in
+ * the name becoming the pid for prefork servers): written to a temporary name and renamed, at
+ * most once a second by a small thread of the shim's and once more at exit. Labels never
+ * carry a client address. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shim.h"
+
+/* pthread_create moved into libc under GLIBC_2.34; the old version is still there. */
+#if defined(__GLIBC__) && defined(__x86_64__)
+__asm__(".symver pthread_create,pthread_create@GLIBC_2.2.5");
+#elif defined(__GLIBC__) && defined(__aarch64__)
+__asm__(".symver pthread_create,pthread_create@GLIBC_2.17");
+#endif
+
+static const char *const result_names[SHIM_R_MAX] = {"rewritten", "local", "passed", "rejected",
+						      "untrusted"};
+static const char *const reason_names[SHIM_REASON_MAX] = {
+	"none", "missing", "invalid", "version", "timeout", "eof", "overflow", "error", "nomem"};
+
+static _Atomic uint64_t g_counts[SHIM_R_MAX][SHIM_REASON_MAX][3];
+static _Atomic uint64_t g_header_bytes;
+static _Atomic bool g_dirty;
+static _Atomic bool g_started; /* the writer thread runs in this process */
+
+enum shim_reason shim_reason_of(const char *name)
+{
+	for (int i = 1; i < SHIM_REASON_MAX; i++)
+		if (strcmp(name, reason_names[i]) == 0)
+			return (enum shim_reason)i;
+	return SHIM_REASON_ERROR;
+}
+
+static void write_file(void)
+{
+	const struct shim_config *c = shim_config();
+	char path[300], tmp[320], buf[8192];
+	const char *pct;
+	size_t n = 0;
+	int fd, pid = (int)getpid();
+
+	if ((pct = strstr(c->stats_path, "%p")) != NULL)
+		snprintf(path, sizeof(path), "%.*s%d%s", (int)(pct - c->stats_path), c->stats_path, pid,
+			 pct + 2);
+	else
+		snprintf(path, sizeof(path), "%s", c->stats_path);
+	snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, pid);
+
+	n += (size_t)snprintf(buf + n, sizeof(buf) - n,
+			      "# HELP proxyshim_connections_total Trusted and untrusted connections on covered listeners, by outcome.\n"
+			      "# TYPE proxyshim_connections_total counter\n");
+	for (int r = 0; r < SHIM_R_MAX; r++)
+		for (int why = 0; why < SHIM_REASON_MAX; why++)
+			for (int v = 0; v < 3; v++) {
+				uint64_t k = atomic_load(&g_counts[r][why][v]);
+				if (k == 0 || n >= sizeof(buf) - 200)
+					continue;
+				n += (size_t)snprintf(buf + n, sizeof(buf) - n,
+						      "proxyshim_connections_total{pid=\"%d\",result=\"%s\",reason=\"%s\",version=\"%s\"} %llu\n",
+						      pid, result_names[r], reason_names[why],
+						      v == 0 ? "none" : v == 1 ? "1" : "2", (unsigned long long)k);
+			}
+	n += (size_t)snprintf(buf + n, sizeof(buf) - n,
+			      "# HELP proxyshim_header_bytes_total PROXY header bytes consumed.\n"
+			      "# TYPE proxyshim_header_bytes_total counter\n"
+			      "proxyshim_header_bytes_total{pid=\"%d\"} %llu\n"
+			      "# HELP proxyshim_parked_connections Connections whose header is still incomplete.\n"
+			      "# TYPE proxyshim_parked_connections gauge\n"
+			      "proxyshim_parked_connections{pid=\"%d\"} %u\n",
+			      pid, (unsigned long long)atomic_load(&g_header_bytes), pid,
+			      atomic_load(&shim_parked_total));
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return;
+	if (write(fd, buf, n) != (ssize_t)n) {
+		real_close(fd);
+		unlink(tmp);
+		return;
+	}
+	real_close(fd);
+	if (rename(tmp, path) < 0)
+		unlink(tmp);
+}
+
+static void *writer(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		struct timespec one = {1, 0};
+		nanosleep(&one, NULL);
+		if (atomic_exchange(&g_dirty, false)) {
+			int saved = errno;
+			write_file();
+			errno = saved;
+		}
+	}
+	return NULL;
+}
+
+static void at_exit(void)
+{
+	if (atomic_load(&g_started))
+		write_file();
+}
+
+static void start(void)
+{
+	static _Atomic bool registered;
+	pthread_attr_t attr;
+	pthread_t t;
+	sigset_t all, old;
+	bool no = false;
+
+	if (!atomic_compare_exchange_strong(&g_started, &no, true))
+		return;
+	if (!atomic_exchange(&registered, true))
+		atexit(at_exit);
+	/* The writer takes no signal of the program's. */
+	sigfillset(&all);
+	sigprocmask(SIG_SETMASK, &all, &old); /* per thread on Linux; older symbol than pthread_sigmask */
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&t, &attr, writer, NULL) != 0)
+		atomic_store(&g_started, false);
+	pthread_attr_destroy(&attr);
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	write_file();
+}
+
+void shim_stat(enum shim_result r, enum shim_reason why, unsigned version, size_t header_bytes)
+{
+	if (version > 2)
+		version = 0;
+	atomic_fetch_add_explicit(&g_counts[r][why][version], 1, memory_order_relaxed);
+	if (header_bytes)
+		atomic_fetch_add_explicit(&g_header_bytes, header_bytes, memory_order_relaxed);
+	if (SHIM_LIKELY(shim_config()->stats_path[0] == '\0'))
+		return;
+	atomic_store_explicit(&g_dirty, true, memory_order_relaxed);
+	if (SHIM_UNLIKELY(!atomic_load_explicit(&g_started, memory_order_relaxed))) {
+		int saved = errno;
+		start();
+		errno = saved;
+	}
+}
+
+void shim_stats_atfork_child(void)
+{
+	/* The writer thread stayed in the parent; this process counts, and writes, its own. */
+	atomic_store(&g_started, false);
+	memset((void *)g_counts, 0, sizeof(g_counts));
+	atomic_store(&g_header_bytes, 0);
+}
