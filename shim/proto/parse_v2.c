@@ -1,5 +1,15 @@
 /* PROXY protocol v2: the 16-byte fixed part, the address block and the TLV area,
- * with this project's receiver policy (PROXY-SPEC.md section 2). */
+ * with this project's receiver policy (PROXY-SPEC.md section 2).
+ *
+ * Choices where the spec and the policy are silent:
+ * - v2 not selected is decided at the 12-byte signature, before byte 13 is looked at.
+ * - The family alone sets the address block, whatever the transport: PROXY INET/UNSPEC
+ *   (0x10) needs 12 bytes, and its addresses are reported; the caller decides their use.
+ * - Two CRC32C TLVs: PP_E_V2_CRC (no single zeroed field to check against).
+ * - LOCAL: a TLV area that breaks a TLV rule (framing, CRC32C size, UNIQUE_ID size, two
+ *   CRC32C) is not reported and the header stands; a well-formed area whose CRC32C does
+ *   not match is PP_E_V2_CRC, as the spec's MUST says.
+ * - UNIX paths lose their trailing NULs only: a leading NUL (Linux abstract name) stays. */
 #include <netinet/in.h>
 
 #include "pp_internal.h"
