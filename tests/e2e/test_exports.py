@@ -27,3 +27,30 @@ def test_no_glibc_version_above_2_17():
     assert versions, "objdump showed no GLIBC versions at all"
     too_new = sorted(v for v in versions if (int(v[0]), int(v[1])) > (2, 17))
     assert not too_new, out
+
+
+# Hooks that deliberately call another hook of the shim's (a fortified twin, the l forms of exec).
+DELEGATING = {("poll.c", "poll"), ("poll.c", "ppoll"), ("exec.c", "execve"), ("exec.c", "execv"),
+              ("exec.c", "execvp")}
+
+
+def test_the_shim_calls_libc_only_through_real_pointers():
+    # STYLE.md: never call a hooked function from inside the shim without its real_ pointer;
+    # with -Bsymbolic-functions such a call would land in the shim's own hook (recursion).
+    import glob
+    import os
+    hooked = {n for n in map_globals() if not n.startswith("proxyshim_")}
+    bad = []
+    for path in sorted(glob.glob(ROOT + "/shim/preload/*.c")):
+        name = os.path.basename(path)
+        src = re.sub(r"/\*.*?\*/", "", open(path).read(), flags=re.S)
+        for lineno, line in enumerate(src.splitlines(), 1):
+            for m in re.finditer(r"(?<![\w.>])(%s)\s*\(" % "|".join(sorted(hooked)), line):
+                fn = m.group(1)
+                before = line[:m.start()]
+                if re.search(r"\bSHIM_EXPORT\b|^\s*(static\s+)?\w[\w\s\*]*$", before) and "return" not in before:
+                    continue  # the hook's own definition or declaration
+                if (name, fn) in DELEGATING:
+                    continue
+                bad.append("%s:%d: %s" % (name, lineno, line.strip()))
+    assert not bad, "direct calls to hooked functions:\n" + "\n".join(bad)
