@@ -106,7 +106,7 @@ http {
     }
 }
 """ % {"d": d, "port": port})
-    start_app(procs, ["nginx", "-p", str(d), "-c", str(conf), "-g", "daemon off;"], port, name="nginx")
+    p = start_app(procs, ["nginx", "-p", str(d), "-c", str(conf), "-g", "daemon off;"], port, name="nginx")
     fport = front(tmp_path, procs, port, "send-proxy-v2")
     seen = []
     for r in range(4):  # several rounds, so both workers are likely to serve
@@ -125,6 +125,38 @@ http {
     with open(d / "logs" / "error.log") as f:
         err = f.read()
     assert "[alert]" not in err and "[emerg]" not in err, err
+    # reload: the master forks new workers (the shim's state crosses fork again), old ones exit
+    import signal
+    workers_before = worker_pids(p.pid)
+    os.kill(p.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        now = worker_pids(p.pid)
+        if len(now) == 2 and not (now & workers_before):
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("nginx did not replace its workers: %s -> %s" % (workers_before, now))
+    for i, src in enumerate(CLIENTS):
+        got, me = http_get(fport, "/after-reload/c%d" % i, src)
+        assert got.endswith(b"\r\n\r\nyou are %s:%d\n" % (src.encode(), me[1])), got
+        m = wait_file(log, r'^(\S+) (\d+) "GET /after-reload/c%d HTTP/1\.0" 200$' % i)
+        assert (m.group(1), int(m.group(2))) == (src, me[1])
+
+
+def worker_pids(master):
+    """The pids of a process's children (nginx workers)."""
+    out = set()
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open("/proc/%s/stat" % d) as f:
+                    st = f.read()
+            except OSError:
+                continue
+            if int(st.rsplit(")", 1)[1].split()[1]) == master:
+                out.add(int(d))
+    return out
 
 
 def test_redis_client_list(procs, tmp_path):

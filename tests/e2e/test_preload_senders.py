@@ -140,3 +140,24 @@ def test_haproxy_ipv4_client_to_dual_stack_listener(ts, procs, tmp_path):
     assert got == PAYLOAD
     line = line_for(p, PAYLOAD, 2)
     check_line(line, "AF_INET6", "::ffff:127.0.0.9", me[1], PAYLOAD)
+
+
+@pytest.mark.parametrize("opts", ["send-proxy check check-send-proxy inter 100ms",
+                                  "send-proxy-v2 check check-send-proxy inter 100ms"])
+def test_haproxy_health_checks_with_proxy_header(ts, procs, tmp_path, opts):
+    # HAProxy's health checks open connections with a PROXY header of their own (v2 LOCAL or
+    # v1 with the check's addresses): they are valid headers, never rejections.
+    import time
+    p, port = ts(TRUSTED=TRUSTED)
+    fport = start_haproxy(tmp_path, procs, port, opts)
+    time.sleep(0.6)  # a few checks
+    got, me = exchange(fport, PAYLOAD, source="127.0.0.5")
+    assert got == PAYLOAD
+    line = line_for(p, PAYLOAD, 3)
+    check_line(line, "AF_INET", "127.0.0.5", me[1], PAYLOAD)
+    out = p.output()
+    assert "event=reject" not in out, out
+    checks = [l for l in wait_conns(p, 3) if l["bytes"] == 0]
+    assert len(checks) >= 2
+    h = procs[-1].output()
+    assert "is DOWN" not in h, h
