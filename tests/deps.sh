@@ -18,6 +18,9 @@ musl-gcc:musl-tools
 valgrind:valgrind
 strace:strace
 ip:iproute2
+npm:npm
+groff:groff-base
+man:man-db
 "
 missing=""
 for entry in $need; do
@@ -29,7 +32,16 @@ for entry in $need; do
 	esac
 	case " $missing " in *" $pkg "*) ;; *) missing="$missing $pkg" ;; esac
 done
-[ -z "$missing" ] && exit 0
+# tests/docker-lint: the npm packages the docker/ tests run (dockerfile-utils, kubernetes-models),
+# exactly as package-lock.json pins them, into its git-ignored node_modules.
+npm_deps() {
+	lint="$(dirname "$0")/docker-lint"
+	[ -d "$lint/node_modules" ] && return 0
+	command -v npm >/dev/null 2>&1 || return 0 # reported with the packages
+	echo "proxyshim: npm ci in $lint" >&2
+	(cd "$lint" && npm ci --no-audit --no-fund </dev/null >&2)
+}
+[ -z "$missing" ] && { npm_deps; exit $?; }
 line="apt-get install -y --no-install-recommends$missing"
 if [ "$(id -u)" != 0 ]; then
 	echo "proxyshim: missing packages; run as root: $line" >&2
@@ -45,4 +57,5 @@ fi
 $line </dev/null || { apt-get update </dev/null && $line </dev/null; }
 rc=$?
 [ $made_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
+[ $rc = 0 ] && { npm_deps; rc=$?; }
 exit $rc
