@@ -1,0 +1,441 @@
+"""PROXYSHIM_STATS: the Prometheus text file a server under the shim writes for node_exporter's
+textfile collector. Real servers (python3 -m http.server, nginx with two workers) take a known
+mix of connections; the file must hold exactly the counts that mix makes, in the text format,
+written within about a second and at exit, replaced by rename, with the server's pid as a label
+and never a client address. A strict parser in this file checks every line."""
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from util import LIB, Proc, connect, exchange, free_port, recv_all, shim_env, v1_header, v2_header
+
+TRUSTED = "127.0.0.2"
+UNTRUSTED = "127.0.0.3"
+PYTHON = "/usr/bin/python3"
+GET = b"GET /?%s HTTP/1.0\r\n\r\n"
+
+RESULTS = {"rewritten", "local", "passed", "rejected", "untrusted"}
+REASONS = {"none", "missing", "invalid", "version", "timeout", "eof", "overflow", "error", "nomem"}
+VERSIONS = {"1", "2", "none"}
+FAMILIES = {"proxyshim_connections_total": "counter", "proxyshim_header_bytes_total": "counter",
+            "proxyshim_parked_connections": "gauge"}
+
+
+# ---- a strict parser for the text format, as much of it as this file may use ----
+
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^{}]*)\} (0|[1-9][0-9]*)$')
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"\\\n]*)"')
+HELP = re.compile(r'^# HELP ([a-zA-Z_:][a-zA-Z0-9_:]*) (\S.*)$')
+TYPE = re.compile(r'^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge)$')
+
+
+def parse_prom(text):
+    """Parses the whole file or fails: every line a HELP, a TYPE or a sample
+    `name{label="value",...} integer` (no timestamp, no blank line), HELP then TYPE once per
+    family before its samples, no sample twice. Returns {family: [(labels dict, value)]}."""
+    assert text.endswith("\n"), "the file does not end with a newline: %r" % text
+    fams, helps, types, seen = {}, set(), {}, set()
+    for line in text[:-1].split("\n"):
+        m = HELP.match(line)
+        if m:
+            name = m.group(1)
+            assert name in FAMILIES and name not in helps and name not in types, line
+            helps.add(name)
+            continue
+        m = TYPE.match(line)
+        if m:
+            name = m.group(1)
+            assert name in helps and name not in types, "TYPE without HELP or twice: " + line
+            assert m.group(2) == FAMILIES[name], line
+            types[name] = m.group(2)
+            fams[name] = []
+            continue
+        m = SAMPLE.match(line)
+        assert m, "not a HELP, TYPE or sample line without timestamp: %r" % line
+        name, body, value = m.group(1), m.group(2), int(m.group(3))
+        assert name in types, "a sample before its TYPE: " + line
+        labels, pos = {}, 0
+        while pos < len(body):
+            lm = LABEL.match(body, pos)
+            assert lm and lm.group(1) not in labels, "bad labels: " + line
+            labels[lm.group(1)] = lm.group(2)
+            pos = lm.end()
+            if pos < len(body):
+                assert body[pos] == ",", "bad labels: " + line
+                pos += 1
+                assert pos < len(body), "trailing comma: " + line
+        key = (name, tuple(sorted(labels.items())))
+        assert key not in seen, "a sample twice: " + line
+        seen.add(key)
+        fams[name].append((labels, value))
+    assert set(types) == set(FAMILIES), "families missing: %s" % (set(FAMILIES) - set(types))
+    return fams
+
+
+def summary(text, pid):
+    """The parsed file as ({(result, reason, version): n}, header bytes, parked), after checking
+    the label names and values and that every sample carries pid=<pid>."""
+    fams = parse_prom(text)
+    conns = {}
+    for labels, v in fams["proxyshim_connections_total"]:
+        assert set(labels) == {"pid", "result", "reason", "version"}, labels
+        assert labels["pid"] == str(pid), (labels, pid)
+        assert labels["result"] in RESULTS and labels["reason"] in REASONS and \
+            labels["version"] in VERSIONS, labels
+        assert v > 0, labels  # lines of zero are left out
+        conns[(labels["result"], labels["reason"], labels["version"])] = v
+    singles = []
+    for name in ("proxyshim_header_bytes_total", "proxyshim_parked_connections"):
+        assert len(fams[name]) == 1, fams[name]
+        labels, v = fams[name][0]
+        assert labels == {"pid": str(pid)}, (name, labels)
+        singles.append(v)
+    return conns, singles[0], singles[1]
+
+
+def no_address(text):
+    """No client address, real or announced, anywhere in the file."""
+    for needle in ("127.0.0.", "203.0.113.", "198.51.100.", "::ffff"):
+        assert needle not in text, "an address in the stats file:\n" + text
+
+
+def read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def wait_stats(path, pid, want, timeout=3.0):
+    """Polls the file until its summary equals want; returns (text, seconds it took)."""
+    t0 = time.monotonic()
+    text, got = None, None
+    while time.monotonic() - t0 < timeout:
+        text = read(path)
+        if text is not None:
+            got = summary(text, pid)
+            if got == want:
+                return text, time.monotonic() - t0
+        time.sleep(0.02)
+    raise AssertionError("stats file %s never became\n  %r\nlast seen\n  %r\n%s" % (path, want, got, text))
+
+
+class Poller(threading.Thread):
+    """Reads the stats file as fast as it can and keeps every distinct text it saw; a file
+    written in place (not renamed) shows up as a text that does not parse."""
+
+    def __init__(self, path):
+        super().__init__(daemon=True)
+        self.path, self.texts, self.reads, self.halt = path, [], 0, threading.Event()
+
+    def run(self):
+        while not self.halt.is_set():
+            text = read(self.path)
+            if text is not None:
+                self.reads += 1
+                if not self.texts or self.texts[-1] != text:
+                    self.texts.append(text)
+
+    def stop(self):
+        self.halt.set()
+        self.join(5)
+
+
+# ---- servers ----
+
+def http_server(procs, tmp_path, port, **env):
+    """python3 -m http.server under the shim on 127.0.0.1:port, started without a single
+    connection to it: the counters must hold only what the test sends."""
+    www = tmp_path / "www"
+    www.mkdir(exist_ok=True)
+    p = Proc([PYTHON, "-u", "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory",
+              str(www)], env=shim_env(TRUSTED=TRUSTED, **env), log_name="http.server")
+    procs.append(p)
+    p.wait_output("Serving HTTP on", timeout=10)
+    return p
+
+
+def wait_listening(port, timeout=10.0, proc=None):
+    """Waits for a TCP listener on port by reading /proc/net/tcp, without connecting to it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError("exited with %s:\n%s" % (proc.returncode, proc.output()))
+        with open("/proc/net/tcp") as f:
+            for line in f.readlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                if state == "0A" and int(local.split(":")[1], 16) == port:
+                    return
+        time.sleep(0.02)
+    raise TimeoutError("nothing listens on port %d" % port)
+
+
+def children(pid):
+    out = set()
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open("/proc/%s/stat" % d) as f:
+                    st = f.read()
+            except OSError:
+                continue
+            if int(st.rsplit(")", 1)[1].split()[1]) == pid:
+                out.add(int(d))
+    return out
+
+
+def served(port, path, hdr=b"", source=TRUSTED):
+    """A GET behind hdr; asserts the server answered 200."""
+    got, _ = exchange(port, hdr + GET % path.encode(), source=source)
+    assert got.startswith(b"HTTP/1.0 200"), (path, got)
+
+
+def dropped(port, data, source=TRUSTED):
+    """Sends data and half-closes; asserts the shim closed the connection without an answer."""
+    got, _ = exchange(port, data, source=source)
+    assert got == b"", (data, got)
+
+
+# ---- python3 -m http.server: the mix, the timing, the rename, the exit ----
+
+def test_counters_for_a_mix_of_connections(procs, tmp_path):
+    port = free_port()
+    path = str(tmp_path / "stats" / "proxyshim.prom")
+    os.mkdir(os.path.dirname(path))
+    p = http_server(procs, tmp_path, port, STATS=path, TIMEOUT_MS=400)
+    assert read(path) is None, "a file before any connection"
+    poller = Poller(path)
+    poller.start()
+
+    v2a = v2_header(("203.0.113.7", 4711), ("127.0.0.1", port))
+    v2b = v2_header(("198.51.100.20", 4712), ("127.0.0.1", port), tlvs=[(0x02, b"example.com")], crc=True)
+    v1s = [v1_header(("203.0.113.%d" % i, 5000 + i), ("127.0.0.1", port)) for i in (8, 9, 10)]
+    local = v2_header(command=0)
+    unknown = v1_header(None, None)
+    # The staller's deadline runs while the others are served.
+    staller = connect(port, source=TRUSTED)
+    staller.sendall(v2a[:10])
+    t_stall = time.monotonic()
+
+    served(port, "v2a", v2a)
+    served(port, "v2b", v2b)
+    for i, h in enumerate(v1s):
+        served(port, "v1-%d" % i, h)
+    served(port, "local", local)
+    served(port, "unknown", unknown)
+    served(port, "untrusted-1", source=UNTRUSTED)
+    # A spoof from an untrusted peer is data to the program, which answers it itself.
+    got, _ = exchange(port, v1s[0] + GET % b"spoof", source=UNTRUSTED)
+    assert b"400 - Bad request" in got, got
+    dropped(port, b"PROXY TCP4 203.0.113.99 127.0.0.1 1 99999\r\n" + GET % b"bad")  # invalid
+    dropped(port, GET % b"no-header")                                              # missing
+    dropped(port, v1s[0][:12])                                                     # eof
+    assert recv_all(staller) == b""                                                # timeout
+    assert time.monotonic() - t_stall >= 0.35
+    staller.close()
+
+    header_bytes = len(v2a) + len(v2b) + sum(map(len, v1s)) + len(local) + len(unknown)
+    want = ({("rewritten", "none", "2"): 2, ("rewritten", "none", "1"): 3,
+             ("local", "none", "2"): 1, ("local", "none", "1"): 1,
+             ("untrusted", "none", "none"): 2,
+             ("rejected", "invalid", "none"): 1, ("rejected", "missing", "none"): 1,
+             ("rejected", "eof", "none"): 1, ("rejected", "timeout", "none"): 1},
+            header_bytes, 0)
+    t_done = time.monotonic()
+    text, _ = wait_stats(path, p.pid, want)
+    # "at most once a second": the last change is on disk within about that.
+    assert time.monotonic() - t_done < 1.8, "written %.2f s after the last connection" % (time.monotonic() - t_done)
+    poller.stop()
+    no_address(text)
+
+    # The program saw the announced clients; the counters agree with its own log.
+    log = p.output()
+    for path_, client in (("v2a", "203.0.113.7"), ("v2b", "198.51.100.20"), ("v1-0", "203.0.113.8"),
+                          ("local", TRUSTED), ("untrusted-1", UNTRUSTED)):
+        assert re.search(r'^%s - - \[[^]]+\] "GET /\?%s HTTP/1.0" 200' % (re.escape(client), path_), log, re.M), \
+            (path_, log)
+    assert "/bad" not in log and "/no-header" not in log
+
+    # Every text the poller saw was a whole file: replaced by rename, never written in place.
+    assert poller.reads > 50 and poller.texts, poller.reads
+    for t in poller.texts:
+        no_address(t)
+        summary(t, p.pid)
+    # Counters only go up between the versions seen.
+    prev = {}
+    for t in poller.texts:
+        conns = summary(t, p.pid)[0]
+        assert all(conns.get(k, 0) >= v for k, v in prev.items()), (prev, conns)
+        prev = conns
+
+    p.p.send_signal(signal.SIGINT)
+    p.p.wait(5)
+    assert summary(read(path), p.pid) == want
+    assert os.listdir(os.path.dirname(path)) == ["proxyshim.prom"], "stray files"
+
+
+def test_counters_are_written_at_exit(procs, tmp_path):
+    """A connection served just after the writer's once-a-second turn, and the program ends
+    before the next one: only the write at exit can put it in the file."""
+    port = free_port()
+    path = str(tmp_path / "proxyshim.prom")
+    p = http_server(procs, tmp_path, port, STATS=path)
+    hdr = v2_header(("203.0.113.7", 4711), ("127.0.0.1", port))
+    served(port, "one", hdr)
+    wait_stats(path, p.pid, ({("rewritten", "none", "2"): 1}, len(hdr), 0))
+    served(port, "two", hdr)
+    # The writer's turn that writes "two": from then on it is idle for about a second.
+    text, _ = wait_stats(path, p.pid, ({("rewritten", "none", "2"): 2}, 2 * len(hdr), 0))
+    ino = os.stat(path).st_ino
+    served(port, "three", hdr)
+    served(port, "four", source=UNTRUSTED)
+    p.p.send_signal(signal.SIGINT)  # http.server ends through exit(): atexit handlers run
+    assert p.p.wait(5) != -signal.SIGINT
+    t = read(path)
+    assert os.stat(path).st_ino != ino, "the file was not replaced at exit"
+    assert summary(t, p.pid) == ({("rewritten", "none", "2"): 3, ("untrusted", "none", "none"): 1},
+                                 3 * len(hdr), 0), t
+    assert sorted(os.listdir(str(tmp_path))) == ["proxyshim.prom", "www"], "stray files"
+
+
+def test_parked_gauge_while_a_header_is_incomplete(procs, tmp_path):
+    """Two connections parked with half a header (a long timeout): the gauge says 2 within about
+    a second, then 0 once they have gone (each closes: reason eof)."""
+    port = free_port()
+    path = str(tmp_path / "proxyshim.prom")
+    p = http_server(procs, tmp_path, port, STATS=path, TIMEOUT_MS=20000)
+    hdr = v2_header(("203.0.113.7", 4711), ("127.0.0.1", port))
+    served(port, "first", hdr)
+    wait_stats(path, p.pid, ({("rewritten", "none", "2"): 1}, len(hdr), 0))
+    # Past the writer's next turn, so that nothing but the parking itself is left to report.
+    ino = os.stat(path).st_ino
+    deadline = time.monotonic() + 3
+    while os.stat(path).st_ino == ino and time.monotonic() < deadline:
+        time.sleep(0.02)
+    stallers = []
+    for _ in range(2):
+        s = connect(port, source=TRUSTED)
+        s.sendall(hdr[:20])
+        stallers.append(s)
+    try:
+        wait_stats(path, p.pid, ({("rewritten", "none", "2"): 1}, len(hdr), 2), timeout=2.5)
+        # The program still serves others while they are parked.
+        served(port, "second", hdr)
+        wait_stats(path, p.pid, ({("rewritten", "none", "2"): 2}, 2 * len(hdr), 2), timeout=2.5)
+    finally:
+        for s in stallers:
+            s.close()
+    wait_stats(path, p.pid, ({("rewritten", "none", "2"): 2, ("rejected", "eof", "none"): 2},
+                             2 * len(hdr), 0), timeout=3)
+
+
+def test_stats_path_with_a_bad_value_exits_before_main(tmp_path):
+    r = subprocess.run(["/bin/echo", "hi"], env=shim_env(TRUSTED=TRUSTED, STATS="relative.prom"),
+                       capture_output=True, timeout=10)
+    assert (r.returncode, r.stdout) == (1, b"")
+    assert r.stderr == b'proxyshim: invalid PROXYSHIM_STATS="relative.prom": expected an absolute file path\n'
+
+
+@pytest.mark.parametrize("argv", [["/bin/true"], [PYTHON, "-c", "import socket; socket.socket().close()"]])
+def test_a_process_that_never_listens_writes_no_file(tmp_path, argv):
+    d = tmp_path / "stats"
+    d.mkdir()
+    for name in ("proxyshim.prom", "proxyshim-%p.prom"):
+        r = subprocess.run(argv, env=shim_env(TRUSTED="*", STATS=str(d / name)), capture_output=True,
+                           timeout=10)
+        assert (r.returncode, r.stderr) == (0, b""), r
+    assert os.listdir(str(d)) == []
+
+
+# ---- nginx, two workers, one file each ----
+
+def test_nginx_two_workers_one_file_per_pid(procs, tmp_path):
+    port = free_port()
+    d = tmp_path
+    (d / "logs").mkdir()
+    (d / "stats").mkdir()
+    conf = d / "nginx.conf"
+    # reuseport: one listener per worker, and the kernel spreads connections over both.
+    conf.write_text("""
+user root;
+worker_processes 2;
+pid %(d)s/nginx.pid;
+error_log %(d)s/logs/error.log warn;
+events { worker_connections 256; }
+http {
+    access_log off;
+    client_body_temp_path %(d)s/body;
+    proxy_temp_path %(d)s/proxy;
+    fastcgi_temp_path %(d)s/fastcgi;
+    uwsgi_temp_path %(d)s/uwsgi;
+    scgi_temp_path %(d)s/scgi;
+    server {
+        listen 127.0.0.1:%(port)d reuseport;
+        location / { return 200 "you are $remote_addr\\n"; }
+    }
+}
+""" % {"d": d, "port": port})
+    stats = str(d / "stats" / "proxyshim-%p.prom")
+    p = Proc(["nginx", "-p", str(d), "-c", str(conf), "-g", "daemon off;"],
+             env=shim_env(TRUSTED=TRUSTED, STATS=stats), log_name="nginx")
+    procs.append(p)
+    wait_listening(port, proc=p)
+    deadline = time.monotonic() + 10
+    while len(children(p.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    workers = children(p.pid)
+    assert len(workers) == 2, workers
+
+    n_v2, n_v1, n_untrusted = 24, 8, 6
+    total_bytes = 0
+    for i in range(n_v2 + n_v1):
+        src = "203.0.113.%d" % (i + 1)
+        hdr = (v2_header((src, 1000 + i), ("127.0.0.1", port)) if i < n_v2
+               else v1_header((src, 1000 + i), ("127.0.0.1", port)))
+        total_bytes += len(hdr)
+        got, _ = exchange(port, hdr + b"GET / HTTP/1.0\r\n\r\n", source=TRUSTED)
+        assert got.endswith(b"\r\n\r\nyou are %s\n" % src.encode()), got
+    for i in range(n_untrusted):
+        got, _ = exchange(port, b"GET / HTTP/1.0\r\n\r\n", source=UNTRUSTED)
+        assert got.endswith(b"you are %s\n" % UNTRUSTED.encode()), got
+
+    def totals():
+        files = {}
+        for name in os.listdir(str(d / "stats")):
+            m = re.match(r"^proxyshim-(\d+)\.prom$", name)
+            assert m, "an unexpected file: " + name
+            text = read(str(d / "stats" / name))
+            no_address(text)
+            files[int(m.group(1))] = summary(text, int(m.group(1)))
+        conns, hb = {}, 0
+        for c, b, parked in files.values():
+            assert parked == 0
+            hb += b
+            for k, v in c.items():
+                conns[k] = conns.get(k, 0) + v
+        return files, conns, hb
+
+    want = ({("rewritten", "none", "2"): n_v2, ("rewritten", "none", "1"): n_v1,
+             ("untrusted", "none", "none"): n_untrusted}, total_bytes)
+    deadline = time.monotonic() + 3
+    while True:
+        files, conns, hb = totals()
+        if (conns, hb) == want or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert (conns, hb) == want, files
+    # One file per worker, named and labelled with its pid; none for the master, which never
+    # accepts.
+    assert set(files) == workers, (set(files), workers, p.pid)
+    assert all(sum(c.values()) > 0 for c, _, _ in files.values())
+
+    p.stop()  # SIGTERM: the master stops the workers, which exit() and write once more
+    files, conns, hb = totals()
+    assert (conns, hb) == want and set(files) == workers, files
+    assert sorted(os.listdir(str(d / "stats"))) == sorted("proxyshim-%d.prom" % w for w in workers)
