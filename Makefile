@@ -21,6 +21,10 @@ UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 PROGS := $(BUILD)/libproxyshim.so $(BUILD)/proxyshim-send $(BUILD)/testserver
 PROGS += $(BUILD)/proxyshim
+# Small programs the e2e tests run (tests/e2e/progs/*.c); speakfirst also _FORTIFY_SOURCE-built.
+E2E_PROGS := $(patsubst tests/e2e/progs/%.c,$(BUILD)/progs/%,$(wildcard tests/e2e/progs/*.c))
+E2E_PROGS += $(BUILD)/progs/speakfirst-fortify
+PROGS += $(E2E_PROGS)
 
 .PHONY: all test unit e2e check fuzz bench demo clean deps
 all: $(PROGS) $(UNIT_BIN)
@@ -45,6 +49,14 @@ $(BUILD)/testserver: tests/e2e/testserver.c
 # The wrapper: proxyshim [options] -- COMMAND (dlopen()s the library for --check).
 $(BUILD)/proxyshim: shim/cli/proxyshim.c $(HDRS)
 	$(CC) $(CFLAGS) -o $@ $< $(LDHARD) -ldl
+
+$(BUILD)/progs/%: tests/e2e/progs/%.c tests/e2e/progs/common.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $< -ldl
+
+$(BUILD)/progs/speakfirst-fortify: tests/e2e/progs/speakfirst.c tests/e2e/progs/common.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -O2 -U_FORTIFY_SOURCE -D_FORTIFY_SOURCE=2 -o $@ $<
 
 # The test server built against musl (Debian musl-tools), to load the glibc-built library into
 # a musl program. musl has no close_range(): tests/e2e/musl-compat.h supplies it.
