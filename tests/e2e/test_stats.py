@@ -6,13 +6,14 @@ and never a client address. A strict parser in this file checks every line."""
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
 
 import pytest
 
-from util import LIB, Proc, connect, exchange, free_port, recv_all, shim_env, v1_header, v2_header
+from util import Proc, free_port, recv_all, shim_env, v1_header, v2_header
 
 TRUSTED = "127.0.0.2"
 UNTRUSTED = "127.0.0.3"
@@ -145,6 +146,40 @@ class Poller(threading.Thread):
     def stop(self):
         self.halt.set()
         self.join(5)
+
+
+# ---- clients ----
+
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+
+def connect(port, host="127.0.0.1", source=None, timeout=5.0):
+    """util.connect, but a source address takes its port at connect() time (by the whole
+    4-tuple): tests that run beside this one leave thousands of TIME_WAIT sockets on 127.0.0.2,
+    and bind(127.0.0.2, 0) alone then fails with EADDRINUSE."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    if source is not None:
+        s.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+        s.bind((source, 0))
+    s.connect((host, port))
+    return s
+
+
+def exchange(port, data, source=None, timeout=5.0):
+    """Sends data, half-closes, returns what came back until EOF (a reset is EOF), and the
+    client's own (ip, port)."""
+    s = connect(port, source=source, timeout=timeout)
+    try:
+        me = s.getsockname()[:2]
+        try:
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # dropped by the shim: recv_all sees it
+        return recv_all(s), me
+    finally:
+        s.close()
 
 
 # ---- servers ----
