@@ -106,6 +106,7 @@ deps:
 	@tests/deps.sh
 
 unit: $(UNIT_BIN)
+	@test -n "$(UNIT_BIN)" || { echo "no unit test found: failing" >&2; exit 1; }
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
 
 e2e: $(PROGS)
@@ -132,6 +133,43 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(PROTO_SRC) $(HDRS)
 fuzz: $(FUZZ_BIN)
 	@tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_BIN)
 
+# ---- hardening: tests/e2e/test_hardening.py (in make test) and make stress (tests/stress/) ----
+# The library under ASan+UBSan and under TSan (gcc's runtimes), each in a tree of its own. A
+# sanitized library is loaded after its runtime:
+#   LD_PRELOAD="$$(gcc -print-file-name=libasan.so) build/asan/libproxyshim.so" (libtsan.so alike)
+SAN_CC  ?= gcc
+SAN_LIB  = $(SAN_CC) -std=gnu11 $(WARN) -Iinclude -fPIC -D_GNU_SOURCE -fvisibility=hidden -shared \
+	   -o $@ $(PRELOAD_SRC) $(PROTO_SRC) -Wl,--version-script=shim/preload/libproxyshim.map \
+	   -Wl,-Bsymbolic-functions $(LDHARD) -ldl -lpthread
+$(BUILD)/asan/libproxyshim.so: $(PRELOAD_SRC) $(PROTO_SRC) $(HDRS) shim/preload/libproxyshim.map
+	@mkdir -p $(@D)
+	$(SAN_LIB) -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+
+$(BUILD)/tsan/libproxyshim.so: $(PRELOAD_SRC) $(PROTO_SRC) $(HDRS) shim/preload/libproxyshim.map
+	@mkdir -p $(@D)
+	$(SAN_LIB) -O1 -g -fno-omit-frame-pointer -fsanitize=thread
+
+# The protocol code as a plain shared object: the end-to-end fuzz's oracle (ctypes).
+$(BUILD)/stress/libpp.so: $(PROTO_SRC) $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -shared -o $@ $(PROTO_SRC)
+
+$(BUILD)/stress/faultserver: tests/stress/faultserver.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $< -lpthread
+
+$(BUILD)/stress/libinject.so: tests/stress/inject.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -shared -o $@ $< -ldl
+
+HARDEN := $(BUILD)/asan/libproxyshim.so $(BUILD)/stress/libpp.so $(BUILD)/stress/faultserver \
+	  $(BUILD)/stress/libinject.so
+e2e: $(HARDEN)
+
+.PHONY: stress
+stress: deps all $(HARDEN) $(BUILD)/tsan/libproxyshim.so
+	@tests/stress/run.sh
+
 bench: all
 	@tests/bench/run.sh
 
@@ -146,3 +184,17 @@ clean:
 $(BUILD)/bench/%: tests/bench/parse_bench.c $(PROTO_SRC) $(HDRS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -fvisibility=hidden $(if $(findstring _table,$*),-DPP_CRC32C_FORCE_TABLE) -o $@ $< $(PROTO_SRC)
+
+# Performance bench (tests/bench/perf.py): the load generator, the bulk receiver, the
+# start-up timer, the EAGAIN leak check and the shim's per-connection state size.
+$(BUILD)/bench/loadgen: tests/bench/loadgen.c $(BUILD)/libproto.a $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libproto.a
+
+$(BUILD)/bench/bulksink $(BUILD)/bench/spawn $(BUILD)/bench/eagain: $(BUILD)/bench/%: tests/bench/%.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $<
+
+$(BUILD)/bench/shimsize: tests/bench/shimsize.c $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Ishim -o $@ $<
