@@ -283,3 +283,67 @@ def haproxy_sender(tmpdir, server_host, server_port, server_opts, source, fe_bin
     except Exception:
         raise RuntimeError("HAProxy did not start:\n" + h.stop())
     return h, fport
+
+
+# ---- clients from a chosen source address, robust to a busy loopback ----
+IP_BIND_ADDRESS_NO_PORT = 24  # linux/in.h
+
+
+def connect_from(port, source, host="127.0.0.1", timeout=5.0, source_port=None, reuse=False):
+    """A TCP connection to host:port from source. Without source_port the kernel picks the
+    port at connect() time (IP_BIND_ADDRESS_NO_PORT), so thousands of TIME_WAIT sockets left on
+    source by earlier tests cannot make bind() fail. reuse: SO_REUSEADDR and SO_REUSEPORT, so
+    another socket may later bind the very same source ip:port (source_port must be given)."""
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        if reuse:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if source_port is None:
+            if fam == socket.AF_INET:
+                s.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            s.bind((source, 0))
+        else:
+            s.bind((source, source_port))
+        s.connect((host, port))
+    except Exception:
+        s.close()
+        raise
+    return s
+
+
+def wait_json(proc, pred=lambda d: True, timeout=5.0):
+    """The JSON objects proc printed (lines starting with '{'), once one satisfies pred."""
+    deadline = time.monotonic() + timeout
+    while True:
+        exited = proc.poll() is not None  # read the output after this: it is then final
+        got = []
+        for line in proc.output().splitlines():
+            if line.startswith("{"):
+                try:
+                    got.append(json.loads(line))
+                except ValueError:
+                    pass  # a line still being written
+        if any(pred(d) for d in got):
+            return got
+        if exited or time.monotonic() > deadline:
+            raise TimeoutError("no matching JSON line (exited: %s):\n%s" % (exited, proc.output()))
+        time.sleep(0.01)
+
+
+def start_listening(argv, env=None, log_name="prog", timeout=5.0):
+    """Starts a program that prints "listening PORT" once ready (the tests/e2e/progs servers);
+    returns (Proc, port)."""
+    p = Proc([str(a) for a in argv], env=env, log_name=log_name)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in p.output().splitlines():
+            if line.startswith("listening "):
+                return p, int(line.split()[1])
+        if p.poll() is not None:
+            raise RuntimeError("%s exited %s:\n%s" % (argv[0], p.returncode, p.output()))
+        time.sleep(0.01)
+    p.stop()
+    raise TimeoutError("%s did not start:\n%s" % (argv[0], p.output()))
