@@ -1,0 +1,10 @@
+/* shimsize: the shim's per-connection state, from the library's own definition (shim.h). */
+#include <stdio.h>
+
+#include "preload/shim.h"
+
+int main(void)
+{
+	printf("shim_fd bytes=%zu\n", sizeof(struct shim_fd));
+	return 0;
+}
