@@ -186,6 +186,24 @@ static bool same(const struct envsnap *s)
 	return !env_has_handoff(environ);
 }
 
+/* execle() with argv as a list: envp must follow the first NULL, so one call per length. */
+static int execle_argv(const char *path, char *const a[], char *const envp[])
+{
+	size_t n = 0;
+	while (a[n])
+		n++;
+	switch (n) {
+	case 1: return execle(path, a[0], (char *)NULL, envp);
+	case 2: return execle(path, a[0], a[1], (char *)NULL, envp);
+	case 3: return execle(path, a[0], a[1], a[2], (char *)NULL, envp);
+	case 4: return execle(path, a[0], a[1], a[2], a[3], (char *)NULL, envp);
+	case 5: return execle(path, a[0], a[1], a[2], a[3], a[4], (char *)NULL, envp);
+	case 6: return execle(path, a[0], a[1], a[2], a[3], a[4], a[5], (char *)NULL, envp);
+	case 7: return execle(path, a[0], a[1], a[2], a[3], a[4], a[5], a[6], (char *)NULL, envp);
+	default: errno = E2BIG; return -1;
+	}
+}
+
 int main(int argc, char **argv)
 {
 	char def[] = "127.0.0.1:0";
@@ -298,7 +316,7 @@ int main(int argc, char **argv)
 	else if (!strcmp(how, "execvpe")) r = execvpe(bad, cargv, envp);
 	else if (!strcmp(how, "execl")) r = execl(bad, cargv[0], cargv[1], cargv[2], cargv[3], (char *)NULL);
 	else if (!strcmp(how, "execlp")) r = execlp(bad, cargv[0], cargv[1], cargv[2], cargv[3], (char *)NULL);
-	else if (!strcmp(how, "execle")) r = execle(bad, cargv[0], cargv[1], cargv[2], cargv[3], (char *)NULL, envp);
+	else if (!strcmp(how, "execle")) r = execle_argv(bad, cargv, envp);
 	else if (!strcmp(how, "fexecve")) r = fexecve(-1, cargv, envp);
 	else if (!strcmp(how, "posix_spawn")) r = (e = posix_spawn(&pid, bad, NULL, NULL, cargv, envp)) ? -1 : 0;
 	else if (!strcmp(how, "posix_spawnp")) r = (e = posix_spawnp(&pid, bad, NULL, NULL, cargv, envp)) ? -1 : 0;
@@ -316,7 +334,7 @@ int main(int argc, char **argv)
 	else if (!strcmp(how, "execvpe")) execvpe(target, cargv, envp);
 	else if (!strcmp(how, "execl")) execl(target, cargv[0], cargv[1], cargv[2], cargv[3], cargv[4], cargv[5], cargv[6], (char *)NULL);
 	else if (!strcmp(how, "execlp")) execlp(target, cargv[0], cargv[1], cargv[2], cargv[3], cargv[4], cargv[5], cargv[6], (char *)NULL);
-	else if (!strcmp(how, "execle")) execle(target, cargv[0], cargv[1], cargv[2], cargv[3], cargv[4], cargv[5], cargv[6], (char *)NULL, envp);
+	else if (!strcmp(how, "execle")) execle_argv(target, cargv, envp);
 	else if (!strcmp(how, "fexecve")) {
 		int xfd = open(g_self, O_RDONLY | O_CLOEXEC);
 		fexecve(xfd, cargv, envp);
