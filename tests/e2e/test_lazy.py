@@ -342,3 +342,31 @@ def test_getsockname_header_setting_untrusted_peer_real(sf):
     line = one_conn(p)
     assert addr(line["local"]) == ("127.0.0.1", port)
     assert line["peer"]["addr"] == UNTRUSTED
+
+
+def sockaddr_bytes(ip, port):
+    """The bytes of a sockaddr_in / sockaddr_in6 as the kernel writes them (x86-64 layout)."""
+    import ipaddress
+    import struct
+    a = ipaddress.ip_address(ip)
+    if a.version == 4:
+        return struct.pack("=H", socket.AF_INET) + struct.pack("!H", port) + a.packed + bytes(8)
+    return struct.pack("=H", socket.AF_INET6) + struct.pack("!HI", port, 0) + a.packed + bytes(4)
+
+
+@pytest.mark.parametrize("consume", ["accept", "lazy"])
+@pytest.mark.parametrize("cap", [8, 16, 64])
+@pytest.mark.parametrize("dst", [DST, ("2001:db8::20", 8443)], ids=["dst4", "dst6"])
+def test_getsockname_header_addrlen_contract(sf, consume, cap, dst):
+    # libc's contract: at most *addrlen bytes written (the rest of the buffer untouched),
+    # *addrlen set to the full size. The buffer is 64 bytes of 0xAA; the call is told cap.
+    src = SRC if ":" not in dst[0] else ("2001:db8::9", 4711)
+    p, port = sf("--name-len", cap, CONSUME=consume, LOCAL_ADDR="header")
+    session(port, v2_header(src, dst) + PAYLOAD, wait_banner=consume == "lazy")
+    line = one_conn(p)
+    check(line, src=src)
+    for which, (ip, pt) in (("peer", src), ("local", dst)):
+        full = sockaddr_bytes(ip, pt)
+        want = (full[:cap] + b"\xaa" * 64)[:40]
+        assert line[which + "_len"] == len(full), (which, line)
+        assert bytes.fromhex(line[which + "_raw"]) == want, (which, line[which + "_raw"], want.hex())

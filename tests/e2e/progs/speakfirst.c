@@ -13,6 +13,9 @@
  *   --banner TEXT        default "220 speakfirst ready\r\n"; --no-banner writes none
  *   --peer-early         getpeername() right after accept(), before the banner
  *   --max-conns N        exit after N connections (default: serve forever)
+ *   --name-len N         also call getsockname()/getpeername() with *addrlen = N into a 64-byte
+ *                        buffer prefilled with 0xAA: "local_raw"/"peer_raw" (its first 40 bytes
+ *                        in hex) and "local_len"/"peer_len" (what the call reported)
  *
  * Output per connection, after the client's EOF or a read error:
  *   {"n":1,"banner":"ok","peer":{..},"local":{..},"bytes":N,"hex":"..","calls":C,
@@ -39,6 +42,19 @@ static enum fn g_fn = F_READ;
 static int g_flags;
 static bool g_peek_mode;
 static size_t g_chunk = sizeof(g_buf);
+static int g_name_len = -1;
+
+static void out_raw_name(struct out *o, int fd, int peer)
+{
+	unsigned char buf[64];
+	socklen_t len = (socklen_t)g_name_len;
+	memset(buf, 0xAA, sizeof(buf));
+	int r = peer ? getpeername(fd, (struct sockaddr *)buf, &len)
+		     : getsockname(fd, (struct sockaddr *)buf, &len);
+	out_f(o, ",\"%s_len\":%d,\"%s_raw\":", peer ? "peer" : "local", r < 0 ? -1 : (int)len,
+	      peer ? "peer" : "local");
+	out_hex(o, buf, 40);
+}
 
 static ssize_t do_read(int fd, size_t n, int flags)
 {
@@ -177,6 +193,10 @@ static void serve(int fd, unsigned n, const char *banner, bool nonblock, bool pe
 	out_name(&o, fd, 1);
 	out_f(&o, ",\"local\":");
 	out_name(&o, fd, 0);
+	if (g_name_len >= 0) {
+		out_raw_name(&o, fd, 1);
+		out_raw_name(&o, fd, 0);
+	}
 	out_f(&o, ",\"bytes\":%zu,\"hex\":", total);
 	out_hex(&o, all, total);
 	out_f(&o, ",\"calls\":%u,\"sizes\":[", calls);
@@ -249,6 +269,10 @@ int main(int argc, char **argv)
 			banner = NULL;
 		} else if (!strcmp(a, "--peer-early")) {
 			peer_early = true;
+		} else if (!strcmp(a, "--name-len") && v) {
+			g_name_len = (int)strtol(argv[++i], NULL, 10);
+			if (g_name_len < 0 || g_name_len > 64)
+				return 2;
 		} else if (!strcmp(a, "--max-conns") && v) {
 			max = (unsigned)strtoul(argv[++i], NULL, 10);
 		} else {
