@@ -197,3 +197,39 @@ def test_untrusted_connection_hands_nothing_over(execer):
     s.close()
     assert addr(child["peer0"]) == me
     assert sorted(child["environ"]) == env_list(env)
+
+
+@pytest.mark.parametrize("cloexec", ["cloexec", "keep"])
+@pytest.mark.parametrize("how", ["posix_spawn", "posix_spawnp"])
+def test_posix_spawn_file_action_dup2_onto_fd0(execer, how, cloexec):
+    # The usual way to give a spawned child a connection as its stdin: the parent keeps it on
+    # its own fd (close-on-exec, as accept4(SOCK_CLOEXEC) or Rust/Python make it, or not) and
+    # a file action posix_spawn_file_actions_adddup2(fd, 0) makes it the child's fd 0. That fd 0
+    # survives the exec and is the very socket the parent's entry is for.
+    env = base_env()
+    p, port = execer("--how", how, "--spawn-dup2", cloexec, env=env)
+    s = connect_from(port, TRUSTED)
+    s.sendall(v2_header(SRC, DST))
+    lines = wait_json(p, lambda d: d.get("role") == "parent_after")
+    s.close()
+    child = role(lines, "child")
+    assert addr(child["peer0"]) == SRC, child
+    assert addr(child["peer_dup"]) == SRC, child
+    assert sorted(child["environ"]) == env_list(env)
+
+
+def test_system_runs_the_child_through_sh(execer):
+    # system() runs /bin/sh -c "execer --child", and the shell (under the shim too) execs it.
+    env = base_env()
+    p, port = execer("--how", "system", env=env)
+    s = connect_from(port, TRUSTED)
+    s.sendall(v2_header(SRC, DST))
+    lines = wait_json(p, lambda d: d.get("role") == "parent_after")
+    s.close()
+    parent = role(lines, "parent")
+    assert parent["failed_call"]["ret"] == 127 << 8 and parent["failed_call"]["environ_unchanged"]
+    assert role(lines, "parent_after")["status"] == 0
+    child = role(lines, "child")
+    assert addr(child["peer0"]) == SRC, child
+    assert addr(child["peer_dup"]) == SRC, child
+    assert child["handoff_env"] is False

@@ -2,13 +2,16 @@
  * one exec function (as sshd and inetd-style servers do); the child reports what it sees.
  *
  * Parent: execer --how HOW [--listen HOST:PORT] [--replace dup2|raw] [--middle] [--child-read]
- *   HOW: execv execvp execve execvpe execl execlp execle fexecve posix_spawn posix_spawnp.
+ *   HOW: execv execvp execve execvpe execl execlp execle fexecve posix_spawn posix_spawnp,
+ *   or system (system() runs "execer --child ..." through /bin/sh, found through PATH).
  *   Prints "listening PORT", accepts, dup2()s the connection to 0 and closes the original.
  *   Before the real exec it makes the same call fail (a path that does not exist) and reports
  *   whether the caller's environ changed; after posix_spawn*, it waits and reports again.
  *   --replace dup2: a socketpair end is put over fd 0 with dup2() before the exec.
  *   --replace raw:  the same with the raw dup3 system call, behind the shim's back.
  *   --middle: the exec runs an intermediate image without LD_PRELOAD (see --as-middle).
+ *   --spawn-dup2 cloexec|keep: posix_spawn*: the connection stays on its own fd (close-on-exec
+ *   or not) and a file action, posix_spawn_file_actions_adddup2(fd, 0), makes it the child's 0.
  *   The p-variants find "execer" through PATH: the tests put build/progs on it.
  * Middle: execer --as-middle --preload LIB [--replace samepeer] [child options]
  *   Reports whether PROXYSHIM_HANDOFF reached it, optionally puts over fd 0 another TCP
@@ -208,7 +211,7 @@ int main(int argc, char **argv)
 {
 	char def[] = "127.0.0.1:0";
 	char *listen_at = def;
-	const char *how = NULL, *replace = NULL, *preload = NULL;
+	const char *how = NULL, *replace = NULL, *preload = NULL, *spawn_dup2 = NULL;
 	bool as_child = false, as_middle = false, via_middle = false, child_read = false;
 
 	g_self = argv[0];
@@ -219,6 +222,7 @@ int main(int argc, char **argv)
 		else if (!strcmp(a, "--how") && has) how = argv[++i];
 		else if (!strcmp(a, "--replace") && has) replace = argv[++i];
 		else if (!strcmp(a, "--preload") && has) preload = argv[++i];
+		else if (!strcmp(a, "--spawn-dup2") && has) spawn_dup2 = argv[++i];
 		else if (!strcmp(a, "--middle")) via_middle = true;
 		else if (!strcmp(a, "--as-middle")) as_middle = true;
 		else if (!strcmp(a, "--child")) as_child = true;
@@ -273,7 +277,12 @@ int main(int argc, char **argv)
 	struct out o = {0};
 	out_f(&o, "{\"role\":\"parent\",\"how\":\"%s\",\"accept\":", how);
 	out_sa(&o, (struct sockaddr *)&ss, sl);
-	if (c != 0) {
+	if (spawn_dup2) {
+		if (!strcmp(spawn_dup2, "cloexec"))
+			fcntl(c, F_SETFD, FD_CLOEXEC);
+		else
+			fcntl(c, F_SETFD, 0);
+	} else if (c != 0) {
 		dup2(c, 0);
 		close(c);
 	}
@@ -300,7 +309,7 @@ int main(int argc, char **argv)
 		envp = envbuf;
 	}
 	bool p_variant = !strcmp(how, "execvp") || !strcmp(how, "execvpe") ||
-			 !strcmp(how, "execlp") || !strcmp(how, "posix_spawnp");
+			 !strcmp(how, "execlp") || !strcmp(how, "posix_spawnp") || !strcmp(how, "system");
 	const char *target = p_variant ? "execer" : g_self;
 	const char *bad = p_variant ? "execer-does-not-exist" : "/nonexistent/execer";
 	cargv[0] = (char *)target;
@@ -320,7 +329,10 @@ int main(int argc, char **argv)
 	else if (!strcmp(how, "fexecve")) r = fexecve(-1, cargv, envp);
 	else if (!strcmp(how, "posix_spawn")) r = (e = posix_spawn(&pid, bad, NULL, NULL, cargv, envp)) ? -1 : 0;
 	else if (!strcmp(how, "posix_spawnp")) r = (e = posix_spawnp(&pid, bad, NULL, NULL, cargv, envp)) ? -1 : 0;
-	else return 2;
+	else if (!strcmp(how, "system")) {
+		errno = 0;
+		r = system(bad);
+	} else return 2;
 	if (!e)
 		e = errno;
 	out_f(&o, ",\"failed_call\":{\"ret\":%d,\"errno\":\"%s\",\"environ_unchanged\":%s}", r,
@@ -338,12 +350,31 @@ int main(int argc, char **argv)
 	else if (!strcmp(how, "fexecve")) {
 		int xfd = open(g_self, O_RDONLY | O_CLOEXEC);
 		fexecve(xfd, cargv, envp);
+	} else if (!strcmp(how, "system")) {
+		char cmd[512] = "";
+		for (int i = 0; cargv[i]; i++) {
+			strncat(cmd, cargv[i], sizeof(cmd) - strlen(cmd) - 2);
+			strcat(cmd, " ");
+		}
+		snap(&s);
+		int st = system(cmd);
+		out_f(&o, "{\"role\":\"parent_after\",\"spawn\":\"0\",\"status\":%d,\"environ_unchanged\":%s,"
+			  "\"handoff_env\":%s}", st, same(&s) ? "true" : "false",
+		      env_has_handoff(environ) ? "true" : "false");
+		out_line(&o);
+		return 0;
 	} else {
 		int (*sp)(pid_t *, const char *, const posix_spawn_file_actions_t *,
 			  const posix_spawnattr_t *, char *const[], char *const[]) =
 			!strcmp(how, "posix_spawn") ? posix_spawn : posix_spawnp;
+		posix_spawn_file_actions_t fa, *fap = NULL;
+		if (spawn_dup2) {
+			posix_spawn_file_actions_init(&fa);
+			posix_spawn_file_actions_adddup2(&fa, c, 0);
+			fap = &fa;
+		}
 		snap(&s);
-		e = sp(&pid, target, NULL, NULL, cargv, envp);
+		e = sp(&pid, target, fap, NULL, cargv, envp);
 		int st = -1;
 		if (!e)
 			waitpid(pid, &st, 0);
