@@ -1,7 +1,7 @@
 #!/bin/sh
 # Runs each libFuzzer binary for its share of SECONDS (SECONDS divided by the number of
-# fuzzers, one after the other), over a scratch copy of tests/fuzz/corpus/<name>/ under
-# build/fuzz-run/. Prints executions per fuzzer; exits non-zero if any fuzzer found something.
+# fuzzers, one after the other), over a scratch copy of tests/fuzz/corpus/<name>/ in a
+# directory of this run's own under build/fuzz-run/ (runs at the same time must not share one). Prints executions per fuzzer; exits non-zero if any fuzzer found something.
 # Usage: tests/fuzz/run.sh SECONDS BIN...
 set -u
 if [ $# -lt 2 ]; then
@@ -15,7 +15,8 @@ share=$((total / $#))
 [ "$share" -ge 1 ] || share=1
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-scratch="$root/build/fuzz-run"
+mkdir -p "$root/build/fuzz-run"
+scratch=$(mktemp -d "$root/build/fuzz-run/run-XXXXXX")
 status=0
 summary=""
 for bin in "$@"; do
@@ -27,7 +28,6 @@ done
 for bin in "$@"; do
 	name=$(basename "$bin")
 	work="$scratch/$name"
-	rm -rf "$work"
 	mkdir -p "$work/corpus" "$work/artifacts"
 	if [ -d "$here/corpus/$name" ]; then
 		cp "$here/corpus/$name"/* "$work/corpus/" 2>/dev/null || true
