@@ -181,7 +181,7 @@ clean:
 
 # Parse bench (tests/bench/parse_instructions.sh): the protocol code compiled as in the shared
 # library; parse_bench_table forces the portable CRC32C table path.
-$(BUILD)/bench/%: tests/bench/parse_bench.c $(PROTO_SRC) $(HDRS)
+$(BUILD)/bench/parse_bench $(BUILD)/bench/parse_bench_table: $(BUILD)/bench/%: tests/bench/parse_bench.c $(PROTO_SRC) $(HDRS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -fvisibility=hidden $(if $(findstring _table,$*),-DPP_CRC32C_FORCE_TABLE) -o $@ $< $(PROTO_SRC)
 
