@@ -233,3 +233,32 @@ def test_system_runs_the_child_through_sh(execer):
     assert addr(child["peer0"]) == SRC, child
     assert addr(child["peer_dup"]) == SRC, child
     assert child["handoff_env"] is False
+
+
+@pytest.mark.time_limit(60)
+def test_exec_with_many_handed_off_connections_still_runs(execer):
+    # A process holding 1500 rewritten, inheritable connections runs a helper. The handoff
+    # must never make the exec itself fail: Linux refuses any single environment string over
+    # MAX_ARG_STRLEN (32 pages, 131072 bytes) with E2BIG, and 1500 entries of ~110 bytes each
+    # would be one such string.
+    n = 1500
+    env = base_env()
+    p, port = execer("--how", "execv", "--hold", n, env=env)
+    held = []
+    try:
+        for i in range(n):
+            s = connect_from(port, TRUSTED)
+            s.sendall(v2_header(("10.%d.%d.%d" % (i >> 16, (i >> 8) & 255, i & 255), 1000 + i), DST))
+            held.append(s)
+        p.wait_output("held %d" % n, timeout=30)
+        s = connect_from(port, TRUSTED)
+        s.sendall(v2_header(SRC, DST))
+        held.append(s)
+        lines = wait_json(p, lambda d: d.get("role") == "child" or "exec_failed" in d, timeout=20)
+    finally:
+        for s in held:
+            s.close()
+    assert not [l for l in lines if "exec_failed" in l], lines
+    child = role(lines, "child")
+    assert addr(child["peer0"]) == SRC
+    assert child["handoff_env"] is False

@@ -180,7 +180,7 @@ static inline int listen_on(const char *host, unsigned port)
 	if (fd < 0)
 		return -1;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, 16) < 0)
+	if (bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, 1024) < 0)
 		return -1;
 	sl = sizeof(ss);
 	getsockname(fd, (struct sockaddr *)&ss, &sl);

@@ -10,6 +10,8 @@
  *   --replace dup2: a socketpair end is put over fd 0 with dup2() before the exec.
  *   --replace raw:  the same with the raw dup3 system call, behind the shim's back.
  *   --middle: the exec runs an intermediate image without LD_PRELOAD (see --as-middle).
+ *   --hold N: first accept N connections and keep them open (inheritable) through the exec,
+ *   as a server holding many clients does when it runs a helper; then the one for fd 0.
  *   --spawn-dup2 cloexec|keep: posix_spawn*: the connection stays on its own fd (close-on-exec
  *   or not) and a file action, posix_spawn_file_actions_adddup2(fd, 0), makes it the child's 0.
  *   The p-variants find "execer" through PATH: the tests put build/progs on it.
@@ -213,6 +215,7 @@ int main(int argc, char **argv)
 	char *listen_at = def;
 	const char *how = NULL, *replace = NULL, *preload = NULL, *spawn_dup2 = NULL;
 	bool as_child = false, as_middle = false, via_middle = false, child_read = false;
+	unsigned hold = 0;
 
 	g_self = argv[0];
 	for (int i = 1; i < argc; i++) {
@@ -223,6 +226,7 @@ int main(int argc, char **argv)
 		else if (!strcmp(a, "--replace") && has) replace = argv[++i];
 		else if (!strcmp(a, "--preload") && has) preload = argv[++i];
 		else if (!strcmp(a, "--spawn-dup2") && has) spawn_dup2 = argv[++i];
+		else if (!strcmp(a, "--hold") && has) hold = (unsigned)strtoul(argv[++i], NULL, 10);
 		else if (!strcmp(a, "--middle")) via_middle = true;
 		else if (!strcmp(a, "--as-middle")) as_middle = true;
 		else if (!strcmp(a, "--child")) as_child = true;
@@ -270,6 +274,16 @@ int main(int argc, char **argv)
 		return 1;
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
+	for (unsigned i = 0; i < hold; i++) {
+		if (accept(lfd, NULL, NULL) < 0)
+			return 1;
+	}
+	if (hold) {
+		struct out h = {0};
+		out_f(&h, "held %u", hold);
+		out_line(&h);
+		free(h.buf);
+	}
 	int c = accept(lfd, (struct sockaddr *)&ss, &sl);
 	if (c < 0)
 		return 1;
