@@ -262,3 +262,20 @@ def test_exec_with_many_handed_off_connections_still_runs(execer):
     child = role(lines, "child")
     assert addr(child["peer0"]) == SRC
     assert child["handoff_env"] is False
+
+
+@pytest.mark.parametrize("consume", ["accept", "lazy"])
+def test_handoff_ipv6_listener(execer, consume):
+    src, dst = ("2001:db8::9", 4711), ("2001:db8::20", 443)
+    env = base_env(CONSUME=consume, LOCAL_ADDR="header", TIMEOUT_MS=5000)
+    env["PROXYSHIM_TRUSTED"] = "::1"
+    p, port = execer("--how", "execvp", "--listen", "[::1]:0", env=env)
+    s = connect_from(port, "::1", host="::1")
+    if consume == "lazy":
+        time.sleep(0.2)  # pending in the parent, taken by the child's getpeername()
+    s.sendall(v2_header(src, dst))
+    child = role(wait_json(p, lambda d: d.get("role") == "child"), "child")
+    s.close()
+    assert child["peer0"] == {"family": "AF_INET6", "addr": src[0], "port": src[1]}, child
+    assert child["peer_dup"] == child["peer0"]
+    assert child["local0"] == {"family": "AF_INET6", "addr": dst[0], "port": dst[1]}, child

@@ -422,3 +422,31 @@ def test_lazy_stdio_and_splice_readers(ts, how):
     (line,) = wait_conns(p, 1)
     assert got == PAYLOAD
     assert (line["peer"].get("addr"), line["peer"].get("port")) == SRC, line
+
+
+def test_getpeername_before_the_banner_with_a_banner_first_client(sf):
+    """Documented limit (the general form of the sshd case in test_sshd.py): a server that asks
+    getpeername() before it writes its banner, with a client that sends the header only after
+    the banner, deadlocks until PROXYSHIM_TIMEOUT_MS: then getpeername() fails with ENOTCONN,
+    the connection is shut down, the banner cannot go out, and the client sees EOF, no byte."""
+    p, port = sf("--peer-early", CONSUME="lazy", TIMEOUT_MS=300)
+    s = connect_from(port, TRUSTED, timeout=10)
+    t0 = time.monotonic()
+    got, how = read_to_eof(s)
+    waited = time.monotonic() - t0
+    s.close()
+    assert (got, how) == (b"", "eof")
+    assert 0.3 <= waited < 3, waited
+    line = one_conn(p)
+    assert line["peer_early"] == {"errno": "ENOTCONN"}, line
+    assert line["banner"] == "EPIPE", line
+    assert line["error"] == "ECONNRESET" and line["bytes"] == 0, line
+
+
+@pytest.mark.parametrize("blocking", [True, False], ids=["blocking", "nonblocking"])
+@pytest.mark.parametrize("fn", ["read", "recv", "readv"])
+def test_v1_header_byte_by_byte(sf, fn, blocking):
+    hdr = v1_header(SRC, DST)
+    p, port = sf("--read-with", fn, *([] if blocking else ["--nonblock"]), CONSUME="lazy")
+    session(port, hdr + PAYLOAD, pieces=[1] * (len(hdr) + 5), delay=0.001)
+    check(one_conn(p))
