@@ -239,7 +239,19 @@ static void slot_open(struct slot *s)
 			close(s->fd);
 			continue;
 		}
-		struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = s};
+		/* On loopback the handshake is usually over by now: send at once, and wait for
+		 * writability only when it is not. */
+		ssize_t w = send(s->fd, opt.msg, opt.msg_len, MSG_NOSIGNAL);
+		if (w == (ssize_t)opt.msg_len) {
+			if (opt.half_close)
+				shutdown(s->fd, SHUT_WR);
+			s->sending = 0;
+		} else if (w >= 0 || (errno != EAGAIN && errno != ENOTCONN)) {
+			errors++;
+			close(s->fd);
+			continue;
+		}
+		struct epoll_event ev = {.events = s->sending ? EPOLLOUT : EPOLLIN, .data.ptr = s};
 		if (epoll_ctl(ep, EPOLL_CTL_ADD, s->fd, &ev) < 0)
 			die("epoll_ctl");
 		return;

@@ -8,4 +8,14 @@ status=0
 echo "== parse: instructions per successful pp_parse()"
 "$here/parse_instructions.sh" || status=1
 
+# ---- performance: scenarios A to K of issue 6, side by side with no shim and with HAProxy ----
+# QUICK=1 (make bench QUICK=1): fewer, shorter rounds.
+echo
+echo "== performance: connections, bulk, start-up, memory, system calls, CPU (QUICK=${QUICK:-0})"
+root=$(cd "$here/../.." && pwd)
+B=${BUILD:-build}
+(cd "$root" && ${MAKE:-make} --no-print-directory -s "$B/bench/loadgen" "$B/bench/bulksink" \
+	"$B/bench/spawn" "$B/bench/eagain" "$B/bench/shimsize") || exit 1
+${PYTHON:-/usr/bin/python3} "$here/perf.py" || status=1
+
 exit $status

@@ -1,0 +1,553 @@
+#!/usr/bin/python3
+"""make bench, performance section: proxyshim side by side with no shim and with HAProxy
+terminating the protocol (issue 6, scenarios A to K). Every server is started here, pinned to
+one core, with the load generator on the other; the connection scenarios run interleaved in
+rounds and the medians are compared. Prints the machine, the raw figures and one table of
+checks (figure, target, PASS/MISS); exits 1 when a target is missed.
+
+Environment: QUICK=1 (fewer and shorter rounds, under 90 s), BUILD (default build),
+BENCH_ROUNDS, BENCH_SECS, BENCH_CONNS to override the round count, seconds per run and
+concurrent connections."""
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+from util import child_pids, free_port, wait_port  # noqa: E402
+
+BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
+LIB = os.path.join(BUILD, "libproxyshim.so")
+TESTSERVER = os.path.join(BUILD, "testserver")
+TOOLS = {n: os.path.join(BUILD, "bench", n) for n in ("loadgen", "bulksink", "spawn", "eagain", "shimsize")}
+
+QUICK = os.environ.get("QUICK", "") not in ("", "0")
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", 3 if QUICK else 10))
+SECS = float(os.environ.get("BENCH_SECS", 1.0 if QUICK else 1.5))
+CONNS = int(os.environ.get("BENCH_CONNS", 16))
+BULK_BYTES = (512 << 20) if QUICK else (2 << 30)
+BULK_ROUNDS = 2 if QUICK else 5
+SPAWN_RUNS = 1000
+SPAWN_ROUNDS = 3 if QUICK else 7
+RSS_CONNS = 20000 if QUICK else 100000
+EAGAIN_CALLS = 1000000
+STRACE_M1, STRACE_M2 = (50, 250) if QUICK else (100, 600)
+
+TRUSTED_SRC = "127.0.0.2"    # the proxy's address: PROXYSHIM_TRUSTED
+UNTRUSTED_SRC = "127.0.0.3"  # direct clients the shim must leave alone
+CLIENT = "203.0.113.7"       # the client the headers announce
+
+NCPU = os.cpu_count() or 1
+SERVER_CPU, CLIENT_CPU = ("1", "0") if NCPU >= 2 else (None, None)
+
+
+def pinned(cpu, argv):
+    return (["taskset", "-c", cpu] if cpu is not None and shutil.which("taskset") else []) + argv
+
+
+def plain_env():
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PROXYSHIM_", "LD_PRELOAD"))}
+    return env
+
+
+def shim_env(**kw):
+    env = plain_env()
+    env["LD_PRELOAD"] = LIB
+    env["PROXYSHIM_TRUSTED"] = TRUSTED_SRC
+    env["PROXYSHIM_LOG"] = "error"
+    for k, v in kw.items():
+        env["PROXYSHIM_" + k.upper()] = v
+    return env
+
+
+class Server:
+    """A process started by the bench (its own session), stopped by pid at the end."""
+    all = []
+
+    def __init__(self, argv, env, stdout=subprocess.DEVNULL, cpu=SERVER_CPU):
+        self.log = tempfile.TemporaryFile()
+        self.p = subprocess.Popen(pinned(cpu, argv), env=env, stdin=subprocess.DEVNULL,
+                                  stdout=stdout, stderr=self.log, start_new_session=True)
+        self.pid = self.p.pid
+        Server.all.append(self)
+
+    def stop(self):
+        if self.p.poll() is None:
+            try:
+                os.killpg(self.pid, signal.SIGTERM)
+                self.p.wait(5)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.p.wait()
+
+    def errors(self):
+        self.log.seek(0)
+        return self.log.read().decode("utf-8", "replace")
+
+
+def cpu_ns(pids):
+    """CPU time (user + system) of the processes' threads, in ns (schedstat's run time: the
+    same clock as utime + stime, without the 10 ms tick)."""
+    total = 0
+    for pid in pids:
+        for t in os.listdir("/proc/%d/task" % pid):
+            with open("/proc/%d/task/%s/schedstat" % (pid, t)) as f:
+                total += int(f.read().split()[0])
+    return total
+
+
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return -1
+
+
+def kv(line):
+    return {k: float(v) for k, v in re.findall(r"(\w+)=([0-9.]+)", line)}
+
+
+def loadgen(port, source, header, expect, secs=None, count=None, conns=CONNS, half_close=False):
+    argv = [TOOLS["loadgen"], "--target", "127.0.0.1:%d" % port, "--source", source,
+            "--header", header, "--conns", str(conns), "--client", CLIENT + ":4711"]
+    argv += ["--count", str(count)] if count else ["--time", str(secs)]
+    if expect:
+        argv += ["--expect", expect]
+    if half_close:
+        argv.append("--half-close")
+    r = subprocess.run(pinned(CLIENT_CPU, argv), capture_output=True, text=True, timeout=600)
+    line = [x for x in r.stdout.splitlines() if x.startswith("loadgen ")]
+    if not line:
+        raise RuntimeError("loadgen failed: %s %s" % (r.stdout, r.stderr))
+    out = kv(line[-1])
+    if out.get("errors", 0) > 0:
+        raise RuntimeError("loadgen: %d of %d connections failed or got an unexpected reply "
+                           "(expected %r): %s" % (out["errors"], out["errors"] + out["conns"],
+                                                  expect, r.stderr.strip()))
+    return out
+
+
+# ---- servers ----
+
+def start_testserver(env, extra=()):
+    port = free_port()
+    s = Server([TESTSERVER, "--listen", "127.0.0.1:%d" % port, "--mode", "epoll", "--greet"]
+               + list(extra), env)
+    wait_port(port, proc=s.p)
+    s.port = port
+    s.cpu_pids = [s.pid]
+    return s
+
+
+def start_nginx(tmp, name, env):
+    d = os.path.join(tmp, name)
+    os.makedirs(os.path.join(d, "logs"))
+    port = free_port()
+    conf = os.path.join(d, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write("""user root;
+worker_processes 1;
+pid %(d)s/nginx.pid;
+error_log %(d)s/logs/error.log error;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path %(d)s/body;
+    proxy_temp_path %(d)s/proxy;
+    fastcgi_temp_path %(d)s/fastcgi;
+    uwsgi_temp_path %(d)s/uwsgi;
+    scgi_temp_path %(d)s/scgi;
+    server {
+        listen 127.0.0.1:%(port)d backlog=4096;
+        location / { return 200 "client=$remote_addr;\\n"; }
+    }
+}
+""" % {"d": d, "port": port})
+    s = Server(["nginx", "-p", d, "-c", conf, "-g", "daemon off;"], env)
+    wait_port(port, proc=s.p)
+    s.port = port
+    for _ in range(100):
+        s.cpu_pids = child_pids(s.pid)
+        if s.cpu_pids:
+            break
+        time.sleep(0.05)
+    return s
+
+
+def start_haproxy(tmp, backends):
+    """One HAProxy (one thread) with a frontend per backend port: accept-proxy, mode tcp."""
+    cfg = os.path.join(tmp, "haproxy.cfg")
+    body = ("global\n    nbthread 1\n    maxconn 8000\n\ndefaults\n    mode tcp\n"
+            "    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\n")
+    ports = []
+    for i, bport in enumerate(backends):
+        p = free_port()
+        ports.append(p)
+        body += ("frontend fe%d\n    bind 127.0.0.1:%d accept-proxy\n    default_backend be%d\n\n"
+                 "backend be%d\n    server s 127.0.0.1:%d\n\n" % (i, p, i, i, bport))
+    with open(cfg, "w") as f:
+        f.write(body)
+    s = Server(["haproxy", "-db", "-f", cfg], plain_env())
+    try:
+        for p in ports:
+            wait_port(p, proc=s.p)
+    except RuntimeError:
+        raise RuntimeError("HAProxy did not start: " + s.errors())
+    s.cpu_pids = [s.pid]
+    return s, ports
+
+
+# ---- A to F, and K ----
+
+SCENARIOS = [
+    ("A", "plain: no shim, no header"),
+    ("B", "shim, untrusted clients, no header"),
+    ("C", "shim, v1 header"),
+    ("D", "shim, v2 header"),
+    ("E", "shim, v2 + CRC32C + 3 TLVs"),
+    ("F", "HAProxy accept-proxy -> plain"),
+]
+
+
+def conn_scenarios(tmp):
+    plain_ts = start_testserver(plain_env())
+    shim_ts = start_testserver(shim_env())
+    plain_ng = start_nginx(tmp, "nginx-plain", plain_env())
+    shim_ng = start_nginx(tmp, "nginx-shim", shim_env())
+    hap, (hap_ts, hap_ng) = start_haproxy(tmp, [plain_ts.port, plain_ng.port])
+
+    def fmt(target, addr):
+        return ("peer=%s " % addr) if target == "testserver" else ("client=%s;" % addr)
+
+    runs = {}
+    for target, plain, shim, hport in (("testserver", plain_ts, shim_ts, hap_ts),
+                                       ("nginx", plain_ng, shim_ng, hap_ng)):
+        half = target == "testserver"  # it answers (echoes) until the client's EOF
+        runs[(target, "A")] = (plain.port, TRUSTED_SRC, "none", fmt(target, TRUSTED_SRC), plain.cpu_pids, half)
+        runs[(target, "B")] = (shim.port, UNTRUSTED_SRC, "none", fmt(target, UNTRUSTED_SRC), shim.cpu_pids, half)
+        runs[(target, "C")] = (shim.port, TRUSTED_SRC, "v1", fmt(target, CLIENT), shim.cpu_pids, half)
+        runs[(target, "D")] = (shim.port, TRUSTED_SRC, "v2", fmt(target, CLIENT), shim.cpu_pids, half)
+        runs[(target, "E")] = (shim.port, TRUSTED_SRC, "v2tlv", fmt(target, CLIENT), shim.cpu_pids, half)
+        runs[(target, "F")] = (hport, TRUSTED_SRC, "v2", fmt(target, "127.0.0.1"),
+                               plain.cpu_pids + hap.cpu_pids, half)
+
+    # warm-up: every path once (and a check that each server answers as expected)
+    for key, (port, src, hdr, expect, pids, half) in runs.items():
+        loadgen(port, src, hdr, expect, secs=0.3, half_close=half)
+
+    results = {k: [] for k in runs}
+    keys = list(runs)
+    for rnd in range(ROUNDS):
+        # A B C ... interleaved; each round starts one step further, so no scenario always
+        # follows the same one
+        order = keys[rnd % len(keys):] + keys[:rnd % len(keys)]
+        for key in order:
+            port, src, hdr, expect, pids, half = runs[key]
+            c0 = cpu_ns(pids)
+            out = loadgen(port, src, hdr, expect, secs=SECS, half_close=half)
+            out["cpu_us"] = (cpu_ns(pids) - c0) / 1000.0 / max(out["conns"], 1)
+            results[key].append(out)
+        sys.stderr.write("  round %d/%d done\n" % (rnd + 1, ROUNDS))
+    for s in (hap, plain_ts, shim_ts, plain_ng, shim_ng):
+        s.stop()
+    return results
+
+
+# ---- G: bulk ----
+
+def bulk(tmp):
+    configs = {}
+    for mode in ("plain", "accept", "lazy"):
+        for how in ("read", "recv"):
+            env = plain_env() if mode == "plain" else shim_env(consume=mode)
+            port = free_port()
+            s = Server([TOOLS["bulksink"], "--listen", "127.0.0.1:%d" % port, "--read-with", how], env,
+                       stdout=subprocess.PIPE)
+            line = s.p.stdout.readline().decode()
+            if not line.startswith("listening"):
+                raise RuntimeError("bulksink did not start: %s" % s.errors())
+            configs[(mode, how)] = (s, port)
+    res = {k: [] for k in configs}
+    keys = list(configs)
+    for rnd in range(BULK_ROUNDS):
+        order = keys[rnd % len(keys):] + keys[:rnd % len(keys)]
+        for key in order:
+            s, port = configs[key]
+            argv = [TOOLS["loadgen"], "--target", "127.0.0.1:%d" % port, "--source", TRUSTED_SRC,
+                    "--header", "none" if key[0] == "plain" else "v2", "--bulk", str(BULK_BYTES)]
+            r = subprocess.run(pinned(CLIENT_CPU, argv), capture_output=True, text=True, timeout=300)
+            sink = kv(s.p.stdout.readline().decode())
+            if r.returncode != 0 or sink.get("bytes") != BULK_BYTES:
+                raise RuntimeError("bulk %s/%s: %s %s sink=%s %s" % (key + (r.stdout, r.stderr, sink, s.errors())))
+            out = kv(r.stdout)
+            out["calls"] = sink["calls"]
+            out["sink_cpu_s"] = sink["cpu_s"]
+            res[key].append(out)
+    for s, _ in configs.values():
+        s.stop()
+    return res
+
+
+# ---- H: start-up ----
+
+def startup():
+    base = ["PATH=/usr/bin:/bin"]
+    envs = {"plain": base, "shim": base + ["LD_PRELOAD=" + LIB, "PROXYSHIM_TRUSTED=10.0.0.0/8"]}
+    res = {k: [] for k in envs}
+    for rnd in range(SPAWN_ROUNDS):
+        for k in (("plain", "shim") if rnd % 2 == 0 else ("shim", "plain")):
+            argv = [TOOLS["spawn"], str(SPAWN_RUNS)] + envs[k] + ["--", "/bin/true"]
+            r = subprocess.run(pinned(SERVER_CPU, argv), capture_output=True, text=True, timeout=300)
+            if r.returncode != 0:
+                raise RuntimeError("spawn: %s" % r.stderr)
+            res[k].append(kv(r.stdout))
+    return res
+
+
+# ---- I: memory ----
+
+def memory():
+    out = {}
+    for k, env in (("plain", plain_env()), ("shim", shim_env())):
+        r = subprocess.run([TOOLS["eagain"], str(EAGAIN_CALLS)], env=env, capture_output=True, text=True,
+                           timeout=300)
+        if r.returncode != 0:
+            raise RuntimeError("eagain: %s" % r.stderr)
+        out["eagain_" + k] = kv(r.stdout)
+    for k, env, hdr in (("plain", plain_env(), "none"), ("shim", shim_env(), "v2")):
+        s = start_testserver(env)
+        expect = "peer=%s " % (TRUSTED_SRC if k == "plain" else CLIENT)
+        loadgen(s.port, TRUSTED_SRC, hdr, expect, count=2000, half_close=True)
+        r0 = rss_kb(s.pid)
+        loadgen(s.port, TRUSTED_SRC, hdr, expect, count=RSS_CONNS, half_close=True)
+        r1 = rss_kb(s.pid)
+        s.stop()
+        out["rss_" + k] = (r0, r1)
+    r = subprocess.run([TOOLS["shimsize"]], capture_output=True, text=True)
+    out["shim_fd"] = kv(r.stdout)["bytes"]
+    return out
+
+
+# ---- J: system calls ----
+
+def strace_calls(env, hdr, source, m):
+    """System calls (all threads) of a testserver that serves m connections and exits."""
+    with tempfile.NamedTemporaryFile(suffix=".strace") as f:
+        port = free_port()
+        argv = ["strace", "-f", "-c", "-o", f.name]
+        for k in ("LD_PRELOAD", "PROXYSHIM_TRUSTED", "PROXYSHIM_LOG"):
+            if k in env:
+                argv += ["-E", "%s=%s" % (k, env[k])]
+        argv += [TESTSERVER, "--listen", "127.0.0.1:%d" % port, "--mode", "epoll", "--greet",
+                 "--max-conns", str(m)]
+        out = tempfile.TemporaryFile()
+        s = Server(argv, plain_env(), stdout=out)
+        deadline = time.monotonic() + 20
+        while True:  # its "listening" line (a probe connection would be counted)
+            out.seek(0)
+            if out.read(9) == b"listening":
+                break
+            if s.p.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("testserver under strace did not start: %s" % s.errors())
+            time.sleep(0.02)
+        expect = "peer=%s " % (CLIENT if hdr != "none" else source)
+        loadgen(port, source, hdr, expect, count=m, conns=1, half_close=True)
+        s.p.wait(30)
+        calls = {}
+        with open(f.name) as g:
+            for line in g:
+                p = line.split()
+                if len(p) >= 5 and p[0][0].isdigit() and p[-1] != "total":
+                    calls[p[-1]] = int(p[3])
+        return calls
+
+
+def syscalls():
+    res = {}
+    for k, env, hdr in (("plain", plain_env(), "none"), ("shim", shim_env(), "v2")):
+        a = strace_calls(env, hdr, TRUSTED_SRC, STRACE_M1)
+        b = strace_calls(env, hdr, TRUSTED_SRC, STRACE_M2)
+        names = set(a) | set(b)
+        res[k] = {n: (b.get(n, 0) - a.get(n, 0)) / float(STRACE_M2 - STRACE_M1) for n in names}
+    return res
+
+
+# ---- report ----
+
+def med(xs):
+    return statistics.median(xs)
+
+
+def ratio(xs, ys, key):
+    """Ratios of runs made side by side (round by round): (median, lowest quartile, highest)."""
+    r = sorted(x[key] / y[key] for x, y in zip(xs, ys))
+    if len(r) < 2:
+        return r[0], r[0], r[0]
+    q = statistics.quantiles(r, n=4, method="inclusive")
+    return statistics.median(r), q[0], q[2]
+
+
+def machine():
+    model = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return "%s, %d cores, Linux %s" % (model, NCPU, os.uname().release)
+
+
+def main():
+    for n, path in TOOLS.items():
+        if not os.path.exists(path):
+            sys.exit("perf bench: %s not built" % path)
+    for prog in ("nginx", "haproxy", "strace"):
+        if not shutil.which(prog):
+            sys.exit("perf bench: %s not found (make deps)" % prog)
+    t_start = time.monotonic()
+    print("machine: %s; load average at start: %s" % (machine(), open("/proc/loadavg").read().split()[0]))
+    print("servers pinned to cpu %s, load generator to cpu %s; %d rounds interleaved, %.0f s a run, "
+          "%d concurrent connections; medians" % (SERVER_CPU, CLIENT_CPU, ROUNDS, SECS, CONNS))
+    sys.stdout.flush()
+    tmp = tempfile.mkdtemp(prefix="proxyshim-bench-")
+    checks = []
+
+    def check(name, fig, target_text, ok, note=""):
+        checks.append((name, fig, target_text, ok, note))
+
+    try:
+        sys.stderr.write("  A-F: connections (testserver, nginx)\n")
+        res = conn_scenarios(tmp)
+        sys.stderr.write("  G: bulk\n")
+        gres = bulk(tmp)
+        sys.stderr.write("  H: start-up\n")
+        hres = startup()
+        sys.stderr.write("  I: memory\n")
+        ires = memory()
+        sys.stderr.write("  J: system calls (strace)\n")
+        jres = syscalls()
+    finally:
+        for s in Server.all:
+            s.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print()
+    print("%-3s %-10s %-36s %9s %8s %8s %8s %9s   %s" % ("", "server", "scenario (medians)", "conn/s", "p50 us",
+                                                        "p99 us", "p999 us", "cpu us/c", "conn/s by round"))
+    m = {}
+    for target in ("testserver", "nginx"):
+        for sid, what in SCENARIOS:
+            rs = res[(target, sid)]
+            fig = {k: med([r[k] for r in rs]) for k in ("cps", "p50_us", "p99_us", "p999_us", "cpu_us")}
+            m[(target, sid)] = fig
+            print("%-3s %-10s %-36s %9.0f %8.0f %8.0f %8.0f %9.1f   %s" % (
+                sid, target, what, fig["cps"], fig["p50_us"], fig["p99_us"], fig["p999_us"], fig["cpu_us"],
+                " ".join("%.0f" % r["cps"] for r in rs)))
+    print("(cpu us/c: the server's CPU time per connection; F adds HAProxy's)")
+    # Checks: the median over rounds of the ratio between runs of the same round.
+    for target in ("testserver", "nginx"):
+        a = res[(target, "A")]
+        x, lo, hi = ratio(res[(target, "B")], a, "cps")
+        check("B/A conn/s, %s" % target, x, ">= 0.99", x >= 0.99, (lo, hi))
+        for sid in ("C", "D", "E"):
+            x, lo, hi = ratio(res[(target, sid)], a, "cps")
+            check("%s/A conn/s, %s" % (sid, target), x, ">= 0.97", x >= 0.97, (lo, hi))
+            x, lo, hi = ratio(res[(target, sid)], a, "p99_us")
+            check("%s/A p99, %s" % (sid, target), x, "<= 1.10", x <= 1.10, (lo, hi))
+        f = res[(target, "F")]
+        for sid in ("C", "D"):
+            x, lo, hi = ratio(res[(target, sid)], f, "cps")
+            check("%s/F conn/s, %s" % (sid, target), x, ">= 2.5", x >= 2.5, (lo, hi))
+        # The server side's CPU per connection: steadier than conn/s on a shared machine.
+        for sid in ("B", "C", "D", "E"):
+            x, lo, hi = ratio(res[(target, sid)], a, "cpu_us")
+            check("%s/A server CPU per conn, %s" % (sid, target), x, "-", None, (lo, hi))
+        x, lo, hi = ratio(f, res[(target, "D")], "cpu_us")
+        check("F/D server CPU per conn, %s" % target, x, "-", None, (lo, hi))
+
+    print()
+    print("%-3s %-40s %9s %9s %10s   %s" % ("", "bulk: %d MiB into bulksink, 16 KiB reads" % (BULK_BYTES >> 20), "GiB/s", "calls",
+                                         "sink cpu s", "GiB/s by round"))
+    for (mode, how), rs in gres.items():
+        print("G   %-40s %9.3f %9.0f %10.3f   %s" % (
+            "%s, %s()" % ("no shim" if mode == "plain" else "shim, consume=" + mode, how),
+            med([r["gib_s"] for r in rs]), med([r["calls"] for r in rs]), med([r["sink_cpu_s"] for r in rs]),
+            " ".join("%.3f" % r["gib_s"] for r in rs)))
+    for how in ("read", "recv"):
+        for mode in ("accept", "lazy"):
+            x, lo, hi = ratio(gres[(mode, how)], gres[("plain", how)], "gib_s")
+            check("G %s() consume=%s / no shim" % (how, mode), x, ">= 0.99", x >= 0.99, (lo, hi))
+            x, lo, hi = ratio(gres[(mode, how)], gres[("plain", how)], "sink_cpu_s")
+            check("G %s() consume=%s / no shim, sink CPU" % (how, mode), x, "-", None, (lo, hi))
+    print()
+    for k in ("plain", "shim"):
+        rs = hres[k]
+        print("H   /bin/true %-17s %7.1f us a run (fork+exec+wait), child CPU %6.1f us, %5.1f page faults; "
+              "by round: %s" % ("without LD_PRELOAD" if k == "plain" else "with LD_PRELOAD", med([r["us_per_run"] for r in rs]),
+                                med([r["cpu_us_per_run"] for r in rs]), med([r["minflt_per_run"] for r in rs]),
+                                " ".join("%.0f" % r["us_per_run"] for r in rs)))
+    x, lo, hi = ratio(hres["shim"], hres["plain"], "us_per_run")
+    check("H start-up with/without LD_PRELOAD", x, "<= 1.05", x <= 1.05, (lo, hi))
+    x, lo, hi = ratio(hres["shim"], hres["plain"], "cpu_us_per_run")
+    check("H start-up CPU with/without LD_PRELOAD", x, "-", None, (lo, hi))
+
+    ep, es = ires["eagain_plain"], ires["eagain_shim"]
+    grow_rss = es["rss_after_kb"] - es["rss_before_kb"]
+    grow_heap = es["heap_after"] - es["heap_before"]
+    print("I   %d accept4() failing with EAGAIN under the shim: VmRSS %d -> %d kB, heap %d -> %d B; "
+          "%.0f ns a call (%.0f without the shim)" % (EAGAIN_CALLS, es["rss_before_kb"], es["rss_after_kb"],
+                                                      es["heap_before"], es["heap_after"], es["ns_per_call"],
+                                                      ep["ns_per_call"]))
+    for k in ("plain", "shim"):
+        r0, r1 = ires["rss_" + k]
+        print("I   testserver %s: VmRSS %d kB after 2000 connections, %d kB after %d more" % (
+            "without the shim" if k == "plain" else "under the shim (v2)", r0, r1, RSS_CONNS))
+    print("I   shim state per connection: sizeof(struct shim_fd) = %d bytes (shim/preload/shim.h)" % ires["shim_fd"])
+    check("I RSS, heap growth over 1M EAGAIN (kB, B)", "%d, %d" % (grow_rss, grow_heap), "0, 0",
+          grow_rss <= 0 and grow_heap <= 0)
+    check("I shim state per open connection (B)", "%d" % ires["shim_fd"], "<= 64", ires["shim_fd"] <= 64)
+    pr0, pr1 = ires["rss_plain"]
+    sr0, sr1 = ires["rss_shim"]
+    check("I RSS growth over %dk conns, shim (kB)" % (RSS_CONNS // 1000), "%d" % (sr1 - sr0), "-", None,
+          "without the shim: %d kB" % (pr1 - pr0))
+
+    jp, js = jres["plain"], jres["shim"]
+    names = sorted(n for n in set(jp) | set(js) if abs(js.get(n, 0) - jp.get(n, 0)) >= 0.05)
+    extra = sum(js.values()) - sum(jp.values())
+    print("J   system calls per connection (strace -f -c, (calls(%d) - calls(%d)) / %d): %.2f plain, %.2f shim; "
+          "differences: %s" % (STRACE_M2, STRACE_M1, STRACE_M2 - STRACE_M1, sum(jp.values()), sum(js.values()),
+                               ", ".join("%s %+.2f" % (n, js.get(n, 0) - jp.get(n, 0)) for n in names) or "none"))
+    check("J syscalls per trusted connection, extra", extra, "<= 2", extra <= 2.0 + 0.05)
+
+    x, lo, hi = ratio(res[("nginx", "D")], res[("nginx", "A")], "cpu_us")
+    check("K nginx worker CPU per connection D/A", x, "<= 1.05", x <= 1.05, (lo, hi))
+
+    print()
+    print("%-44s %10s %10s  %-6s  %s" % ("check", "figure", "target", "result", "quartiles over rounds"))
+    miss = 0
+    for name, fig, target_text, ok, note in checks:
+        f = ("%.3f" % fig) if isinstance(fig, float) else str(fig)
+        res_txt = "(info)" if ok is None else ("PASS" if ok else "MISS")
+        miss += ok is False
+        if isinstance(note, tuple):
+            note = "%.3f .. %.3f" % note
+        print("%-44s %10s %10s  %-6s  %s" % (name, f, target_text, res_txt, note))
+    print("(%d checks, %d missed; %.0f s; load average at end: %s)" % (
+        sum(1 for c in checks if c[3] is not None), miss, time.monotonic() - t_start,
+        open("/proc/loadavg").read().split()[0]))
+    return 1 if miss else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
