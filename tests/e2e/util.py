@@ -285,6 +285,187 @@ def haproxy_sender(tmpdir, server_host, server_port, server_opts, source, fe_bin
     return h, fport
 
 
+# ---- real applications under the shim (nginx, node, redis), started with a config of their own ----
+
+def start_nginx(tmpdir, port, env, workers=1, name="nginx", timeout=10.0):
+    """nginx in the foreground with `workers` worker processes on 127.0.0.1:port, answering every
+    request with 200 "you are $remote_addr:$remote_port\\n" and logging
+    '$remote_addr $remote_port "$request" $status' to <tmpdir>/logs/access.log. The workers'
+    stderr (the shim's log lines) goes to <tmpdir>/logs/error.log. Returns the Proc (the master)
+    once it listens."""
+    d = str(tmpdir)
+    os.makedirs(os.path.join(d, "logs"), exist_ok=True)
+    conf = os.path.join(d, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write("""
+user root;
+worker_processes %(workers)d;
+pid %(d)s/nginx.pid;
+error_log %(d)s/logs/error.log warn;
+events { worker_connections 1024; }
+http {
+    log_format peer '$remote_addr $remote_port "$request" $status';
+    access_log %(d)s/logs/access.log peer;
+    client_body_temp_path %(d)s/body;
+    proxy_temp_path %(d)s/proxy;
+    fastcgi_temp_path %(d)s/fastcgi;
+    uwsgi_temp_path %(d)s/uwsgi;
+    scgi_temp_path %(d)s/scgi;
+    server {
+        listen 127.0.0.1:%(port)d;
+        location / { return 200 "you are $remote_addr:$remote_port\\n"; }
+    }
+}
+""" % {"d": d, "port": port, "workers": workers})
+    p = Proc(["nginx", "-p", d, "-c", conf, "-g", "daemon off;"], env=env, log_name=name)
+    try:
+        wait_port(port, proc=p, timeout=timeout)
+    except Exception:
+        raise RuntimeError("nginx did not start:\n" + p.stop())
+    return p
+
+
+def start_node_http(tmpdir, port, env, name="node", timeout=10.0):
+    """A plain node http server on 127.0.0.1:port that prints and answers
+    "<socket.remoteAddress> <socket.remotePort>\\n" for every request."""
+    script = os.path.join(str(tmpdir), "server-%d.js" % port)
+    with open(script, "w") as f:
+        f.write("""
+require('http').createServer((req, res) => {
+  const s = req.socket;
+  console.log(`request ${req.url} from ${s.remoteAddress} ${s.remotePort}`);
+  res.end(`${s.remoteAddress} ${s.remotePort}\\n`);
+}).listen(%d, '127.0.0.1');
+""" % port)
+    p = Proc(["/usr/bin/node", script], env=env, log_name=name)
+    try:
+        wait_port(port, proc=p, timeout=timeout)
+    except Exception:
+        raise RuntimeError("node did not start:\n" + p.stop())
+    return p
+
+
+def start_redis(tmpdir, port, env, name="redis", timeout=10.0):
+    """redis-server on 127.0.0.1:port, no persistence, logging to stdout."""
+    p = Proc(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+              "--appendonly", "no", "--protected-mode", "no", "--dir", str(tmpdir), "--logfile", ""],
+             env=env, log_name=name)
+    try:
+        wait_port(port, proc=p, timeout=timeout)
+    except Exception:
+        raise RuntimeError("redis-server did not start:\n" + p.stop())
+    return p
+
+
+def child_pids(pid):
+    """The pids whose parent is pid (e.g. nginx's workers)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                st = f.read()
+        except OSError:
+            continue
+        # the command name may hold spaces and parentheses: the fields follow the last ')'
+        if int(st.rsplit(")", 1)[1].split()[1]) == pid:
+            out.append(int(d))
+    return sorted(out)
+
+
+def open_fds(pid):
+    """How many fds the process holds open right now."""
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def percentile(values, q):
+    """The q-th percentile (0..100) by the nearest-rank method: a value that was observed."""
+    v = sorted(values)
+    if not v:
+        raise ValueError("no values")
+    k = max(0, min(len(v) - 1, -(-len(v) * q // 100) - 1))
+    return v[int(k)]
+
+
+# ---- stalling peers: connections that send part of a header and then nothing ----
+
+def _stall_main(port, n, first, sources, duration, drain):
+    """The staller process: n connections at once to 127.0.0.1:port, each from the next of
+    `sources` (a list of IPs), sending `first` and then nothing; as soon as one is dropped (EOF
+    or reset) it is reconnected, until `duration` s have passed. Then it waits up to `drain` s
+    for those still open to be dropped. Prints one JSON object: "closed": [seconds from each
+    connect to its EOF/reset], "open": how many were never dropped, "errors": [strings],
+    "data": connections that received bytes instead of being dropped."""
+    import selectors
+    sel = selectors.DefaultSelector()
+    res = {"closed": [], "open": 0, "errors": [], "data": 0, "connects": 0}
+    t_end = time.monotonic() + duration
+    nxt = [0]
+
+    def one():
+        src = sources[nxt[0] % len(sources)]
+        nxt[0] += 1
+        t0 = time.monotonic()
+        try:
+            s = connect(port, source=src, timeout=2.0)
+            s.sendall(first)
+            s.setblocking(False)
+        except OSError as e:
+            res["errors"].append("connect: %s" % e)
+            return
+        res["connects"] += 1
+        sel.register(s, selectors.EVENT_READ, t0)
+
+    for _ in range(n):
+        one()
+    while True:
+        now = time.monotonic()
+        if now >= t_end + drain or not sel.get_map():
+            break
+        for key, _ in sel.select(timeout=min(0.05, max(0.0, t_end + drain - now))):
+            s, t0 = key.fileobj, key.data
+            try:
+                b = s.recv(4096)
+            except ConnectionResetError:
+                b = b""
+            except BlockingIOError:
+                continue
+            t = time.monotonic()
+            sel.unregister(s)
+            s.close()
+            if b:
+                res["data"] += 1
+            else:
+                res["closed"].append(t - t0)
+            if t < t_end:
+                one()
+    res["open"] = len(sel.get_map())
+    print(json.dumps(res), flush=True)
+
+
+def start_stallers(port, n, first, sources=("127.0.0.2",), duration=3.0, drain=2.0):
+    """Starts _stall_main in its own process (its own interpreter: the test's measurements
+    must not wait for the stallers' GIL). Returns the Proc; stallers_result() reads it."""
+    code = ("import sys; sys.path.insert(0, %r); import util; util._stall_main(%d, %d, %r, %r, %r, %r)"
+            % (os.path.dirname(os.path.abspath(__file__)), port, n, bytes(first), list(sources),
+               float(duration), float(drain)))
+    return Proc(["/usr/bin/python3", "-c", code], log_name="stallers")
+
+
+def stallers_result(proc, timeout):
+    """Waits for the staller process to finish and returns its JSON result."""
+    try:
+        proc.p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        raise TimeoutError("stallers did not finish:\n" + proc.stop())
+    out = proc.stop()
+    for line in out.splitlines():
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError("stallers printed no result (exit %s):\n%s" % (proc.returncode, out))
+
+
 # ---- clients from a chosen source address, robust to a busy loopback ----
 IP_BIND_ADDRESS_NO_PORT = 24  # linux/in.h
 
