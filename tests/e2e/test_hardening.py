@@ -23,9 +23,8 @@ import time
 
 import pytest
 
-from util import (BUILD, LIB, TESTSERVER, V2_SIG, Proc, conn_lines, connect, crc32c, free_port,
-                  haproxy_sender, open_fds, percentile, recv_all, shim_env, start_testserver,
-                  v1_header, v2_header, wait_conns, wait_port)
+from util import (BUILD, LIB, ROOT, V2_SIG, Proc, conn_lines, connect, free_port, haproxy_sender,
+                  recv_all, shim_env, start_testserver, v1_header, v2_header, wait_conns, wait_port)
 
 STRESS = os.environ.get("PROXYSHIM_STRESS") == "1"
 TRUSTED = "127.0.0.2"
@@ -985,3 +984,132 @@ def test_program_closes_every_fd_above_2(fault, how):
     for fd in mine[1:]:
         f.cmd("close %d" % fd)
     assert f.fds() == {0, 1, 2}
+
+
+# ---- figure 3: stalling peers at scale beside healthy clients, nginx under the shim ----
+
+NGINX_CONF = """
+user root;
+worker_processes 1;
+worker_rlimit_nofile 8192;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{ return 200 "you are $remote_addr:$remote_port\n"; }}
+    }}
+}}
+"""
+LOAD = os.path.join(ROOT, "tests", "stress", "load.py")
+
+
+def load(kind, port, n, seconds):
+    return Proc(["/usr/bin/python3", LOAD, kind, str(port), str(n), str(seconds)], log_name="load-" + kind)
+
+
+def load_result(p, seconds):
+    try:
+        p.p.wait(seconds + 60)
+    except subprocess.TimeoutExpired:
+        raise TimeoutError("load did not finish:\n" + p.stop())
+    out = p.stop()
+    for line in out.splitlines():
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError("load printed no result:\n" + out)
+
+
+def healthy(port, clients, seconds, procs_n=4):
+    """`clients` healthy clients in procs_n processes (the GIL of one would be the p99)."""
+    ps = [load("healthy", port, clients // procs_n, seconds) for _ in range(procs_n)]
+    res = [load_result(p, seconds) for p in ps]
+    return {"latencies_ms": sum((r["latencies_ms"] for r in res), []),
+            "failures": sum((r["failures"] for r in res), []),
+            "nfailures": sum(r["nfailures"] for r in res), "requests": sum(r["requests"] for r in res)}
+
+
+def p99(values):
+    v = sorted(values)
+    return v[max(0, -(-len(v) * 99 // 100) - 1)]
+
+
+def worker_pid(master):
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open("/proc/%s/stat" % d) as f:
+                    st = f.read()
+            except OSError:
+                continue
+            if int(st.rsplit(")", 1)[1].split()[1]) == master:
+                return int(d)
+    raise RuntimeError("no nginx worker")
+
+
+def nfds(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def fd_kinds(pid):
+    out = {}
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            out[int(fd)] = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            pass
+    return out
+
+
+@pytest.mark.time_limit(size(120, 600))
+def test_stalling_peers_do_not_slow_healthy_clients(procs, tmp_path):
+    stallers, seconds = size(150, 500), size(4, 30)
+    d = str(tmp_path)
+    port = free_port()
+    with open(d + "/nginx.conf", "w") as f:
+        f.write(NGINX_CONF.format(d=d, port=port))
+    ng = Proc(["nginx", "-p", d, "-c", d + "/nginx.conf", "-g", "daemon off;"],
+              env=shim_env(TRUSTED="127.0.0.0/24"), log_name="nginx")
+    procs.append(ng)
+    wait_port(port, proc=ng)
+    w = worker_pid(ng.pid)
+    warm = load_result(load("healthy", port, 20, 1), 1)
+    assert warm["nfailures"] == 0, warm["failures"][:5]
+    fd_pristine = fd_kinds(w)
+    # one stalled connection first: the shim's parking epoll fd and timer fd are made on the
+    # first park and kept for the listener's life; the baseline is nginx's fds with them
+    s = connect(port, source="127.0.0.10")
+    s.sendall(b"PROXY TCP4 ")
+    assert dropped(s, timeout=5)
+    fd_base = nfds(w)
+    extra = sorted(v for k, v in fd_kinds(w).items() if k not in fd_pristine)
+    assert extra == ["anon_inode:[eventpoll]", "anon_inode:[timerfd]"], extra
+    base = healthy(port, 100, seconds)
+    st = load("stall", port, stallers, seconds + 2)
+    procs.append(st)
+    time.sleep(1.0)  # every staller connected and stalling
+    loaded = healthy(port, 100, seconds)
+    sres = load_result(st, seconds + 2)
+    # the shim drops what is left within PROXYSHIM_TIMEOUT_MS (1 s); nginx's fds come back
+    deadline = time.monotonic() + 5
+    while nfds(w) != fd_base and time.monotonic() < deadline:
+        time.sleep(0.1)
+    fd_after = nfds(w)
+    b99, l99 = p99(base["latencies_ms"]), p99(loaded["latencies_ms"])
+    figure("stalling", stallers=stallers, healthy_clients=100, seconds=seconds,
+           p99_ms_without=round(b99, 2), p99_ms_with=round(l99, 2),
+           healthy_requests=loaded["requests"], healthy_failures=loaded["nfailures"] + base["nfailures"],
+           staller_connects=sres["connects"], stallers_dropped=sres["dropped"], stallers_served=sres["served"],
+           nginx_fds_before_any_park=len(fd_pristine), nginx_fds_base=fd_base, nginx_fds_after=fd_after)
+    assert base["nfailures"] == 0 and loaded["nfailures"] == 0, (base["failures"][:5], loaded["failures"][:5])
+    assert sres["served"] == 0 and not sres["errors"], sres
+    assert sres["connects"] >= stallers
+    assert l99 - b99 <= 20.0, "p99 %.1f ms with stallers, %.1f ms without" % (l99, b99)
+    assert fd_after == fd_base, "nginx holds %d fds, %d before" % (fd_after, fd_base)
