@@ -16,7 +16,9 @@
  *   --bulk BYTES    one connection: header, then BYTES of payload, half-close, wait for EOF
  *
  * Output, one line on stdout:
- *   loadgen conns=N errors=N secs=S cps=X p50_us=X p99_us=X p999_us=X max_us=X
+ *   loadgen conns=N errors=N secs=S cps=X p50_us=X p99_us=X p999_us=X max_us=X cpu_us=X
+ *   (cpu_us: the load generator's own CPU time per connection: near 1e6 / cps when it is
+ *   the bottleneck)
  *   loadgen bulk bytes=N secs=S gib_s=X
  * Latency: from socket() to the reply's EOF, kept in a log-linear histogram (1/64 precision). */
 #include <arpa/inet.h>
@@ -29,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -358,11 +361,16 @@ static void run_conns(void)
 	/* Rates are over the time the full load was applied: until the deadline, or until the
 	 * last connection finished in --count mode. */
 	double secs = (double)((opt.count ? t1 : (t1 < end ? t1 : end)) - t0) / 1e9;
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	double cpu = (double)ru.ru_utime.tv_sec * 1e6 + (double)ru.ru_utime.tv_usec +
+		     (double)ru.ru_stime.tv_sec * 1e6 + (double)ru.ru_stime.tv_usec;
 	printf("loadgen conns=%llu errors=%llu secs=%.3f cps=%.1f p50_us=%.1f p99_us=%.1f "
-	       "p999_us=%.1f max_us=%.1f\n",
+	       "p999_us=%.1f max_us=%.1f cpu_us=%.1f\n",
 	       (unsigned long long)done, (unsigned long long)errors, secs, (double)done / secs,
 	       done ? percentile_us(done, 0.50) : 0.0, done ? percentile_us(done, 0.99) : 0.0,
-	       done ? percentile_us(done, 0.999) : 0.0, (double)lat_max / 1000.0);
+	       done ? percentile_us(done, 0.999) : 0.0, (double)lat_max / 1000.0,
+	       done ? cpu / (double)done : 0.0);
 }
 
 /* ---- bulk: one connection streaming opt.bulk bytes ---- */

@@ -29,8 +29,8 @@ TESTSERVER = os.path.join(BUILD, "testserver")
 TOOLS = {n: os.path.join(BUILD, "bench", n) for n in ("loadgen", "bulksink", "spawn", "eagain", "shimsize")}
 
 QUICK = os.environ.get("QUICK", "") not in ("", "0")
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", 3 if QUICK else 10))
-SECS = float(os.environ.get("BENCH_SECS", 1.0 if QUICK else 1.5))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", 6 if QUICK else 24))
+SECS = float(os.environ.get("BENCH_SECS", 0.4 if QUICK else 0.5))
 CONNS = int(os.environ.get("BENCH_CONNS", 16))
 BULK_BYTES = (512 << 20) if QUICK else (2 << 30)
 BULK_ROUNDS = 2 if QUICK else 5
@@ -247,18 +247,21 @@ def conn_scenarios(tmp):
         loadgen(port, src, hdr, expect, secs=0.3, half_close=half)
 
     results = {k: [] for k in runs}
-    keys = list(runs)
+    ids = [sid for sid, _ in SCENARIOS]
     for rnd in range(ROUNDS):
-        # A B C ... interleaved; each round starts one step further, so no scenario always
-        # follows the same one
-        order = keys[rnd % len(keys):] + keys[:rnd % len(keys)]
-        for key in order:
-            port, src, hdr, expect, pids, half = runs[key]
-            c0 = cpu_ns(pids)
-            out = loadgen(port, src, hdr, expect, secs=SECS, half_close=half)
-            out["cpu_us"] = (cpu_ns(pids) - c0) / 1000.0 / max(out["conns"], 1)
-            results[key].append(out)
-        sys.stderr.write("  round %d/%d done\n" % (rnd + 1, ROUNDS))
+        # One target's six scenarios back to back (a few seconds, so the ratios within a
+        # round see the same background load), A B C ... rotated one step each round so no
+        # scenario always follows the same one; the targets alternate.
+        for target in (("testserver", "nginx") if rnd % 2 == 0 else ("nginx", "testserver")):
+            for sid in ids[rnd % len(ids):] + ids[:rnd % len(ids)]:
+                port, src, hdr, expect, pids, half = runs[(target, sid)]
+                c0 = cpu_ns(pids)
+                out = loadgen(port, src, hdr, expect, secs=SECS, half_close=half)
+                out["lg_cpu_us"] = out["cpu_us"]
+                out["cpu_us"] = (cpu_ns(pids) - c0) / 1000.0 / max(out["conns"], 1)
+                results[(target, sid)].append(out)
+        if (rnd + 1) % 5 == 0 or rnd + 1 == ROUNDS:
+            sys.stderr.write("  round %d/%d done\n" % (rnd + 1, ROUNDS))
     for s in (hap, plain_ts, shim_ts, plain_ng, shim_ng):
         s.stop()
     return results
@@ -279,21 +282,23 @@ def bulk(tmp):
                 raise RuntimeError("bulksink did not start: %s" % s.errors())
             configs[(mode, how)] = (s, port)
     res = {k: [] for k in configs}
-    keys = list(configs)
+    modes = ["plain", "accept", "lazy"]
     for rnd in range(BULK_ROUNDS):
-        order = keys[rnd % len(keys):] + keys[:rnd % len(keys)]
-        for key in order:
-            s, port = configs[key]
-            argv = [TOOLS["loadgen"], "--target", "127.0.0.1:%d" % port, "--source", TRUSTED_SRC,
-                    "--header", "none" if key[0] == "plain" else "v2", "--bulk", str(BULK_BYTES)]
-            r = subprocess.run(pinned(CLIENT_CPU, argv), capture_output=True, text=True, timeout=300)
-            sink = kv(s.p.stdout.readline().decode())
-            if r.returncode != 0 or sink.get("bytes") != BULK_BYTES:
-                raise RuntimeError("bulk %s/%s: %s %s sink=%s %s" % (key + (r.stdout, r.stderr, sink, s.errors())))
-            out = kv(r.stdout)
-            out["calls"] = sink["calls"]
-            out["sink_cpu_s"] = sink["cpu_s"]
-            res[key].append(out)
+        # each read function's three configurations back to back, rotated each round
+        for how in (("read", "recv") if rnd % 2 == 0 else ("recv", "read")):
+            for mode in modes[rnd % 3:] + modes[:rnd % 3]:
+                key = (mode, how)
+                s, port = configs[key]
+                argv = [TOOLS["loadgen"], "--target", "127.0.0.1:%d" % port, "--source", TRUSTED_SRC,
+                        "--header", "none" if mode == "plain" else "v2", "--bulk", str(BULK_BYTES)]
+                r = subprocess.run(pinned(CLIENT_CPU, argv), capture_output=True, text=True, timeout=300)
+                sink = kv(s.p.stdout.readline().decode())
+                if r.returncode != 0 or sink.get("bytes") != BULK_BYTES:
+                    raise RuntimeError("bulk %s/%s: %s %s sink=%s %s" % (key + (r.stdout, r.stderr, sink, s.errors())))
+                out = kv(r.stdout)
+                out["calls"] = sink["calls"]
+                out["sink_cpu_s"] = sink["cpu_s"]
+                res[key].append(out)
     for s, _ in configs.values():
         s.stop()
     return res
@@ -417,7 +422,7 @@ def main():
             sys.exit("perf bench: %s not found (make deps)" % prog)
     t_start = time.monotonic()
     print("machine: %s; load average at start: %s" % (machine(), open("/proc/loadavg").read().split()[0]))
-    print("servers pinned to cpu %s, load generator to cpu %s; %d rounds interleaved, %.0f s a run, "
+    print("servers pinned to cpu %s, load generator to cpu %s; %d rounds interleaved, %.1f s a run, "
           "%d concurrent connections; medians" % (SERVER_CPU, CLIENT_CPU, ROUNDS, SECS, CONNS))
     sys.stdout.flush()
     tmp = tempfile.mkdtemp(prefix="proxyshim-bench-")
@@ -443,18 +448,18 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
 
     print()
-    print("%-3s %-10s %-36s %9s %8s %8s %8s %9s   %s" % ("", "server", "scenario (medians)", "conn/s", "p50 us",
-                                                        "p99 us", "p999 us", "cpu us/c", "conn/s by round"))
-    m = {}
+    print("%-3s %-10s %-34s %8s %7s %7s %7s %8s %8s   %s" % (
+        "", "server", "scenario (medians)", "conn/s", "p50 us", "p99 us", "p999 us", "srv cpu", "lg cpu",
+        "conn/s by round"))
     for target in ("testserver", "nginx"):
         for sid, what in SCENARIOS:
             rs = res[(target, sid)]
-            fig = {k: med([r[k] for r in rs]) for k in ("cps", "p50_us", "p99_us", "p999_us", "cpu_us")}
-            m[(target, sid)] = fig
-            print("%-3s %-10s %-36s %9.0f %8.0f %8.0f %8.0f %9.1f   %s" % (
+            fig = {k: med([r[k] for r in rs]) for k in ("cps", "p50_us", "p99_us", "p999_us", "cpu_us", "lg_cpu_us")}
+            print("%-3s %-10s %-34s %8.0f %7.0f %7.0f %7.0f %8.1f %8.1f   %s" % (
                 sid, target, what, fig["cps"], fig["p50_us"], fig["p99_us"], fig["p999_us"], fig["cpu_us"],
-                " ".join("%.0f" % r["cps"] for r in rs)))
-    print("(cpu us/c: the server's CPU time per connection; F adds HAProxy's)")
+                fig["lg_cpu_us"], " ".join("%.0f" % r["cps"] for r in rs[:12]) + (" ..." if len(rs) > 12 else "")))
+    print("(srv cpu: the server's CPU time per connection in us, F adding HAProxy's; lg cpu: the load\n"
+          " generator's; a load generator near 1e6 / (conn/s) us is the bottleneck, not the server)")
     # Checks: the median over rounds of the ratio between runs of the same round.
     for target in ("testserver", "nginx"):
         a = res[(target, "A")]
