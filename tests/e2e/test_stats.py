@@ -370,6 +370,34 @@ def test_parked_gauge_while_a_header_is_incomplete(procs, tmp_path):
                              2 * len(hdr), 0), timeout=3)
 
 
+def test_counters_for_optional_mode_version_and_overflow(procs, tmp_path):
+    """The rest of the vocabulary: passed (optional mode, no header), rejected for a version not
+    allowed, and the oldest parked connection closed when PROXYSHIM_MAX_PARKED is reached."""
+    port = free_port()
+    path = str(tmp_path / "proxyshim.prom")
+    p = http_server(procs, tmp_path, port, STATS=path, MODE="optional", VERSION="v2", MAX_PARKED=1,
+                    TIMEOUT_MS=20000)
+    v2 = v2_header(("203.0.113.7", 4711), ("127.0.0.1", port))
+    served(port, "plain")                                                  # passed, missing
+    dropped(port, v1_header(("203.0.113.8", 1), ("127.0.0.1", port)) + GET % b"v1")  # version
+    served(port, "v2", v2)                                                 # rewritten
+    first = connect(port, source=TRUSTED)
+    first.sendall(v2[:10])
+    time.sleep(0.3)  # parked before the second comes
+    second = connect(port, source=TRUSTED)
+    second.sendall(v2[:10])
+    assert recv_all(first) == b"", "the oldest parked connection was not closed"  # overflow
+    first.close()
+    second.close()                                                         # eof
+    want = ({("passed", "missing", "none"): 1, ("rejected", "version", "none"): 1,
+             ("rewritten", "none", "2"): 1, ("rejected", "overflow", "none"): 1,
+             ("rejected", "eof", "none"): 1}, len(v2), 0)
+    text, _ = wait_stats(path, p.pid, want)
+    no_address(text)
+    assert re.search(r'^127\.0\.0\.2 - - \[[^]]+\] "GET /\?plain HTTP/1.0" 200', p.output(), re.M), p.output()
+    assert "/?v1" not in p.output()
+
+
 def test_stats_path_with_a_bad_value_exits_before_main(tmp_path):
     r = subprocess.run(["/bin/echo", "hi"], env=shim_env(TRUSTED=TRUSTED, STATS="relative.prom"),
                        capture_output=True, timeout=10)
