@@ -2,7 +2,8 @@
  * reads it to EOF through read() or recv() (the hooked calls a lazy-mode shim sits in), in
  * buffers of the size a typical server uses, then closes it and prints one line.
  *
- * Usage: bulksink --listen IP:PORT --read-with read|recv [--buf BYTES]
+ * Usage: bulksink --listen IP:PORT --read-with read|recv [--buf BYTES] [--once]
+ *   --once: exit after the first connection (for instruction counts under callgrind)
  * Output: "listening PORT" once, then per connection:
  *   bulk bytes=N secs=S calls=N cpu_s=S   (secs: accept to EOF; cpu_s: this process's CPU) */
 #include <arpa/inet.h>
@@ -33,7 +34,7 @@ static double cpu_s(void)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: bulksink --listen IP:PORT --read-with read|recv [--buf BYTES]\n");
+	fprintf(stderr, "usage: bulksink --listen IP:PORT --read-with read|recv [--buf BYTES] [--once]\n");
 	exit(2);
 }
 
@@ -41,11 +42,16 @@ int main(int argc, char **argv)
 {
 	const char *listen_at = "127.0.0.1:0", *how = "read";
 	size_t cap = 16384;
+	int once = 0;
 	struct sockaddr_in sa = {.sin_family = AF_INET};
 	socklen_t sl = sizeof(sa);
 	int one = 1, lfd;
 
 	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--once")) {
+			once = 1;
+			continue;
+		}
 		if (i + 1 >= argc)
 			usage();
 		if (!strcmp(argv[i], "--listen"))
@@ -108,5 +114,7 @@ int main(int argc, char **argv)
 		close(fd);
 		printf("bulk bytes=%llu secs=%.3f calls=%llu cpu_s=%.3f\n", bytes, secs, calls, cpu);
 		fflush(stdout);
+		if (once)
+			return 0;
 	}
 }

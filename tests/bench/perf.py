@@ -304,6 +304,40 @@ def bulk(tmp):
     return res
 
 
+def read_instructions():
+    """User-space instructions per read()/recv() call of bulksink, counted by callgrind:
+    (Ir(256 MiB) - Ir(64 MiB)) / (calls(256 MiB) - calls(64 MiB)), so start-up cancels out.
+    Deterministic, unlike throughput on a shared machine."""
+    if not shutil.which("valgrind"):
+        return {}
+    out = {}
+    for mode in ("plain", "accept", "lazy"):
+        env = plain_env() if mode == "plain" else shim_env(consume=mode)
+        for how in ("read", "recv"):
+            pts = []
+            for size in (64 << 20, 256 << 20):
+                with tempfile.NamedTemporaryFile(suffix=".cg") as cg:
+                    port = free_port()
+                    s = Server(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + cg.name,
+                                TOOLS["bulksink"], "--listen", "127.0.0.1:%d" % port, "--read-with", how, "--once"],
+                               env, stdout=subprocess.PIPE, cpu=None)
+                    if not s.p.stdout.readline().startswith(b"listening"):
+                        raise RuntimeError("bulksink under callgrind: %s" % s.errors())
+                    subprocess.run([TOOLS["loadgen"], "--target", "127.0.0.1:%d" % port, "--source", TRUSTED_SRC,
+                                    "--header", "none" if mode == "plain" else "v2", "--bulk", str(size)],
+                                   capture_output=True, timeout=300, check=True)
+                    calls = kv(s.p.stdout.readline().decode())["calls"]
+                    s.p.wait(60)
+                    ir = None
+                    with open(cg.name) as f:
+                        for line in f:
+                            if line.startswith("totals:"):
+                                ir = int(line.split()[1])
+                    pts.append((ir, calls))
+            out[(mode, how)] = (pts[1][0] - pts[0][0]) / (pts[1][1] - pts[0][1])
+    return out
+
+
 # ---- H: start-up ----
 
 def startup():
@@ -434,8 +468,9 @@ def main():
     try:
         sys.stderr.write("  A-F: connections (testserver, nginx)\n")
         res = conn_scenarios(tmp)
-        sys.stderr.write("  G: bulk\n")
+        sys.stderr.write("  G: bulk, and instructions per read under callgrind\n")
         gres = bulk(tmp)
+        gir = read_instructions()
         sys.stderr.write("  H: start-up\n")
         hres = startup()
         sys.stderr.write("  I: memory\n")
@@ -489,6 +524,10 @@ def main():
             "%s, %s()" % ("no shim" if mode == "plain" else "shim, consume=" + mode, how),
             med([r["gib_s"] for r in rs]), med([r["calls"] for r in rs]), med([r["sink_cpu_s"] for r in rs]),
             " ".join("%.3f" % r["gib_s"] for r in rs)))
+    if gir:
+        print("G   user-space instructions per call (callgrind, bulksink): %s" % ", ".join(
+            "%s() %s %.0f" % (how, mode, gir[(mode, how)]) for how in ("read", "recv")
+            for mode in ("plain", "accept", "lazy")))
     for how in ("read", "recv"):
         for mode in ("accept", "lazy"):
             x, lo, hi = ratio(gres[(mode, how)], gres[("plain", how)], "gib_s")
