@@ -354,6 +354,22 @@ def startup():
     return res
 
 
+def startup_instructions():
+    """Instructions of one /bin/true run (callgrind, from the dynamic loader on), without and
+    with LD_PRELOAD."""
+    if not shutil.which("valgrind"):
+        return {}
+    out = {}
+    base = {"PATH": "/usr/bin:/bin"}
+    for k, env in (("plain", base), ("shim", dict(base, LD_PRELOAD=LIB, PROXYSHIM_TRUSTED="10.0.0.0/8"))):
+        with tempfile.NamedTemporaryFile(suffix=".cg") as cg:
+            subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + cg.name, "/bin/true"],
+                           env=env, capture_output=True, timeout=120, check=True)
+            with open(cg.name) as f:
+                out[k] = next(int(x.split()[1]) for x in f if x.startswith("totals:"))
+    return out
+
+
 # ---- I: memory ----
 
 def memory():
@@ -473,6 +489,7 @@ def main():
         gir = read_instructions()
         sys.stderr.write("  H: start-up\n")
         hres = startup()
+        hir = startup_instructions()
         sys.stderr.write("  I: memory\n")
         ires = memory()
         sys.stderr.write("  J: system calls (strace)\n")
@@ -541,6 +558,9 @@ def main():
               "by round: %s" % ("without LD_PRELOAD" if k == "plain" else "with LD_PRELOAD", med([r["us_per_run"] for r in rs]),
                                 med([r["cpu_us_per_run"] for r in rs]), med([r["minflt_per_run"] for r in rs]),
                                 " ".join("%.0f" % r["us_per_run"] for r in rs)))
+    if hir:
+        print("H   instructions of one /bin/true run (callgrind): %d without LD_PRELOAD, %d with" % (
+            hir["plain"], hir["shim"]))
     x, lo, hi = ratio(hres["shim"], hres["plain"], "us_per_run")
     check("H start-up with/without LD_PRELOAD", x, "<= 1.05", x <= 1.05, (lo, hi))
     x, lo, hi = ratio(hres["shim"], hres["plain"], "cpu_us_per_run")
