@@ -3,10 +3,13 @@
  * closing, for a fixed time; one machine-readable line with connections/s and latency
  * percentiles. --bulk instead streams BYTES through one connection (scenario G).
  *
- * Usage: loadgen --target IP:PORT [--source IP] [--conns N] [--time SECS] [--count N]
+ * Usage: loadgen --target IP:PORT [--source IP] [--sources N] [--conns N] [--time SECS] [--count N]
  *                [--header none|v1|v2|v2tlv] [--client IP:PORT] [--half-close]
  *                [--expect STR] [--bulk BYTES] [--chunk BYTES]
  *   --source IP     the local address every connection binds to (default 127.0.0.1)
+ *   --sources N     use N consecutive addresses from --source, in turn (default 1): tens of
+ *                   thousands of TIME_WAIT sockets a second on one address exhaust its
+ *                   ephemeral ports, and connect() then burns CPU scanning for a free one
  *   --conns N       connections kept open at once (default 32)
  *   --time SECS     how long to run (default 2); --count N: stop after N connections instead
  *   --header H      none (default), v1, v2, or v2tlv (v2 with 3 TLVs and a CRC32C TLV)
@@ -55,6 +58,7 @@ struct slot {
 
 static struct {
 	struct sockaddr_in target, source, client;
+	unsigned sources, next_source;
 	int conns;
 	double secs;
 	uint64_t count;
@@ -126,7 +130,7 @@ static void die(const char *what)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: loadgen --target IP:PORT [--source IP] [--conns N] [--time SECS] "
+	fprintf(stderr, "usage: loadgen --target IP:PORT [--source IP] [--sources N] [--conns N] [--time SECS] "
 			"[--count N] [--header none|v1|v2|v2tlv] [--client IP:PORT] [--half-close] "
 			"[--expect STR] [--bulk BYTES] [--chunk BYTES]\n");
 	exit(2);
@@ -215,7 +219,11 @@ static int new_socket(int flags)
 	/* The port is chosen at connect(), per destination: TIME_WAIT entries on loopback are
 	 * reused (tcp_tw_reuse) instead of running out of ports. */
 	setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
-	if (bind(fd, (struct sockaddr *)&opt.source, sizeof(opt.source)) < 0) {
+	struct sockaddr_in src = opt.source;
+	src.sin_addr.s_addr = htonl(ntohl(opt.source.sin_addr.s_addr) + opt.next_source);
+	if (++opt.next_source >= opt.sources)
+		opt.next_source = 0;
+	if (bind(fd, (struct sockaddr *)&src, sizeof(src)) < 0) {
 		close(fd);
 		return -1;
 	}
@@ -261,9 +269,14 @@ static void slot_open(struct slot *s)
 	}
 }
 
-/* Closes the slot's connection; 1 when the reply was complete and as expected. */
+/* Closes the slot's connection; ok: the reply came to its EOF. The close resets the
+ * connection (SO_LINGER 0) when the server closed first: the server is done with it, and no
+ * TIME_WAIT is left on either side. After a half-close the client's side is in TIME_WAIT
+ * already; --sources spreads those over several addresses. */
 static void slot_finish(struct slot *s, int ok)
 {
+	struct linger lg = {1, 0};
+	setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 	close(s->fd);
 	s->fd = -1;
 	if (ok && opt.expect) {
@@ -424,6 +437,7 @@ int main(int argc, char **argv)
 	const char *header = "none";
 	opt.conns = 32;
 	opt.secs = 2.0;
+	opt.sources = 1;
 	parse_ipport("127.0.0.1:0", &opt.source, 0);
 	parse_ipport("203.0.113.7:4711", &opt.client, 1);
 	int have_target = 0;
@@ -442,6 +456,9 @@ int main(int argc, char **argv)
 			if (parse_ipport(v, &opt.source, 0) < 0)
 				usage();
 			opt.source.sin_port = 0;
+		} else if (!strcmp(a, "--sources")) {
+			NEEDV();
+			opt.sources = (unsigned)number(v);
 		} else if (!strcmp(a, "--client")) {
 			NEEDV();
 			if (parse_ipport(v, &opt.client, 1) < 0)
@@ -473,7 +490,7 @@ int main(int argc, char **argv)
 			usage();
 		}
 	}
-	if (!have_target || opt.conns < 1 || (opt.secs <= 0 && !opt.count))
+	if (!have_target || opt.conns < 1 || opt.sources < 1 || (opt.secs <= 0 && !opt.count))
 		usage();
 	if (opt.count)
 		opt.secs = 1e6;

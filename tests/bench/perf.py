@@ -40,8 +40,16 @@ RSS_CONNS = 20000 if QUICK else 100000
 EAGAIN_CALLS = 1000000
 STRACE_M1, STRACE_M2 = (50, 250) if QUICK else (100, 600)
 
-TRUSTED_SRC = "127.0.0.2"    # the proxy's address: PROXYSHIM_TRUSTED
-UNTRUSTED_SRC = "127.0.0.3"  # direct clients the shim must leave alone
+TRUSTED_NET = "127.0.1.0/24"  # the proxies' addresses: PROXYSHIM_TRUSTED
+TRUSTED_SRC = "127.0.1.250"   # one of them, for the single-source runs (G, I, J)
+UNTRUSTED_SRC = "127.0.2.1"   # direct clients the shim must leave alone
+# Each connection scenario has addresses of its own, used in turn (loadgen --sources): after
+# the client's half-close its side keeps TIME_WAIT, and tens of thousands of them on one
+# address exhaust the ephemeral ports (connect() then scans for a free one and the rate
+# collapses for reasons that have nothing to do with the server).
+SOURCES = {"A": "127.0.1.0", "B": "127.0.2.0", "C": "127.0.1.16", "D": "127.0.1.32", "E": "127.0.1.48",
+           "F": "127.0.1.64"}
+NSOURCES = 16
 CLIENT = "203.0.113.7"       # the client the headers announce
 
 NCPU = os.cpu_count() or 1
@@ -60,7 +68,7 @@ def plain_env():
 def shim_env(**kw):
     env = plain_env()
     env["LD_PRELOAD"] = LIB
-    env["PROXYSHIM_TRUSTED"] = TRUSTED_SRC
+    env["PROXYSHIM_TRUSTED"] = TRUSTED_NET
     env["PROXYSHIM_LOG"] = "error"
     for k, v in kw.items():
         env["PROXYSHIM_" + k.upper()] = v
@@ -118,8 +126,8 @@ def kv(line):
     return {k: float(v) for k, v in re.findall(r"(\w+)=([0-9.]+)", line)}
 
 
-def loadgen(port, source, header, expect, secs=None, count=None, conns=CONNS, half_close=False):
-    argv = [TOOLS["loadgen"], "--target", "127.0.0.1:%d" % port, "--source", source,
+def loadgen(port, source, header, expect, secs=None, count=None, conns=CONNS, half_close=False, sources=1):
+    argv = [TOOLS["loadgen"], "--target", "127.0.0.1:%d" % port, "--source", source, "--sources", str(sources),
             "--header", header, "--conns", str(conns), "--client", CLIENT + ":4711"]
     argv += ["--count", str(count)] if count else ["--time", str(secs)]
     if expect:
@@ -228,23 +236,25 @@ def conn_scenarios(tmp):
     hap, (hap_ts, hap_ng) = start_haproxy(tmp, [plain_ts.port, plain_ng.port])
 
     def fmt(target, addr):
-        return ("peer=%s " % addr) if target == "testserver" else ("client=%s;" % addr)
+        """What the reply must contain: the address (or its start) the server saw."""
+        if target == "testserver":
+            return "peer=" + addr
+        return "client=" + addr.replace(" ", ";")
 
     runs = {}
     for target, plain, shim, hport in (("testserver", plain_ts, shim_ts, hap_ts),
                                        ("nginx", plain_ng, shim_ng, hap_ng)):
         half = target == "testserver"  # it answers (echoes) until the client's EOF
-        runs[(target, "A")] = (plain.port, TRUSTED_SRC, "none", fmt(target, TRUSTED_SRC), plain.cpu_pids, half)
-        runs[(target, "B")] = (shim.port, UNTRUSTED_SRC, "none", fmt(target, UNTRUSTED_SRC), shim.cpu_pids, half)
-        runs[(target, "C")] = (shim.port, TRUSTED_SRC, "v1", fmt(target, CLIENT), shim.cpu_pids, half)
-        runs[(target, "D")] = (shim.port, TRUSTED_SRC, "v2", fmt(target, CLIENT), shim.cpu_pids, half)
-        runs[(target, "E")] = (shim.port, TRUSTED_SRC, "v2tlv", fmt(target, CLIENT), shim.cpu_pids, half)
-        runs[(target, "F")] = (hport, TRUSTED_SRC, "v2", fmt(target, "127.0.0.1"),
-                               plain.cpu_pids + hap.cpu_pids, half)
+        runs[(target, "A")] = (plain.port, "none", fmt(target, "127.0.1."), plain.cpu_pids, half)
+        runs[(target, "B")] = (shim.port, "none", fmt(target, "127.0.2."), shim.cpu_pids, half)
+        runs[(target, "C")] = (shim.port, "v1", fmt(target, CLIENT + " "), shim.cpu_pids, half)
+        runs[(target, "D")] = (shim.port, "v2", fmt(target, CLIENT + " "), shim.cpu_pids, half)
+        runs[(target, "E")] = (shim.port, "v2tlv", fmt(target, CLIENT + " "), shim.cpu_pids, half)
+        runs[(target, "F")] = (hport, "v2", fmt(target, "127.0.0.1 "), plain.cpu_pids + hap.cpu_pids, half)
 
     # warm-up: every path once (and a check that each server answers as expected)
-    for key, (port, src, hdr, expect, pids, half) in runs.items():
-        loadgen(port, src, hdr, expect, secs=0.3, half_close=half)
+    for (target, sid), (port, hdr, expect, pids, half) in runs.items():
+        loadgen(port, SOURCES[sid], hdr, expect, secs=0.3, half_close=half, sources=NSOURCES)
 
     results = {k: [] for k in runs}
     ids = [sid for sid, _ in SCENARIOS]
@@ -254,9 +264,9 @@ def conn_scenarios(tmp):
         # scenario always follows the same one; the targets alternate.
         for target in (("testserver", "nginx") if rnd % 2 == 0 else ("nginx", "testserver")):
             for sid in ids[rnd % len(ids):] + ids[:rnd % len(ids)]:
-                port, src, hdr, expect, pids, half = runs[(target, sid)]
+                port, hdr, expect, pids, half = runs[(target, sid)]
                 c0 = cpu_ns(pids)
-                out = loadgen(port, src, hdr, expect, secs=SECS, half_close=half)
+                out = loadgen(port, SOURCES[sid], hdr, expect, secs=SECS, half_close=half, sources=NSOURCES)
                 out["lg_cpu_us"] = out["cpu_us"]
                 out["cpu_us"] = (cpu_ns(pids) - c0) / 1000.0 / max(out["conns"], 1)
                 results[(target, sid)].append(out)
@@ -382,10 +392,10 @@ def memory():
         out["eagain_" + k] = kv(r.stdout)
     for k, env, hdr in (("plain", plain_env(), "none"), ("shim", shim_env(), "v2")):
         s = start_testserver(env)
-        expect = "peer=%s " % (TRUSTED_SRC if k == "plain" else CLIENT)
-        loadgen(s.port, TRUSTED_SRC, hdr, expect, count=2000, half_close=True)
+        expect = "peer=127.0.1." if k == "plain" else "peer=%s " % CLIENT
+        loadgen(s.port, "127.0.1.128", hdr, expect, count=2000, half_close=True, sources=64)
         r0 = rss_kb(s.pid)
-        loadgen(s.port, TRUSTED_SRC, hdr, expect, count=RSS_CONNS, half_close=True)
+        loadgen(s.port, "127.0.1.128", hdr, expect, count=RSS_CONNS, half_close=True, sources=64)
         r1 = rss_kb(s.pid)
         s.stop()
         out["rss_" + k] = (r0, r1)
