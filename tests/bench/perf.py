@@ -2,8 +2,11 @@
 """make bench, performance section: proxyshim side by side with no shim and with HAProxy
 terminating the protocol (issue 6, scenarios A to K). Every server is started here, pinned to
 one core, with the load generator on the other; the connection scenarios run interleaved in
-rounds and the medians are compared. Prints the machine, the raw figures and one table of
-checks (figure, target, PASS/MISS); exits 1 when a target is missed.
+rounds, and a check's figure is the median over rounds of the ratio between runs of the same
+round (quartiles printed beside it). Prints the machine, the raw figures (medians) and one
+table of checks (figure, target, PASS/MISS); exits 1 when a target is missed.
+CPU time per connection (K and the "srv cpu" column) is read from /proc/<pid>/task/*/schedstat:
+the run time utime + stime are split from, in ns instead of 10 ms ticks, which 0.5 s runs need.
 
 Environment: QUICK=1 (fewer and shorter rounds, under 90 s), BUILD (default build),
 BENCH_ROUNDS, BENCH_SECS, BENCH_CONNS to override the round count, seconds per run and
