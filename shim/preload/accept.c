@@ -2,8 +2,35 @@
  * its PROXY header before the program sees it, and the program sees the header's source.
  * A header still on its way parks the connection (park.c) instead of stalling the program. */
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 
 #include "shim.h"
+
+static bool shim_listener_nonblocking(int lfd)
+{
+	int saved = errno, fl = real_fcntl(lfd, F_GETFL);
+	errno = saved;
+	return fl >= 0 && (fl & O_NONBLOCK);
+}
+
+/* A signal interrupted the shim's wait for a blocking accept(). The kernel would have restarted
+ * accept() itself if the handler has SA_RESTART; which signal it was is not known here, so
+ * the call restarts only when every caught signal would have restarted it. */
+static bool restartable(void)
+{
+	int saved = errno;
+	bool all = true;
+	for (int sig = 1; sig < NSIG && all; sig++) {
+		struct sigaction sa;
+		if (sig == SIGKILL || sig == SIGSTOP || sigaction(sig, NULL, &sa) < 0)
+			continue;
+		if (sa.sa_handler != SIG_DFL && sa.sa_handler != SIG_IGN && !(sa.sa_flags & SA_RESTART))
+			all = false;
+	}
+	errno = saved;
+	return all;
+}
 
 static int take_one(struct shim_fd *l, int lfd, struct sockaddr *addr, socklen_t *addrlen,
 		    int flags, bool four)
@@ -34,12 +61,12 @@ static int take_one(struct shim_fd *l, int lfd, struct sockaddr *addr, socklen_t
 			 * so a slow header never delays a complete one queued behind it. */
 			if (shim_park_blocking(l) && shim_park_pending(l)) {
 				int w = shim_park_wait(l, lfd);
-				if (w < 0) {
+				if (w < 0 && !restartable()) {
 					errno = EINTR;
 					return -1;
 				}
-				if (w == 0)
-					continue;
+				if (w <= 0)
+					continue; /* parked ones to look at, or a restarted wait */
 			}
 		}
 		fd = four ? real_accept4(lfd, (struct sockaddr *)&ss, &sl, flags)
@@ -64,8 +91,12 @@ static int take_one(struct shim_fd *l, int lfd, struct sockaddr *addr, socklen_t
 		if (v == SHIM_INCOMPLETE) {
 			if (shim_park_add(l, lfd, fd, &ss, sl, &pr) == 0)
 				continue; /* the next connection, or EAGAIN on a non-blocking listener */
-			/* could not park: wait here, bounded */
-			v = shim_take_header(&ref, shim_now_ms() + c->timeout_ms);
+			/* Could not park (no fds, no memory): a blocking listener may wait here,
+			 * bounded; a non-blocking one must never wait, so the connection goes. */
+			if (shim_listener_nonblocking(lfd))
+				v = shim_header_none(&ref, pr.seen, "overflow");
+			else
+				v = shim_take_header(&ref, shim_now_ms() + c->timeout_ms);
 		}
 		switch (v) {
 		case SHIM_REJECT:
@@ -73,7 +104,7 @@ static int take_one(struct shim_fd *l, int lfd, struct sockaddr *addr, socklen_t
 			continue;
 		case SHIM_ACCEPT_HEADER:
 			e = shim_fd_peek(fd);
-			if (e && atomic_load_explicit(&e->kind, memory_order_relaxed) == SHIM_FD_CONN) {
+			if (e && atomic_load_explicit(&e->kind, memory_order_acquire) == SHIM_FD_CONN) {
 				shim_addr_to_user(&e->peer, addr, addrlen);
 				errno = saved;
 				return fd;

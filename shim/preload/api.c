@@ -65,7 +65,7 @@ SHIM_EXPORT ssize_t proxyshim_tlv(int fd, unsigned type, void *buf, size_t len)
 
 	if (!e)
 		return -1;
-	t = e->ext;
+	t = shim_fd_ext(e);
 	if (!t || type > 0xFF) {
 		errno = ENOENT;
 		return -1;

@@ -26,3 +26,18 @@ SHIM_EXPORT int close_range(unsigned int first, unsigned int last, int flags)
 		return real_close_range(first, last, flags);
 	return (int)syscall(SYS_close_range, first, last, flags);
 }
+
+/* closefrom() (glibc 2.34): every fd from lowfd up. */
+SHIM_EXPORT void closefrom(int lowfd);
+SHIM_EXPORT void closefrom(int lowfd)
+{
+	SHIM_NEED(close);
+	if (lowfd < 0)
+		lowfd = 0;
+	shim_fd_clear_range((unsigned)lowfd, ~0u);
+	if (real_closefrom) {
+		real_closefrom(lowfd);
+		return;
+	}
+	syscall(SYS_close_range, (unsigned)lowfd, ~0u, 0);
+}

@@ -188,7 +188,10 @@ static bool fail(const char *var, const char *value, const char *why)
 static bool file_error(unsigned line, const char *why)
 {
 	struct shim_config *c = &g_cfg;
-	snprintf(c->file_error, sizeof(c->file_error), "%s:%u: %s", g_file_path, line, why);
+	if (line)
+		snprintf(c->file_error, sizeof(c->file_error), "%s:%u: %s", g_file_path, line, why);
+	else
+		snprintf(c->file_error, sizeof(c->file_error), "%s: %s", g_file_path, why);
 	c->inactive_reason = "bad config file";
 	c->active = false;
 	c->refuse_listen = true;
@@ -216,8 +219,10 @@ static bool read_file(void)
 	g_file_path = path ? path : "/etc/proxyshim.conf";
 	fd = open(g_file_path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
+		/* A named file that cannot be read refuses servers like a bad one (see fail()):
+		 * the variable may be set machine-wide too. */
 		if (path)
-			return fail("PROXYSHIM_CONFIG", path, strerror(errno));
+			return file_error(0, strerror(errno));
 		return true; /* no file: the environment alone */
 	}
 	while (got < FILE_MAX && (n = real_read(fd, g_file + got, (size_t)(FILE_MAX - got))) > 0)
@@ -237,8 +242,11 @@ static bool read_file(void)
 		p = eol + 1;
 		if (*k == '\0' || *k == '#')
 			continue;
-		if (!(eq = strchr(k, '=')))
-			return file_error(line, "expected KEY=VALUE");
+		if (!(eq = strchr(k, '='))) {
+			char why[160];
+			snprintf(why, sizeof(why), "expected KEY=VALUE, not '%.100s'", k);
+			return file_error(line, why);
+		}
 		v = trim(eq + 1, eq + strlen(eq));
 		k = trim(k, eq);
 		if (strlen(v) >= 2 && v[0] == '"' && v[strlen(v) - 1] == '"') {
@@ -249,8 +257,11 @@ static bool read_file(void)
 		for (i = 0; i < sizeof(known_keys) / sizeof(known_keys[0]); i++)
 			if (strcmp(k, known_keys[i]) == 0)
 				break;
-		if (i == sizeof(known_keys) / sizeof(known_keys[0]))
-			return file_error(line, "unknown key");
+		if (i == sizeof(known_keys) / sizeof(known_keys[0])) {
+			char why[200];
+			snprintf(why, sizeof(why), "unknown key %.60s='%.100s'", k, v);
+			return file_error(line, why);
+		}
 		if (g_nkeys == FILE_KEYS)
 			return file_error(line, "too many lines");
 		g_keys[g_nkeys].key = k;

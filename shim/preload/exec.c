@@ -2,6 +2,7 @@
  * addresses of every connection that survives the exec. The state travels in one environment
  * variable of the new image only (the caller's environment is not touched); the new image's
  * shim adopts an entry only if its fd is still the same socket, then drops the variable. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <spawn.h>
@@ -18,6 +19,7 @@
 #define HANDOFF_VAR "PROXYSHIM_HANDOFF"
 #define HANDOFF_TAG "1" /* the entry layout below; another layout is ignored, not misread */
 #define MAX_ARGS 4096
+#define HANDOFF_MAX (120 * 1024)
 
 extern char **environ;
 
@@ -97,9 +99,10 @@ static void add_entry(int fd, struct shim_fd *e, void *arg)
 {
 	struct build *b = arg;
 	unsigned long long ino;
-	int fl = real_fcntl(fd, F_GETFD);
 
-	if (fl < 0 || (fl & FD_CLOEXEC) || sock_inode(fd, &ino) < 0)
+	/* Close-on-exec fds go too: posix_spawn file actions may dup2 them to 0 in the child,
+	 * which finds them by inode (adopt_scan). */
+	if (sock_inode(fd, &ino) < 0)
 		return;
 	if (b->len + ENTRY_MAX + 1 > b->cap)
 		return;
@@ -134,6 +137,10 @@ static void handoff_prepare(struct handoff *h, char *const envp[])
 		nenv++;
 	arr = (nenv + 2) * sizeof(char *);
 	cap = sizeof(HANDOFF_VAR "=" HANDOFF_TAG) + nconn * (ENTRY_MAX + 1);
+	/* Linux refuses an environment string over 128 KiB (E2BIG): the lowest fds go first
+	 * and the rest are left behind rather than failing the exec. */
+	if (cap > HANDOFF_MAX)
+		cap = HANDOFF_MAX;
 	h->memlen = arr + cap;
 	h->mem = mmap(NULL, h->memlen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (h->mem == MAP_FAILED) {
@@ -287,12 +294,47 @@ static bool parse_uint(const char **p, unsigned long long *out)
 	return true;
 }
 
+static bool adopt_at(int fd, const struct wire *w)
+{
+	struct shim_fd *e = shim_fd_get(fd);
+	if (!e)
+		return false;
+	shim_fd_set_ext(e, NULL);
+	e->flags = w->flags;
+	e->version = w->version;
+	e->command = w->command;
+	e->real_hash = w->real_hash;
+	e->peer = w->peer;
+	e->local = w->local;
+	atomic_store_explicit(&e->kind, SHIM_FD_CONN, memory_order_release);
+	return true;
+}
+
+/* An entry whose fd number no longer holds its socket: some other fd may (posix_spawn's
+ * dup2 file actions). Every open socket with that inode takes it. */
+static void adopt_scan(unsigned long long ino, const struct wire *w)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *de;
+	if (!d)
+		return;
+	while ((de = readdir(d)) != NULL) {
+		const char *p = de->d_name;
+		unsigned long long fd, now_ino;
+		if (!parse_uint(&p, &fd) || *p || fd > 0x7FFFFFFF || (int)fd == dirfd(d))
+			continue;
+		if (sock_inode((int)fd, &now_ino) == 0 && now_ino == ino &&
+		    shim_fd_kind((int)fd) == SHIM_FD_NONE)
+			adopt_at((int)fd, w);
+	}
+	closedir(d);
+}
+
 static void adopt_one(const char *p, const char *end)
 {
 	unsigned long long fd, ino, now_ino;
 	struct wire w;
 	uint8_t *b = (uint8_t *)&w;
-	struct shim_fd *e;
 
 	if (!parse_uint(&p, &fd) || *p++ != ':' || !parse_uint(&p, &ino) || *p++ != ':' ||
 	    end - p != (long)(2 * sizeof(w)) || fd > 0x7FFFFFFF)
@@ -303,22 +345,13 @@ static void adopt_one(const char *p, const char *end)
 			return;
 		b[i] = (uint8_t)(hi << 4 | lo);
 	}
-	/* Only if this fd is still the very socket the entry was made for. */
-	if (sock_inode((int)fd, &now_ino) < 0 || now_ino != ino)
-		return;
 	if (!(w.flags & (SHIM_C_REWRITTEN | SHIM_C_PENDING | SHIM_C_FAILED)))
 		return;
-	e = shim_fd_get((int)fd);
-	if (!e)
-		return;
-	e->ext = NULL;
-	e->flags = w.flags;
-	e->version = w.version;
-	e->command = w.command;
-	e->real_hash = w.real_hash;
-	e->peer = w.peer;
-	e->local = w.local;
-	atomic_store_explicit(&e->kind, SHIM_FD_CONN, memory_order_release);
+	/* Only where an fd is still the very socket the entry was made for. */
+	if (sock_inode((int)fd, &now_ino) == 0 && now_ino == ino)
+		adopt_at((int)fd, &w);
+	else
+		adopt_scan(ino, &w);
 }
 
 void shim_handoff_adopt(void)

@@ -56,7 +56,8 @@ static void entry_clear(struct shim_fd *e)
 	unsigned kind;
 	void *ext;
 
-	if (atomic_load_explicit(&e->kind, memory_order_relaxed) == SHIM_FD_NONE)
+	/* Acquire: a thread reusing this fd number must see the previous owner's writes done. */
+	if (atomic_load_explicit(&e->kind, memory_order_acquire) == SHIM_FD_NONE)
 		return;
 	kind = atomic_exchange_explicit(&e->kind, SHIM_FD_NONE, memory_order_acq_rel);
 	ext = __atomic_exchange_n(&e->ext, NULL, __ATOMIC_ACQ_REL);
@@ -76,7 +77,7 @@ void shim_fd_mark_internal(int fd, void *park)
 	if (!e)
 		return;
 	entry_clear(e);
-	e->ext = park;
+	shim_fd_set_ext(e, park);
 	atomic_store_explicit(&e->kind, SHIM_FD_INTERNAL, memory_order_release);
 }
 
@@ -85,7 +86,7 @@ void shim_fd_forget(int fd)
 	struct shim_fd *e = shim_fd_peek(fd);
 	if (e) {
 		atomic_store_explicit(&e->kind, SHIM_FD_NONE, memory_order_release);
-		e->ext = NULL;
+		shim_fd_set_ext(e, NULL);
 	}
 }
 
@@ -139,12 +140,12 @@ void shim_fd_copy(int oldfd, int newfd)
 	dst->real_hash = src->real_hash;
 	dst->peer = src->peer;
 	dst->local = src->local; /* the whole union: pending state too */
-	tlvs = kind == SHIM_FD_CONN ? src->ext : NULL;
+	tlvs = kind == SHIM_FD_CONN ? shim_fd_ext(src) : NULL;
 	if (tlvs) {
 		struct shim_tlvs *copy = malloc(sizeof(*copy) + tlvs->len);
 		if (copy) {
 			memcpy(copy, tlvs, sizeof(*copy) + tlvs->len);
-			dst->ext = copy;
+			shim_fd_set_ext(dst, copy);
 		}
 	}
 	atomic_store_explicit(&dst->kind, (uint8_t)kind, memory_order_release);

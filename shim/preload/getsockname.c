@@ -17,13 +17,19 @@ SHIM_EXPORT int getsockname(int fd, struct sockaddr *addr, socklen_t *addrlen)
 		return real_getsockname(fd, addr, addrlen);
 	if ((e->flags & SHIM_C_PENDING) && shim_lazy_settle(fd, e, SHIM_SETTLE_WAIT) < 0)
 		return real_getsockname(fd, addr, addrlen);
-	if (real_getsockname(fd, addr, addrlen) < 0)
+	/* The kernel answers first (its errors are the program's), into a buffer of ours so that
+	 * the caller's length still says how much the caller can take. */
+	struct sockaddr_storage local;
+	socklen_t ll = sizeof(local);
+	if (real_getsockname(fd, (struct sockaddr *)&local, &ll) < 0)
 		return -1;
 	/* Still the connection the entry was made for? (an fd closed behind our back) */
 	if (!(e->flags & SHIM_C_REWRITTEN) || e->local.family == 0 ||
 	    real_getpeername(fd, (struct sockaddr *)&ss, &sl) < 0 ||
-	    shim_sa_hash((const struct sockaddr *)&ss) != e->real_hash)
+	    shim_sa_hash((const struct sockaddr *)&ss) != e->real_hash) {
+		shim_sa_to_user(&local, ll, addr, addrlen);
 		return 0;
+	}
 	shim_addr_to_user(&e->local, addr, addrlen);
 	return 0;
 }

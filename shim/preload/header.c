@@ -92,7 +92,7 @@ static enum shim_verdict record(const struct shim_conn_ref *c, const struct pp_h
 	e = shim_fd_get(c->fd);
 	if (!e)
 		return reject(c, "nomem", NULL);
-	e->ext = shim_config()->keep_tlvs ? keep_tlvs(h) : NULL;
+	shim_fd_set_ext(e, shim_config()->keep_tlvs ? keep_tlvs(h) : NULL);
 	e->flags = SHIM_C_REWRITTEN;
 	e->version = h->version;
 	e->command = h->command;

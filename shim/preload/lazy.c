@@ -11,7 +11,7 @@ int shim_lazy_mark(int fd, const struct sockaddr *peer, uint16_t lport)
 	struct shim_fd *e = shim_fd_get(fd);
 	if (!e)
 		return -1;
-	e->ext = NULL;
+	shim_fd_set_ext(e, NULL);
 	e->flags = SHIM_C_PENDING;
 	e->version = 0;
 	e->command = 0;
@@ -45,8 +45,16 @@ int shim_lazy_settle(int fd, struct shim_fd *e, enum shim_settle how)
 
 	if (e->flags & SHIM_C_FAILED)
 		return failed(e, fd);
-	if (real_getpeername(fd, (struct sockaddr *)&ss, &sl) < 0 ||
-	    shim_sa_hash((const struct sockaddr *)&ss) != e->real_hash) {
+	if (real_getpeername(fd, (struct sockaddr *)&ss, &sl) < 0) {
+		/* Reset or closed before its header was read: never hand the header's bytes
+		 * over as data. Another errno (EBADF, ENOTSOCK) means the fd is not ours now. */
+		if (errno == ENOTCONN)
+			return failed(e, fd);
+		shim_fd_clear(fd);
+		errno = saved;
+		return 0;
+	}
+	if (shim_sa_hash((const struct sockaddr *)&ss) != e->real_hash) {
 		/* Gone, or no longer the connection the entry was made for: nothing to read. */
 		shim_fd_clear(fd);
 		errno = saved;

@@ -39,7 +39,7 @@ struct shim_park {
 	_Atomic bool lost;          /* the program closed one of its fds */
 	_Atomic unsigned n;         /* parked connections */
 	bool dead;                  /* its listener is gone */
-	bool blocking;              /* the listener was blocking when it last parked */
+	_Atomic bool blocking;      /* the listener was blocking when it last parked */
 	uint16_t lport;
 	int epfd, tfd;
 	unsigned cap;
@@ -92,7 +92,7 @@ bool shim_park_pending(const struct shim_fd *l)
 bool shim_park_blocking(const struct shim_fd *l)
 {
 	const struct shim_park *p = __atomic_load_n((struct shim_park *const *)&l->ext, __ATOMIC_ACQUIRE);
-	return p && p->blocking;
+	return p && atomic_load_explicit(&p->blocking, memory_order_relaxed);
 }
 
 /* Closes one of the park's own fds, which the program has not closed behind its back. */
@@ -101,7 +101,7 @@ static void close_own(struct shim_park *p, int fd)
 	struct shim_fd *e = shim_fd_peek(fd);
 	if (fd < 0)
 		return;
-	if (e && atomic_load(&e->kind) == SHIM_FD_INTERNAL && e->ext == p) {
+	if (e && atomic_load(&e->kind) == SHIM_FD_INTERNAL && shim_fd_ext(e) == p) {
 		shim_fd_forget(fd);
 		real_close(fd);
 	}
@@ -130,6 +130,7 @@ static void reset_locked(struct shim_park *p, bool close_fds)
 			close_own(p, p->v[i].fd);
 	}
 	atomic_fetch_sub(&shim_parked_total, n);
+	shim_stats_changed();
 	atomic_store(&p->n, 0);
 	if (close_fds) {
 		close_own(p, p->tfd);
@@ -211,6 +212,7 @@ static void remove_locked(struct shim_park *p, unsigned i)
 	memmove(&p->v[i], &p->v[i + 1], (n - i - 1) * sizeof(p->v[0]));
 	atomic_store(&p->n, n - 1);
 	atomic_fetch_sub(&shim_parked_total, 1);
+	shim_stats_changed();
 }
 
 static void drop_locked(struct shim_park *p, unsigned i)
@@ -247,7 +249,7 @@ int shim_park_add(struct shim_fd *l, int lfd, int fd, const struct sockaddr_stor
 	check_locked(p);
 	if (p->dead || setup_locked(p) < 0)
 		goto out;
-	p->blocking = fl >= 0 && !(fl & O_NONBLOCK);
+	atomic_store_explicit(&p->blocking, fl >= 0 && !(fl & O_NONBLOCK), memory_order_relaxed);
 	n = atomic_load(&p->n);
 	/* The process-wide cap: the oldest of this listener makes room. */
 	if (atomic_load(&shim_parked_total) >= max_parked() && n > 0) {
@@ -275,6 +277,7 @@ int shim_park_add(struct shim_fd *l, int lfd, int fd, const struct sockaddr_stor
 	shim_fd_mark_internal(fd, p);
 	atomic_store(&p->n, n + 1);
 	atomic_fetch_add(&shim_parked_total, 1);
+	shim_stats_changed();
 	if (n == 0)
 		arm_locked(p);
 	ret = 0;

@@ -33,6 +33,7 @@
 	X(int, listen, (int, int))                                                          \
 	X(int, close, (int))                                                                \
 	X(int, close_range, (unsigned int, unsigned int, int))                              \
+	X(void, closefrom, (int))                                                           \
 	X(int, dup, (int))                                                                  \
 	X(int, dup2, (int, int))                                                            \
 	X(int, dup3, (int, int, int))                                                       \
@@ -161,6 +162,17 @@ struct shim_fd {
 	};
 };
 
+/* ext is also swapped atomically when an entry goes (entry_clear): every access is atomic. */
+static inline void *shim_fd_ext(const struct shim_fd *e)
+{
+	return __atomic_load_n(&e->ext, __ATOMIC_ACQUIRE);
+}
+
+static inline void shim_fd_set_ext(struct shim_fd *e, void *v)
+{
+	__atomic_store_n(&e->ext, v, __ATOMIC_RELEASE);
+}
+
 static inline uint64_t shim_pend_deadline(const struct shim_fd *e)
 {
 	return (uint64_t)e->pend.deadline_hi << 32 | e->pend.deadline_lo;
@@ -263,8 +275,10 @@ int shim_lazy_settle(int fd, struct shim_fd *e, enum shim_settle how);
 static inline struct shim_fd *shim_fd_unsettled(int fd)
 {
 	struct shim_fd *e = shim_fd_peek(fd);
-	if (SHIM_LIKELY(!e) || SHIM_LIKELY(!(e->flags & (SHIM_C_PENDING | SHIM_C_FAILED))) ||
-	    atomic_load_explicit(&e->kind, memory_order_acquire) != SHIM_FD_CONN)
+	/* kind first (an acquire load is a plain load on x86 and arm64): flags belong to it. */
+	if (SHIM_LIKELY(!e) ||
+	    SHIM_LIKELY(atomic_load_explicit(&e->kind, memory_order_acquire) != SHIM_FD_CONN) ||
+	    !(e->flags & (SHIM_C_PENDING | SHIM_C_FAILED)))
 		return NULL;
 	return e;
 }
@@ -278,6 +292,8 @@ enum shim_reason {
 };
 /* Counts one connection's outcome (version 0 when unknown) and the header bytes it took. */
 void shim_stat(enum shim_result r, enum shim_reason why, unsigned version, size_t header_bytes);
+/* Something the file shows changed (the parked gauge): write it within a second. */
+void shim_stats_changed(void);
 /* The counter for a log reason name ("timeout", ...). */
 enum shim_reason shim_reason_of(const char *name);
 void shim_stats_atfork_child(void);

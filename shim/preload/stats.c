@@ -142,6 +142,11 @@ void shim_stat(enum shim_result r, enum shim_reason why, unsigned version, size_
 	atomic_fetch_add_explicit(&g_counts[r][why][version], 1, memory_order_relaxed);
 	if (header_bytes)
 		atomic_fetch_add_explicit(&g_header_bytes, header_bytes, memory_order_relaxed);
+	shim_stats_changed();
+}
+
+void shim_stats_changed(void)
+{
 	if (SHIM_LIKELY(shim_config()->stats_path[0] == '\0'))
 		return;
 	atomic_store_explicit(&g_dirty, true, memory_order_relaxed);
