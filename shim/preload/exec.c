@@ -4,6 +4,7 @@
  * shim adopts an entry only if its fd is still the same socket, then drops the variable. */
 #include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <spawn.h>
 #include <stdarg.h>
@@ -12,6 +13,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "shim.h"
@@ -310,9 +312,69 @@ static bool adopt_at(int fd, const struct wire *w)
 	return true;
 }
 
-/* An entry whose fd number no longer holds its socket: some other fd may (posix_spawn's
- * dup2 file actions). Every open socket with that inode takes it. */
-static void adopt_scan(unsigned long long ino, const struct wire *w)
+/* Parses one entry "fd:inode:hex" ending at end: true when well formed and worth adopting. */
+static bool parse_entry(const char *p, const char *end, unsigned long long *fd,
+			unsigned long long *ino, struct wire *w)
+{
+	uint8_t *b = (uint8_t *)w;
+
+	if (!parse_uint(&p, fd) || *p++ != ':' || !parse_uint(&p, ino) || *p++ != ':' ||
+	    end - p != (long)(2 * sizeof(*w)) || *fd > 0x7FFFFFFF)
+		return false;
+	for (size_t i = 0; i < sizeof(*w); i++) {
+		int hi = unhex(p[2 * i]), lo = unhex(p[2 * i + 1]);
+		if (hi < 0 || lo < 0)
+			return false;
+		b[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return (w->flags & (SHIM_C_REWRITTEN | SHIM_C_PENDING | SHIM_C_FAILED)) != 0;
+}
+
+/* Calls fn for every well-formed entry of the handoff text v (after its tag). */
+static void each_entry(const char *v, void (*fn)(unsigned long long fd, unsigned long long ino,
+						 const struct wire *w, void *arg),
+		       void *arg)
+{
+	for (const char *p = v; *p;) {
+		const char *end = strchr(p, ';');
+		unsigned long long fd, ino;
+		struct wire w;
+		if (!end)
+			end = p + strlen(p);
+		if (parse_entry(p, end, &fd, &ino, &w))
+			fn(fd, ino, &w, arg);
+		p = *end ? end + 1 : end;
+	}
+}
+
+/* First: an fd that still holds, at its number, the very socket its entry was made for. */
+static void adopt_same_number(unsigned long long fd, unsigned long long ino, const struct wire *w,
+			      void *arg)
+{
+	unsigned long long now;
+	(void)arg;
+	if (sock_inode((int)fd, &now) == 0 && now == ino)
+		adopt_at((int)fd, w);
+}
+
+struct by_inode {
+	int fd;
+	unsigned long long ino;
+	bool done;
+};
+
+static void adopt_same_inode(unsigned long long fd, unsigned long long ino, const struct wire *w,
+			     void *arg)
+{
+	struct by_inode *b = arg;
+	(void)fd;
+	if (!b->done && ino == b->ino)
+		b->done = adopt_at(b->fd, w);
+}
+
+/* Then: other fds holding one of those sockets, e.g. fd 0 after posix_spawn's dup2 file
+ * action, or a close-on-exec original's copy. */
+static void adopt_by_inode(const char *v)
 {
 	DIR *d = opendir("/proc/self/fd");
 	struct dirent *de;
@@ -320,57 +382,79 @@ static void adopt_scan(unsigned long long ino, const struct wire *w)
 		return;
 	while ((de = readdir(d)) != NULL) {
 		const char *p = de->d_name;
-		unsigned long long fd, now_ino;
-		if (!parse_uint(&p, &fd) || *p || fd > 0x7FFFFFFF || (int)fd == dirfd(d))
+		unsigned long long fd;
+		struct by_inode b = {0, 0, false};
+		if (!parse_uint(&p, &fd) || *p || fd > 0x7FFFFFFF || (int)fd == dirfd(d) ||
+		    shim_fd_kind((int)fd) != SHIM_FD_NONE || sock_inode((int)fd, &b.ino) < 0)
 			continue;
-		if (sock_inode((int)fd, &now_ino) == 0 && now_ino == ino &&
-		    shim_fd_kind((int)fd) == SHIM_FD_NONE)
-			adopt_at((int)fd, w);
+		b.fd = (int)fd;
+		each_entry(v, adopt_same_inode, &b);
 	}
 	closedir(d);
 }
 
-static void adopt_one(const char *p, const char *end)
-{
-	unsigned long long fd, ino, now_ino;
-	struct wire w;
-	uint8_t *b = (uint8_t *)&w;
-
-	if (!parse_uint(&p, &fd) || *p++ != ':' || !parse_uint(&p, &ino) || *p++ != ':' ||
-	    end - p != (long)(2 * sizeof(w)) || fd > 0x7FFFFFFF)
-		return;
-	for (size_t i = 0; i < sizeof(w); i++) {
-		int hi = unhex(p[2 * i]), lo = unhex(p[2 * i + 1]);
-		if (hi < 0 || lo < 0)
-			return;
-		b[i] = (uint8_t)(hi << 4 | lo);
-	}
-	if (!(w.flags & (SHIM_C_REWRITTEN | SHIM_C_PENDING | SHIM_C_FAILED)))
-		return;
-	/* Only where an fd is still the very socket the entry was made for. */
-	if (sock_inode((int)fd, &now_ino) == 0 && now_ino == ino)
-		adopt_at((int)fd, &w);
-	else
-		adopt_scan(ino, &w);
-}
-
 void shim_handoff_adopt(void)
 {
-	const char *v = getenv(HANDOFF_VAR), *p;
+	const char *v = getenv(HANDOFF_VAR);
 	int saved = errno;
 
 	if (!v)
 		return;
 	if (strncmp(v, HANDOFF_TAG ";", sizeof(HANDOFF_TAG)) == 0) {
-		for (p = v + sizeof(HANDOFF_TAG); *p;) {
-			const char *end = strchr(p, ';');
-			if (!end)
-				end = p + strlen(p);
-			adopt_one(p, end);
-			p = *end ? end + 1 : end;
-		}
+		each_entry(v + sizeof(HANDOFF_TAG), adopt_same_number, NULL);
+		adopt_by_inode(v + sizeof(HANDOFF_TAG));
 	}
 	/* Nothing stale may reach this image's own children. */
 	unsetenv(HANDOFF_VAR);
 	errno = saved;
+}
+
+/* system(): glibc's runs /bin/sh through its internal spawn, which no hook sees. With
+ * connections to hand over, the shim runs it the way POSIX describes (SIGINT and SIGQUIT
+ * ignored and SIGCHLD blocked in the caller while it waits), through posix_spawn above. */
+SHIM_EXPORT int system(const char *cmd)
+{
+	struct sigaction ign, old_int, old_quit;
+	sigset_t chld, old_mask, dflt;
+	posix_spawnattr_t attr;
+	char *argv[] = {(char *)"sh", (char *)"-c", (char *)cmd, NULL};
+	pid_t pid;
+	int status = -1, r;
+
+	SHIM_NEED(system);
+	if (!cmd || shim_fd_each(SHIM_FD_CONN, NULL, NULL) == 0)
+		return real_system(cmd);
+	memset(&ign, 0, sizeof(ign));
+	ign.sa_handler = SIG_IGN;
+	sigemptyset(&ign.sa_mask);
+	sigaction(SIGINT, &ign, &old_int);
+	sigaction(SIGQUIT, &ign, &old_quit);
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &chld, &old_mask);
+	posix_spawnattr_init(&attr);
+	sigemptyset(&dflt);
+	if (old_int.sa_handler != SIG_IGN)
+		sigaddset(&dflt, SIGINT);
+	if (old_quit.sa_handler != SIG_IGN)
+		sigaddset(&dflt, SIGQUIT);
+	posix_spawnattr_setsigdefault(&attr, &dflt);
+	posix_spawnattr_setsigmask(&attr, &old_mask);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+	r = posix_spawn(&pid, "/bin/sh", NULL, &attr, argv, environ);
+	posix_spawnattr_destroy(&attr);
+	if (r == 0) {
+		while (waitpid(pid, &status, 0) < 0) {
+			if (errno != EINTR) {
+				status = -1;
+				break;
+			}
+		}
+	} else {
+		status = 127 << 8; /* the shell could not run: as if it exited 127 */
+	}
+	sigaction(SIGINT, &old_int, NULL);
+	sigaction(SIGQUIT, &old_quit, NULL);
+	sigprocmask(SIG_SETMASK, &old_mask, NULL);
+	return status;
 }

@@ -9,6 +9,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
@@ -19,6 +21,7 @@
 
 struct parked {
 	int fd;
+	uint64_t ino; /* identity, checked before the shim closes it */
 	uint64_t since_ms;
 	struct shim_progress pr;
 	socklen_t peerlen;
@@ -42,6 +45,7 @@ struct shim_park {
 	_Atomic bool blocking;      /* the listener was blocking when it last parked */
 	uint16_t lport;
 	int epfd, tfd;
+	uint64_t epfd_ino, tfd_ino;
 	unsigned cap;
 	struct parked *v; /* oldest first */
 	unsigned nregs;
@@ -95,13 +99,30 @@ bool shim_park_blocking(const struct shim_fd *l)
 	return p && atomic_load_explicit(&p->blocking, memory_order_relaxed);
 }
 
-/* Closes one of the park's own fds, which the program has not closed behind its back. */
-static void close_own(struct shim_park *p, int fd)
+/* The inode behind fd (0 if none): who an fd number is now. */
+static uint64_t fd_ino(int fd)
+{
+	struct stat st;
+	int saved = errno;
+	uint64_t ino = syscall(SYS_fstat, fd, &st) == 0 ? (uint64_t)st.st_ino : 0;
+	errno = saved;
+	return ino;
+}
+
+/* Closes one of the park's own fds, which the program has not closed behind its back: the
+ * table says it is still ours, and the inode agrees (a raw close_range syscall or closefrom
+ * before glibc 2.34 closes fds without the table knowing; the number may be the program's
+ * now). */
+static void close_own(struct shim_park *p, int fd, uint64_t ino)
 {
 	struct shim_fd *e = shim_fd_peek(fd);
 	if (fd < 0)
 		return;
 	if (e && atomic_load(&e->kind) == SHIM_FD_INTERNAL && shim_fd_ext(e) == p) {
+		if (fd_ino(fd) != ino) {
+			shim_fd_forget(fd);
+			return;
+		}
 		shim_fd_forget(fd);
 		real_close(fd);
 	}
@@ -127,14 +148,14 @@ static void reset_locked(struct shim_park *p, bool close_fds)
 	unsigned n = atomic_load(&p->n);
 	for (unsigned i = 0; i < n; i++) {
 		if (close_fds)
-			close_own(p, p->v[i].fd);
+			close_own(p, p->v[i].fd, p->v[i].ino);
 	}
 	atomic_fetch_sub(&shim_parked_total, n);
 	shim_stats_changed();
 	atomic_store(&p->n, 0);
 	if (close_fds) {
-		close_own(p, p->tfd);
-		close_own(p, p->epfd);
+		close_own(p, p->tfd, p->tfd_ino);
+		close_own(p, p->epfd, p->epfd_ino);
 	}
 	p->tfd = p->epfd = -1;
 	for (unsigned i = 0; i < p->nregs; i++)
@@ -169,10 +190,12 @@ static int setup_locked(struct shim_park *p)
 	p->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (p->epfd < 0)
 		return -1;
+	p->epfd_ino = fd_ino(p->epfd);
 	shim_fd_mark_internal(p->epfd, p);
 	p->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
 	if (p->tfd < 0)
 		goto fail;
+	p->tfd_ino = fd_ino(p->tfd);
 	shim_fd_mark_internal(p->tfd, p);
 	ev.data.fd = p->tfd;
 	if (real_epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->tfd, &ev) < 0)
@@ -181,8 +204,8 @@ static int setup_locked(struct shim_park *p)
 		mirror(p, &p->regs[i], EPOLL_CTL_ADD);
 	return 0;
 fail:
-	close_own(p, p->tfd);
-	close_own(p, p->epfd);
+	close_own(p, p->tfd, p->tfd_ino);
+	close_own(p, p->epfd, p->epfd_ino);
 	p->tfd = p->epfd = -1;
 	return -1;
 }
@@ -270,6 +293,7 @@ int shim_park_add(struct shim_fd *l, int lfd, int fd, const struct sockaddr_stor
 	if (real_epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
 		goto out;
 	p->v[n].fd = fd;
+	p->v[n].ino = fd_ino(fd);
 	p->v[n].since_ms = shim_now_ms();
 	p->v[n].pr = *pr;
 	p->v[n].peerlen = peerlen;

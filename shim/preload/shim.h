@@ -47,6 +47,7 @@
 	X(int, pselect, (int, fd_set *, fd_set *, fd_set *, const struct timespec *, const sigset_t *)) \
 	X(ssize_t, read, (int, void *, size_t))                                             \
 	X(pid_t, fork, (void))                                                              \
+	X(int, system, (const char *))                                                      \
 	X(int, execve, (const char *, char *const[], char *const[]))                        \
 	X(int, execvpe, (const char *, char *const[], char *const[]))                       \
 	X(int, fexecve, (int, char *const[], char *const[]))                                \

@@ -31,7 +31,7 @@ def test_no_glibc_version_above_2_17():
 
 # Hooks that deliberately call another hook of the shim's (a fortified twin, the l forms of exec).
 DELEGATING = {("poll.c", "poll"), ("poll.c", "ppoll"), ("exec.c", "execve"), ("exec.c", "execv"),
-              ("exec.c", "execvp")}
+              ("exec.c", "execvp"), ("exec.c", "posix_spawn")}
 
 
 def test_the_shim_calls_libc_only_through_real_pointers():
