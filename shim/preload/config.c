@@ -225,6 +225,7 @@ static bool read_file(void)
 			return file_error(0, strerror(errno));
 		return true; /* no file: the environment alone */
 	}
+	shim_resolve(); /* reading goes through real_read: resolve now, maybe before the constructor */
 	while (got < FILE_MAX && (n = real_read(fd, g_file + got, (size_t)(FILE_MAX - got))) > 0)
 		got += n;
 	n = real_read(fd, g_file + got, 1);
@@ -319,7 +320,6 @@ static void load(void)
 	const char *v;
 	int i;
 
-	shim_resolve(); /* a hook may get here before the constructor */
 	c->versions = PP_ANY;
 	c->timeout_ms = 1000;
 	c->max_parked = 1024;
@@ -384,7 +384,10 @@ static void load(void)
 			fail("PROXYSHIM_TRUSTED", v, why);
 			return;
 		}
-		c->cidrs = n ? calloc(n, sizeof(*c->cidrs)) : NULL;
+		/* A short list needs no malloc(): in a program that never allocates, the first one
+		 * costs system calls at every start. */
+		static struct shim_cidr small[16];
+		c->cidrs = n <= 16 ? small : calloc(n, sizeof(*c->cidrs));
 		if (n && !c->cidrs) {
 			fail("PROXYSHIM_TRUSTED", v, "out of memory");
 			return;
@@ -416,9 +419,10 @@ const struct shim_config *shim_config(void)
 	return &g_cfg;
 }
 
+/* Real symbols are looked up on a hook's first use, not here: most processes a container
+ * preloads the shim into (shells, /bin/true) never call one, and pay nothing for them. */
 __attribute__((constructor)) static void shim_init(void)
 {
-	shim_resolve();
 	shim_config();
 	shim_handoff_adopt();
 }

@@ -6,6 +6,7 @@
 
 #if defined(__x86_64__) && !defined(PP_CRC32C_FORCE_TABLE)
 #define PP_HAVE_HW 1
+#include <cpuid.h>
 #include <nmmintrin.h>
 #endif
 
@@ -64,11 +65,22 @@ __attribute__((target("sse4.2"))) uint32_t pp_crc32c_hw(uint32_t crc, const void
 	return ~(uint32_t)c;
 }
 
+/* The one exception to "no globals" in proto/: a cache of what the CPU can do, asked with one
+ * CPUID on first use. __builtin_cpu_supports() would instead link libgcc's load-time
+ * constructor, which runs a dozen CPUIDs in every process the shim is preloaded into, and in
+ * a VM each CPUID traps to the hypervisor (about 80 us per exec measured). Racing first calls
+ * store the same value. */
+static int hw_state; /* 0 unknown, 1 no, 2 yes */
+
 int pp_crc32c_hw_available(void)
 {
-	/* Reads the CPU feature word libgcc/compiler-rt fill in at load time: a load and a test.
-	 * If it has not been filled in yet, this says no and the table path runs: still correct. */
-	return __builtin_cpu_supports("sse4.2");
+	int st = __atomic_load_n(&hw_state, __ATOMIC_RELAXED);
+	if (__builtin_expect(st == 0, 0)) {
+		unsigned a, b, c = 0, d;
+		st = (__get_cpuid(1, &a, &b, &c, &d) && (c & bit_SSE4_2)) ? 2 : 1;
+		__atomic_store_n(&hw_state, st, __ATOMIC_RELAXED);
+	}
+	return st == 2;
 }
 #else
 uint32_t pp_crc32c_hw(uint32_t crc, const void *buf, size_t len)
@@ -85,7 +97,7 @@ int pp_crc32c_hw_available(void)
 uint32_t pp_crc32c(uint32_t crc, const void *buf, size_t len)
 {
 #ifdef PP_HAVE_HW
-	if (__builtin_cpu_supports("sse4.2"))
+	if (pp_crc32c_hw_available())
 		return pp_crc32c_hw(crc, buf, len);
 #endif
 	return pp_crc32c_sw(crc, buf, len);
