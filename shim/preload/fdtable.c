@@ -7,22 +7,10 @@
 
 #include "shim.h"
 
-#define PAGE_BITS 14 /* 16384 entries a page */
-#define PAGE_FDS (1u << PAGE_BITS)
 #define DIR_SIZE (1u << 17) /* 2^31 fds in all: the kernel's own ceiling */
 
-static struct shim_fd *_Atomic g_dir[DIR_SIZE];
+struct shim_fd *_Atomic shim_fd_dir[DIR_SIZE];
 static _Atomic unsigned g_dir_hi; /* one past the highest directory slot ever mapped */
-
-struct shim_fd *shim_fd_peek(int fd)
-{
-	unsigned u = (unsigned)fd;
-	struct shim_fd *page;
-	if (SHIM_UNLIKELY(fd < 0))
-		return NULL;
-	page = atomic_load_explicit(&g_dir[u >> PAGE_BITS], memory_order_acquire);
-	return page ? &page[u & (PAGE_FDS - 1)] : NULL;
-}
 
 struct shim_fd *shim_fd_get(int fd)
 {
@@ -31,7 +19,7 @@ struct shim_fd *shim_fd_get(int fd)
 	if (fd < 0)
 		return NULL;
 	slot = u >> PAGE_BITS;
-	page = atomic_load_explicit(&g_dir[slot], memory_order_acquire);
+	page = atomic_load_explicit(&shim_fd_dir[slot], memory_order_acquire);
 	if (SHIM_LIKELY(page != NULL))
 		return &page[u & (PAGE_FDS - 1)];
 	/* Anonymous pages stay untouched (no RSS) until an entry in them is written. */
@@ -41,7 +29,7 @@ struct shim_fd *shim_fd_get(int fd)
 	errno = saved;
 	if (page == MAP_FAILED)
 		return NULL;
-	if (!atomic_compare_exchange_strong(&g_dir[slot], &expected, page)) {
+	if (!atomic_compare_exchange_strong(&shim_fd_dir[slot], &expected, page)) {
 		munmap(page, PAGE_FDS * sizeof(struct shim_fd));
 		page = expected;
 	}
@@ -106,7 +94,7 @@ void shim_fd_clear_range(unsigned first, unsigned last)
 	if (last >= end)
 		last = (unsigned)(end - 1);
 	for (unsigned fd = first;; fd++) {
-		struct shim_fd *page = atomic_load_explicit(&g_dir[fd >> PAGE_BITS], memory_order_acquire);
+		struct shim_fd *page = atomic_load_explicit(&shim_fd_dir[fd >> PAGE_BITS], memory_order_acquire);
 		if (!page) {
 			/* Skip the whole missing page. */
 			fd |= PAGE_FDS - 1;
@@ -156,7 +144,7 @@ size_t shim_fd_each(unsigned kind, void (*fn)(int fd, struct shim_fd *e, void *a
 	unsigned hi = atomic_load(&g_dir_hi);
 	size_t count = 0;
 	for (unsigned slot = 0; slot < hi; slot++) {
-		struct shim_fd *page = atomic_load_explicit(&g_dir[slot], memory_order_acquire);
+		struct shim_fd *page = atomic_load_explicit(&shim_fd_dir[slot], memory_order_acquire);
 		if (!page)
 			continue;
 		for (unsigned i = 0; i < PAGE_FDS; i++) {

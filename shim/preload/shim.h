@@ -191,8 +191,21 @@ struct shim_tlvs {
 	uint8_t data[];
 };
 
+#define PAGE_BITS 14 /* 16384 entries a page */
+#define PAGE_FDS (1u << PAGE_BITS)
+/* The table's directory of pages (fdtable.c); read here so that every hook's check inlines. */
+extern struct shim_fd *_Atomic shim_fd_dir[] SHIM_HIDDEN;
+
 /* The entry for fd, or NULL when the table has no page for it (fd never recorded). */
-struct shim_fd *shim_fd_peek(int fd);
+static inline struct shim_fd *shim_fd_peek(int fd)
+{
+	unsigned u = (unsigned)fd;
+	struct shim_fd *page;
+	if (SHIM_UNLIKELY(fd < 0))
+		return NULL;
+	page = atomic_load_explicit(&shim_fd_dir[u >> PAGE_BITS], memory_order_acquire);
+	return page ? &page[u & (PAGE_FDS - 1)] : NULL;
+}
 /* The entry for fd, creating its page if needed; NULL only for a negative fd or no memory. */
 struct shim_fd *shim_fd_get(int fd);
 void shim_fd_clear(int fd);
