@@ -40,35 +40,7 @@ struct opts {
 	uint16_t port;
 };
 
-__attribute__((format(printf, 1, 0))) static void vsay(const char *fmt, va_list ap);
-__attribute__((format(printf, 1, 2))) static void say(const char *fmt, ...);
-__attribute__((format(printf, 2, 3), noreturn)) static void die(int status, const char *fmt, ...);
-#define usage_error(...) die(EXIT_USAGE, __VA_ARGS__)
-
-/* Every message is one line, "proxyshim-send: ...", so scripts can show it as it is. */
-static void vsay(const char *fmt, va_list ap)
-{
-	fputs(PROG ": ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
-}
-
-static void say(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsay(fmt, ap);
-	va_end(ap);
-}
-
-static void die(int status, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsay(fmt, ap);
-	va_end(ap);
-	exit(status);
-}
+#include "say.h"
 
 static const char help_text[] =
 	"NAME\n"

@@ -24,35 +24,7 @@
 /* Set by --check before it re-executes itself, so that it does so only once. */
 #define REEXEC_MARK "PROXYSHIM_CHECK_REEXEC"
 
-__attribute__((format(printf, 1, 0))) static void vsay(const char *fmt, va_list ap);
-__attribute__((format(printf, 1, 2))) static void say(const char *fmt, ...);
-__attribute__((format(printf, 2, 3), noreturn)) static void die(int status, const char *fmt, ...);
-#define usage_error(...) die(EXIT_USAGE, __VA_ARGS__)
-
-/* Every message is one line, "proxyshim: ...". */
-static void vsay(const char *fmt, va_list ap)
-{
-	fputs(PROG ": ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
-}
-
-static void say(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsay(fmt, ap);
-	va_end(ap);
-}
-
-static void die(int status, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsay(fmt, ap);
-	va_end(ap);
-	exit(status);
-}
+#include "say.h"
 
 static const char help_text[] =
 	"NAME\n"
