@@ -162,12 +162,12 @@ $(BUILD)/stress/libinject.so: tests/stress/inject.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -shared -o $@ $< -ldl
 
-HARDEN := $(BUILD)/asan/libproxyshim.so $(BUILD)/stress/libpp.so $(BUILD)/stress/faultserver \
-	  $(BUILD)/stress/libinject.so
+HARDEN := $(BUILD)/asan/libproxyshim.so $(BUILD)/tsan/libproxyshim.so $(BUILD)/stress/libpp.so \
+	  $(BUILD)/stress/faultserver $(BUILD)/stress/libinject.so
 e2e: $(HARDEN)
 
 .PHONY: stress
-stress: deps all $(HARDEN) $(BUILD)/tsan/libproxyshim.so
+stress: deps all $(HARDEN)
 	@tests/stress/run.sh
 
 bench: all
