@@ -7,13 +7,6 @@
 
 #include "shim.h"
 
-static bool shim_listener_nonblocking(int lfd)
-{
-	int saved = errno, fl = real_fcntl(lfd, F_GETFL);
-	errno = saved;
-	return fl >= 0 && (fl & O_NONBLOCK);
-}
-
 /* A signal interrupted the shim's wait for a blocking accept(). The kernel would have restarted
  * accept() itself if the handler has SA_RESTART; which signal it was is not known here, so
  * the call restarts only when every caught signal would have restarted it. */
@@ -93,7 +86,8 @@ static int take_one(struct shim_fd *l, int lfd, struct sockaddr *addr, socklen_t
 				continue; /* the next connection, or EAGAIN on a non-blocking listener */
 			/* Could not park (no fds, no memory): a blocking listener may wait here,
 			 * bounded; a non-blocking one must never wait, so the connection goes. */
-			if (shim_listener_nonblocking(lfd))
+			int fl = shim_fd_status(lfd);
+			if (fl >= 0 && (fl & O_NONBLOCK))
 				v = shim_header_none(&ref, pr.seen, "overflow");
 			else
 				v = shim_take_header(&ref, shim_now_ms() + c->timeout_ms);

@@ -65,7 +65,7 @@ int shim_lazy_settle(int fd, struct shim_fd *e, enum shim_settle how)
 	ref.lport = e->pend.lport;
 	deadline = shim_pend_deadline(e);
 	if (how == SHIM_SETTLE_READ) {
-		int fl = real_fcntl(fd, F_GETFL);
+		int fl = shim_fd_status(fd);
 		if (fl >= 0 && !(fl & O_NONBLOCK))
 			how = SHIM_SETTLE_WAIT;
 	}

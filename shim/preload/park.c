@@ -267,7 +267,7 @@ int shim_park_add(struct shim_fd *l, int lfd, int fd, const struct sockaddr_stor
 
 	if (!p)
 		return -1;
-	fl = real_fcntl(lfd, F_GETFL);
+	fl = shim_fd_status(lfd);
 	pthread_mutex_lock(&p->lock);
 	check_locked(p);
 	if (p->dead || setup_locked(p) < 0)

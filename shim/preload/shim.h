@@ -3,6 +3,8 @@
 #ifndef SHIM_PRELOAD_SHIM_H
 #define SHIM_PRELOAD_SHIM_H
 
+#include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -76,6 +78,14 @@ void *shim_dlsym(const char *name, const void *own_hook);
 		if (SHIM_UNLIKELY(__atomic_load_n(&real_##name, __ATOMIC_RELAXED) == NULL)) \
 			shim_resolve();                                                     \
 	} while (0)
+
+/* The fd's status flags (O_NONBLOCK ...), or -1; errno untouched either way. */
+static inline int shim_fd_status(int fd)
+{
+	int saved = errno, fl = real_fcntl(fd, F_GETFL);
+	errno = saved;
+	return fl;
+}
 
 /* ---- config.c: environment, read once, validated, frozen ---- */
 enum shim_mode { SHIM_MODE_STRICT = 0, SHIM_MODE_OPTIONAL = 1 };
