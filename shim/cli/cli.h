@@ -1,11 +1,13 @@
-/* Messages of the programs a person runs: one line each, "PROG: ...", so scripts can show it as
- * it is. Include after defining PROG and EXIT_USAGE. */
-#ifndef SHIM_CLI_SAY_H
-#define SHIM_CLI_SAY_H
+/* What the programs a person runs share: messages of one line each, "PROG: ...", so scripts
+ * can show them as they are, and options with values. Include after defining PROG and
+ * EXIT_USAGE. */
+#ifndef SHIM_CLI_CLI_H
+#define SHIM_CLI_CLI_H
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 __attribute__((format(printf, 1, 0))) static void vsay(const char *fmt, va_list ap);
 __attribute__((format(printf, 1, 2), unused)) static void say(const char *fmt, ...);
@@ -34,6 +36,25 @@ static void die(int status, const char *fmt, ...)
 	vsay(fmt, ap);
 	va_end(ap);
 	exit(status);
+}
+
+/* An option with a value: "--name VALUE" or "--name=VALUE". Returns the value or NULL when arg
+ * is not this option; advances *i past a separate value. */
+__attribute__((unused)) static char *opt_value(char **argv, int argc, int *i, const char *name)
+{
+	size_t n = strlen(name);
+	char *arg = argv[*i];
+
+	if (strncmp(arg, name, n) != 0)
+		return NULL;
+	if (arg[n] == '=')
+		return arg + n + 1;
+	if (arg[n] != '\0')
+		return NULL;
+	if (*i + 1 >= argc)
+		usage_error("%s needs a value", name);
+	(*i)++;
+	return argv[*i];
 }
 
 #endif

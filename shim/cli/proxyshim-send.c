@@ -40,7 +40,7 @@ struct opts {
 	uint16_t port;
 };
 
-#include "say.h"
+#include "cli.h"
 
 static const char help_text[] =
 	"NAME\n"
@@ -278,25 +278,6 @@ static void set_version(struct opts *o, int v)
 	if (o->version != 0 && o->version != v)
 		usage_error("-1 and -2 are mutually exclusive");
 	o->version = v;
-}
-
-/* An option with a value: "--name VALUE" or "--name=VALUE". Returns the value or NULL when arg
- * is not this option; advances *i past a separate value. */
-static char *opt_value(char **argv, int argc, int *i, const char *name)
-{
-	size_t n = strlen(name);
-	char *arg = argv[*i];
-
-	if (strncmp(arg, name, n) != 0)
-		return NULL;
-	if (arg[n] == '=')
-		return arg + n + 1;
-	if (arg[n] != '\0')
-		return NULL;
-	if (*i + 1 >= argc)
-		usage_error("%s needs a value", name);
-	(*i)++;
-	return argv[*i];
 }
 
 static void parse_args(int argc, char **argv, struct opts *o)

@@ -24,7 +24,7 @@
 /* Set by --check before it re-executes itself, so that it does so only once. */
 #define REEXEC_MARK "PROXYSHIM_CHECK_REEXEC"
 
-#include "say.h"
+#include "cli.h"
 
 static const char help_text[] =
 	"NAME\n"
@@ -117,24 +117,6 @@ struct opts {
 	int check;
 	char **cmd; /* NULL-terminated, NULL when none */
 };
-
-/* "--name VALUE" or "--name=VALUE": the value, or NULL when arg is not this option. */
-static char *opt_value(char **argv, int argc, int *i, const char *name)
-{
-	size_t n = strlen(name);
-	char *arg = argv[*i];
-
-	if (strncmp(arg, name, n) != 0)
-		return NULL;
-	if (arg[n] == '=')
-		return arg + n + 1;
-	if (arg[n] != '\0')
-		return NULL;
-	if (*i + 1 >= argc)
-		usage_error("%s needs a value", name);
-	(*i)++;
-	return argv[*i];
-}
 
 static void parse_args(int argc, char **argv, struct opts *o)
 {
