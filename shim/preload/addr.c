@@ -30,22 +30,34 @@ void shim_addr_to_user(const struct shim_addr *a, struct sockaddr *sa, socklen_t
 	} u;
 	socklen_t full;
 
-	memset(&u, 0, sizeof(u));
+	if (!sa || !len)
+		return;
+	/* The usual caller's buffer holds the whole address: copies of a known size, inlined. */
 	if (a->family == AF_INET) {
+		memset(&u.in, 0, sizeof(u.in));
 		u.in.sin_family = AF_INET;
 		u.in.sin_port = a->port;
 		memcpy(&u.in.sin_addr, a->addr, 4);
 		full = sizeof(u.in);
+		if (*len >= full) {
+			memcpy(sa, &u.in, sizeof(u.in));
+			*len = full;
+			return;
+		}
 	} else {
+		memset(&u.in6, 0, sizeof(u.in6));
 		u.in6.sin6_family = AF_INET6;
 		u.in6.sin6_port = a->port;
 		memcpy(&u.in6.sin6_addr, a->addr, 16);
 		full = sizeof(u.in6);
+		if (*len >= full) {
+			memcpy(sa, &u.in6, sizeof(u.in6));
+			*len = full;
+			return;
+		}
 	}
-	if (sa && len) {
-		memcpy(sa, &u, *len < full ? *len : full);
-		*len = full;
-	}
+	memcpy(sa, &u, *len);
+	*len = full;
 }
 
 const char *shim_sa_str(const struct sockaddr *sa, char *buf)
@@ -65,15 +77,25 @@ const char *shim_sa_str(const struct sockaddr *sa, char *buf)
 	return buf;
 }
 
+/* Called for every trusted connection and every getpeername() on one: a few word operations
+ * over the kernel's own form, not a byte loop over a normalised copy. Injective on the
+ * IPv4 (family, address, port) before the final mix; for IPv6 a collision needs a chosen pair. */
 uint32_t shim_sa_hash(const struct sockaddr *sa)
 {
-	struct shim_addr a;
-	const uint8_t *p = (const uint8_t *)&a;
-	uint32_t h = 2166136261u; /* FNV-1a */
-	shim_addr_from_sa(&a, sa);
-	for (size_t i = 0; i < sizeof(a); i++)
-		h = (h ^ p[i]) * 16777619u;
-	return h;
+	uint64_t h;
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)sa;
+		h = (uint64_t)AF_INET << 48 | (uint64_t)in->sin_addr.s_addr << 16 | in->sin_port;
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)sa;
+		uint64_t w[2];
+		memcpy(w, &in6->sin6_addr, sizeof(w));
+		h = (w[0] * 0xC2B2AE3D27D4EB4Full ^ w[1]) + ((uint64_t)AF_INET6 << 48 | in6->sin6_port);
+	} else {
+		h = sa->sa_family;
+	}
+	h *= 0x9E3779B97F4A7C15ull;
+	return (uint32_t)(h >> 32) ^ (uint32_t)h;
 }
 
 void shim_sa_to_user(const void *ss, socklen_t salen, struct sockaddr *sa, socklen_t *len)
