@@ -24,6 +24,7 @@ PROGS += $(BUILD)/proxyshim
 # Small programs the e2e tests run (tests/e2e/progs/*.c); speakfirst also _FORTIFY_SOURCE-built.
 E2E_PROGS := $(patsubst tests/e2e/progs/%.c,$(BUILD)/progs/%,$(wildcard tests/e2e/progs/*.c))
 E2E_PROGS += $(BUILD)/progs/speakfirst-fortify
+E2E_PROGS += $(patsubst tests/e2e/faults/%.c,$(BUILD)/faults/lib%.so,$(wildcard tests/e2e/faults/*.c))
 PROGS += $(E2E_PROGS)
 
 .PHONY: all test unit e2e check fuzz bench demo clean deps
@@ -53,6 +54,11 @@ $(BUILD)/proxyshim: shim/cli/proxyshim.c $(HDRS)
 $(BUILD)/progs/%: tests/e2e/progs/%.c tests/e2e/progs/common.h
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $< -ldl
+
+# Fault stand-ins the e2e tests preload after the shim (tests/e2e/faults/*.c).
+$(BUILD)/faults/lib%.so: tests/e2e/faults/%.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -shared -o $@ $< -ldl
 
 $(BUILD)/progs/speakfirst-fortify: tests/e2e/progs/speakfirst.c tests/e2e/progs/common.h
 	@mkdir -p $(@D)

@@ -110,13 +110,21 @@ static enum shim_verdict record(const struct shim_conn_ref *c, const struct pp_h
 	return SHIM_ACCEPT_HEADER;
 }
 
-/* Consumes exactly n bytes that a peek has shown are queued. */
+/* Consumes exactly n bytes that a peek has shown are queued. MSG_TRUNC has TCP discard them
+ * without copying (a quarter of the call's cost); a kernel that ignores the flag copies them
+ * into buf, which holds the same bytes already. A socket that refuses it (MPTCP answers
+ * EOPNOTSUPP) is read the plain way. */
 static int consume(int fd, uint8_t *buf, size_t n)
 {
+	int trunc = MSG_TRUNC;
 	while (n > 0) {
-		ssize_t r = real_recv(fd, buf, n, MSG_DONTWAIT);
+		ssize_t r = real_recv(fd, buf, n, MSG_DONTWAIT | trunc);
 		if (r < 0 && errno == EINTR)
 			continue;
+		if (r < 0 && trunc && (errno == EOPNOTSUPP || errno == EINVAL)) {
+			trunc = 0;
+			continue;
+		}
 		if (r <= 0)
 			return -1;
 		n -= (size_t)r;
