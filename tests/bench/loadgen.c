@@ -1,28 +1,43 @@
 /* loadgen: the bench's client. N concurrent connections from one loopback source address, each
  * sending an optional PROXY header and a small HTTP/1.0 request, reading the reply to EOF and
  * closing, for a fixed time; one machine-readable line with connections/s and latency
- * percentiles. --bulk instead streams BYTES through one connection (scenario G).
+ * percentiles. --bulk instead streams BYTES through one connection (scenario G), or with
+ * --segment through each of several connections in turn.
  *
  * Usage: loadgen --target IP:PORT [--source IP] [--sources N] [--conns N] [--time SECS] [--count N]
  *                [--header none|v1|v2|v2tlv] [--client IP:PORT] [--half-close]
- *                [--expect STR] [--bulk BYTES] [--chunk BYTES]
+ *                [--expect STR] [--bulk BYTES [--segment SEG]] [--chunk BYTES]
+ *        loadgen --bulk BYTES --segment SEG --target IP:PORT [--header H] --target IP:PORT
+ *                [--header H] ... [--source IP] [--client IP:PORT] [--chunk BYTES]
  *   --source IP     the local address every connection binds to (default 127.0.0.1)
  *   --sources N     use N consecutive addresses from --source, in turn (default 1): tens of
  *                   thousands of TIME_WAIT sockets a second on one address exhaust its
  *                   ephemeral ports, and connect() then burns CPU scanning for a free one
  *   --conns N       connections kept open at once (default 32)
  *   --time SECS     how long to run (default 2); --count N: stop after N connections instead
- *   --header H      none (default), v1, v2, or v2tlv (v2 with 3 TLVs and a CRC32C TLV)
+ *   --header H      none (default), v1, v2, or v2tlv (v2 with 3 TLVs and a CRC32C TLV); after
+ *                   a --target it is that target's, before any it is every target's default
  *   --client IP:PORT the client the header announces (default 203.0.113.7:4711)
  *   --half-close    shutdown(SHUT_WR) after the request (for servers that answer at EOF)
  *   --expect STR    a reply must contain STR in its first 512 bytes, else it counts as an error
  *   --bulk BYTES    one connection: header, then BYTES of payload, half-close, wait for EOF
+ *   --segment SEG   with --bulk, and --target given up to 16 times: one connection to each
+ *                   target, all open at once, fed in turn SEG bytes at a time (BYTES a multiple
+ *                   of SEG); after each segment the receiver's 1-byte ack (bulksink --ack SEG)
+ *                   is awaited, so only one connection is ever busy, and the order of the
+ *                   targets rotates by one every segment. Configurations compared this way see
+ *                   the same machine within a fraction of a second of each other, which
+ *                   separate runs one after the other do not.
  *
  * Output, one line on stdout:
  *   loadgen conns=N errors=N secs=S cps=X p50_us=X p99_us=X p999_us=X max_us=X cpu_us=X
  *   (cpu_us: the load generator's own CPU time per connection: near 1e6 / cps when it is
  *   the bottleneck)
  *   loadgen bulk bytes=N secs=S gib_s=X
+ * or with --segment one line per target, in the order given:
+ *   loadgen bulk target=IP:PORT header=H bytes=N secs=S gib_s=X segs=N seg_ms=X,X,...
+ *   (secs: the sum of its segments' times, each from the segment's first send to its ack;
+ *   seg_ms: each segment's time, in order, for ratios segment by segment)
  * Latency: from socket() to the reply's EOF, kept in a log-linear histogram (1/64 precision). */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -56,17 +71,32 @@ struct slot {
 	char head[KEEP + 1];
 };
 
+#define MAX_TARGETS 16
+
+/* A --target and its own header (bulk with --segment); the connection scenarios use the first. */
+struct target {
+	struct sockaddr_in addr;
+	const char *header;
+	char name[32];
+	uint8_t msg[1024];
+	size_t msg_len;
+	int fd;
+	uint64_t *seg_ns;
+};
+
 static struct {
 	struct sockaddr_in target, source, client;
+	struct target targets[MAX_TARGETS];
+	int ntargets;
 	unsigned sources, next_source;
 	int conns;
 	double secs;
 	uint64_t count;
 	int half_close;
 	const char *expect;
-	unsigned long long bulk;
+	unsigned long long bulk, segment;
 	size_t chunk;
-	uint8_t msg[1024];
+	const uint8_t *msg; /* the first target's: the connection scenarios send it */
 	size_t msg_len;
 } opt;
 
@@ -132,7 +162,9 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: loadgen --target IP:PORT [--source IP] [--sources N] [--conns N] [--time SECS] "
 			"[--count N] [--header none|v1|v2|v2tlv] [--client IP:PORT] [--half-close] "
-			"[--expect STR] [--bulk BYTES] [--chunk BYTES]\n");
+			"[--expect STR] [--bulk BYTES [--segment SEG]] [--chunk BYTES]\n"
+			"       loadgen --bulk BYTES --segment SEG --target IP:PORT [--header H] "
+			"--target IP:PORT [--header H] ... [--source IP] [--client IP:PORT] [--chunk BYTES]\n");
 	exit(2);
 }
 
@@ -173,8 +205,9 @@ static unsigned long long number(const char *s)
 	return v;
 }
 
-/* The header (if any) and the request, sent in one write as a proxy's first segment would be. */
-static void build_message(const char *kind)
+/* The header (if any) for a connection to dst, and the request unless it is a bulk run, in
+ * one buffer: sent in one write, as a proxy's first segment would be. Returns its length. */
+static size_t build_message(const char *kind, const struct sockaddr_in *dst, uint8_t *msg, size_t cap)
 {
 	static const uint8_t authority[] = "bench.example.com";
 	static const uint8_t unique_id[] = "0123456789abcdef0123456789abcdef";
@@ -182,11 +215,10 @@ static void build_message(const char *kind)
 	int n = 0;
 
 	if (!strcmp(kind, "v1")) {
-		n = pp_build_v1(opt.msg, sizeof(opt.msg), (struct sockaddr *)&opt.client,
-				(struct sockaddr *)&opt.target);
+		n = pp_build_v1(msg, cap, (struct sockaddr *)&opt.client, (const struct sockaddr *)dst);
 	} else if (!strcmp(kind, "v2")) {
-		n = pp_build_v2(opt.msg, sizeof(opt.msg), PP_CMD_PROXY, (struct sockaddr *)&opt.client,
-				(struct sockaddr *)&opt.target, NULL, 0, 0);
+		n = pp_build_v2(msg, cap, PP_CMD_PROXY, (struct sockaddr *)&opt.client,
+				(const struct sockaddr *)dst, NULL, 0, 0);
 	} else if (!strcmp(kind, "v2tlv")) {
 		/* What an AWS NLB or HAProxy sends with TLVs on: authority, unique id, a VPC endpoint. */
 		struct pp_tlv t[3] = {
@@ -194,8 +226,8 @@ static void build_message(const char *kind)
 			{PP2_TYPE_UNIQUE_ID, (uint16_t)(sizeof(unique_id) - 1), unique_id},
 			{PP2_TYPE_AWS, (uint16_t)(sizeof(vpce) - 1), vpce},
 		};
-		n = pp_build_v2(opt.msg, sizeof(opt.msg), PP_CMD_PROXY, (struct sockaddr *)&opt.client,
-				(struct sockaddr *)&opt.target, t, 3, PP_BUILD_CRC32C);
+		n = pp_build_v2(msg, cap, PP_CMD_PROXY, (struct sockaddr *)&opt.client,
+				(const struct sockaddr *)dst, t, 3, PP_BUILD_CRC32C);
 	} else if (strcmp(kind, "none") != 0) {
 		usage();
 	}
@@ -203,11 +235,12 @@ static void build_message(const char *kind)
 		fprintf(stderr, "loadgen: building the %s header failed: %d\n", kind, n);
 		exit(1);
 	}
-	opt.msg_len = (size_t)n;
+	size_t len = (size_t)n;
 	if (!opt.bulk) {
-		memcpy(opt.msg + opt.msg_len, REQUEST, sizeof(REQUEST) - 1);
-		opt.msg_len += sizeof(REQUEST) - 1;
+		memcpy(msg + len, REQUEST, sizeof(REQUEST) - 1);
+		len += sizeof(REQUEST) - 1;
 	}
+	return len;
 }
 
 static int new_socket(int flags)
@@ -432,15 +465,105 @@ static void run_bulk(void)
 	       (double)opt.bulk / secs / (1024.0 * 1024.0 * 1024.0));
 }
 
+/* ---- bulk in segments: several connections fed in turn (see --segment) ---- */
+static void send_all(int fd, const char *buf, unsigned long long len, size_t chunk, const char *who)
+{
+	while (len > 0) {
+		size_t n = len < chunk ? (size_t)len : chunk;
+		ssize_t w = send(fd, buf, n, MSG_NOSIGNAL);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			fprintf(stderr, "loadgen: send to %s: %s\n", who, strerror(errno));
+			exit(1);
+		}
+		len -= (unsigned long long)w;
+	}
+}
+
+static void run_segments(void)
+{
+	size_t chunk = opt.chunk ? opt.chunk : 256 * 1024;
+	unsigned long long nseg = opt.bulk / opt.segment;
+	char *buf = malloc(chunk);
+	int one = 1, n = opt.ntargets;
+
+	if (!buf)
+		die("malloc");
+	memset(buf, 'x', chunk);
+	for (int t = 0; t < n; t++) {
+		struct target *tg = &opt.targets[t];
+		tg->seg_ns = calloc((size_t)nseg, sizeof(*tg->seg_ns));
+		tg->fd = new_socket(SOCK_CLOEXEC);
+		if (!tg->seg_ns || tg->fd < 0)
+			die("socket/bind");
+		if (connect(tg->fd, (struct sockaddr *)&tg->addr, sizeof(tg->addr)) < 0)
+			die(tg->name);
+		/* A segment's sub-MSS tail must not wait for an ACK the receiver may delay. */
+		setsockopt(tg->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	}
+	/* The headers go out once every receiver has had time to return from accept(): a lazy-mode
+	 * shim then finds no header there and leaves it to the first read, the path this measures
+	 * (bulksink --peek reports which one took it). */
+	usleep(200000);
+	for (int t = 0; t < n; t++) {
+		struct target *tg = &opt.targets[t];
+		send_all(tg->fd, (const char *)tg->msg, tg->msg_len, chunk, tg->name);
+	}
+	for (unsigned long long i = 0; i < nseg; i++) {
+		for (int j = 0; j < n; j++) {
+			struct target *tg = &opt.targets[(i + (unsigned long long)j) % (unsigned long long)n];
+			char a;
+			ssize_t r;
+			uint64_t t0 = now_ns();
+			send_all(tg->fd, buf, opt.segment, chunk, tg->name);
+			while ((r = recv(tg->fd, &a, 1, 0)) < 0 && errno == EINTR)
+				;
+			if (r != 1) {
+				fprintf(stderr, "loadgen: %s: no ack after segment %llu (%s)\n", tg->name, i,
+					r == 0 ? "EOF" : strerror(errno));
+				exit(1);
+			}
+			tg->seg_ns[i] = now_ns() - t0;
+		}
+	}
+	for (int t = 0; t < n; t++)
+		shutdown(opt.targets[t].fd, SHUT_WR);
+	/* Each receiver closes once it has read everything; nothing but the acks may come back. */
+	for (int t = 0; t < n; t++) {
+		struct target *tg = &opt.targets[t];
+		ssize_t r;
+		while ((r = recv(tg->fd, buf, chunk, 0)) != 0) {
+			if (r < 0 && errno == EINTR)
+				continue;
+			fprintf(stderr, "loadgen: %s: %s before EOF\n", tg->name,
+				r > 0 ? "unexpected bytes" : strerror(errno));
+			exit(1);
+		}
+		close(tg->fd);
+	}
+	for (int t = 0; t < n; t++) {
+		struct target *tg = &opt.targets[t];
+		uint64_t sum = 0;
+		for (unsigned long long i = 0; i < nseg; i++)
+			sum += tg->seg_ns[i];
+		double secs = (double)sum / 1e9;
+		printf("loadgen bulk target=%s header=%s bytes=%llu secs=%.4f gib_s=%.4f segs=%llu seg_ms=", tg->name,
+		       tg->header, opt.bulk, secs, (double)opt.bulk / secs / (1024.0 * 1024.0 * 1024.0), nseg);
+		for (unsigned long long i = 0; i < nseg; i++)
+			printf("%s%.3f", i ? "," : "", (double)tg->seg_ns[i] / 1e6);
+		printf("\n");
+	}
+}
+
 int main(int argc, char **argv)
 {
-	const char *header = "none";
+	const char *header = "none"; /* for the targets not given one of their own */
 	opt.conns = 32;
 	opt.secs = 2.0;
 	opt.sources = 1;
 	parse_ipport("127.0.0.1:0", &opt.source, 0);
 	parse_ipport("203.0.113.7:4711", &opt.client, 1);
-	int have_target = 0;
 
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
@@ -448,9 +571,12 @@ int main(int argc, char **argv)
 #define NEEDV() do { if (!v) usage(); i++; } while (0)
 		if (!strcmp(a, "--target")) {
 			NEEDV();
-			if (parse_ipport(v, &opt.target, 1) < 0)
+			if (opt.ntargets == MAX_TARGETS)
 				usage();
-			have_target = 1;
+			struct target *tg = &opt.targets[opt.ntargets++];
+			if (parse_ipport(v, &tg->addr, 1) < 0)
+				usage();
+			snprintf(tg->name, sizeof(tg->name), "%s", v);
 		} else if (!strcmp(a, "--source")) {
 			NEEDV();
 			if (parse_ipport(v, &opt.source, 0) < 0)
@@ -474,7 +600,10 @@ int main(int argc, char **argv)
 			opt.count = number(v);
 		} else if (!strcmp(a, "--header")) {
 			NEEDV();
-			header = v;
+			if (opt.ntargets)
+				opt.targets[opt.ntargets - 1].header = v;
+			else
+				header = v;
 		} else if (!strcmp(a, "--half-close")) {
 			opt.half_close = 1;
 		} else if (!strcmp(a, "--expect")) {
@@ -483,6 +612,9 @@ int main(int argc, char **argv)
 		} else if (!strcmp(a, "--bulk")) {
 			NEEDV();
 			opt.bulk = number(v);
+		} else if (!strcmp(a, "--segment")) {
+			NEEDV();
+			opt.segment = number(v);
 		} else if (!strcmp(a, "--chunk")) {
 			NEEDV();
 			opt.chunk = (size_t)number(v);
@@ -490,14 +622,27 @@ int main(int argc, char **argv)
 			usage();
 		}
 	}
-	if (!have_target || opt.conns < 1 || opt.sources < 1 || (opt.secs <= 0 && !opt.count))
+	if (opt.ntargets < 1 || opt.conns < 1 || opt.sources < 1 || (opt.secs <= 0 && !opt.count))
+		usage();
+	/* Several targets only take turns in segments; a segment needs its ack at its end. */
+	if (opt.segment ? !opt.bulk || opt.bulk % opt.segment : opt.ntargets > 1)
 		usage();
 	if (opt.count)
 		opt.secs = 1e6;
 	if (opt.count && (uint64_t)opt.conns > opt.count)
 		opt.conns = (int)opt.count;
-	build_message(header);
-	if (opt.bulk)
+	for (int t = 0; t < opt.ntargets; t++) {
+		struct target *tg = &opt.targets[t];
+		if (!tg->header)
+			tg->header = header;
+		tg->msg_len = build_message(tg->header, &tg->addr, tg->msg, sizeof(tg->msg));
+	}
+	opt.target = opt.targets[0].addr;
+	opt.msg = opt.targets[0].msg;
+	opt.msg_len = opt.targets[0].msg_len;
+	if (opt.segment)
+		run_segments();
+	else if (opt.bulk)
 		run_bulk();
 	else
 		run_conns();
