@@ -204,3 +204,9 @@ $(BUILD)/bench/bulksink $(BUILD)/bench/spawn $(BUILD)/bench/eagain: $(BUILD)/ben
 $(BUILD)/bench/shimsize: tests/bench/shimsize.c $(HDRS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Ishim -o $@ $<
+
+# Scenario H's floor: an empty library, linked as libproxyshim.so is (bar its version script
+# and -Bsymbolic-functions, which have nothing to act on here).
+$(BUILD)/bench/empty.so: tests/bench/empty.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -shared -fPIC -o $@ $< $(LDHARD)
