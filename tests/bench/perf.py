@@ -3,8 +3,8 @@
 terminating the protocol (issue 6, scenarios A to K). Every server is started here, pinned to
 one core, with the load generator on the other; the connection scenarios run interleaved in
 rounds, and a check's figure is the median over rounds of the ratio between runs of the same
-round (quartiles printed beside it). G's six configurations stream at once, their connections
-fed in turn 64 MiB at a time (its quartiles are over those segments, paired); H's three
+round (quartiles printed beside it). G's six configurations (and a second plain connection,
+the noise floor) stream at once, their connections fed in turn 64 MiB at a time (its quartiles are over those segments, paired); H's three
 variants (no library, an empty one, the shim) take turns in each round. Prints the machine,
 the raw figures (medians) and one table of checks (figure, target, PASS/MISS); exits 1 when a
 target is missed.
@@ -48,7 +48,7 @@ SECS = float(os.environ.get("BENCH_SECS", 0.4 if QUICK else 0.5))
 CONNS = int(os.environ.get("BENCH_CONNS", 16))
 BULK_BYTES = (512 << 20) if QUICK else (2 << 30)  # per connection
 BULK_SEG = 64 << 20
-BULK_ROUNDS = 2 if QUICK else 5
+BULK_ROUNDS = 2 if QUICK else 9
 SPAWN_RUNS = 1000
 SPAWN_ROUNDS = 3 if QUICK else 9
 RSS_CONNS = 20000 if QUICK else 100000
@@ -294,7 +294,9 @@ def conn_scenarios(tmp):
 
 # ---- G: bulk ----
 
-BULK_CONFIGS = [(mode, how) for how in ("read", "recv") for mode in ("plain", "accept", "lazy")]
+# "control": a second plain read() connection, the noise floor: what two identical
+# connections measured side by side differ by on this machine.
+BULK_CONFIGS = [(mode, how) for how in ("read", "recv") for mode in ("plain", "accept", "lazy")] + [("control", "read")]
 
 
 def bulk_line(line):
@@ -311,13 +313,14 @@ def bulk_line(line):
 
 
 def bulk(tmp):
-    """The six configurations stream at once: one loadgen a round feeds their connections in
+    """The six configurations, and a second plain read() connection as a control, stream at
+    once: one loadgen a round feeds their connections in
     turn, BULK_SEG bytes at a time, each sink acknowledging its segment before the next one
     goes anywhere. Separate runs one after the other would each see a different machine (GiB/s
     varies 2x between them here), which hides the shim's per-read cost of about 0.1%."""
     configs = {}
     for mode, how in BULK_CONFIGS:
-        env = plain_env() if mode == "plain" else shim_env(consume=mode)
+        env = plain_env() if mode in ("plain", "control") else shim_env(consume=mode)
         s = Server([TOOLS["bulksink"], "--listen", "127.0.0.1:0", "--read-with", how, "--ack", str(BULK_SEG),
                     "--peek"], env, stdout=subprocess.PIPE)
         line = s.p.stdout.readline().decode()
@@ -330,7 +333,7 @@ def bulk(tmp):
         order = BULK_CONFIGS[rnd % len(BULK_CONFIGS):] + BULK_CONFIGS[:rnd % len(BULK_CONFIGS)]
         argv = [TOOLS["loadgen"], "--bulk", str(BULK_BYTES), "--segment", str(BULK_SEG), "--source", TRUSTED_SRC]
         for mode, how in order:
-            argv += ["--target", "127.0.0.1:%d" % configs[(mode, how)][1], "--header", "none" if mode == "plain" else "v2"]
+            argv += ["--target", "127.0.0.1:%d" % configs[(mode, how)][1], "--header", "none" if mode in ("plain", "control") else "v2"]
         r = subprocess.run(pinned(CLIENT_CPU, argv), capture_output=True, text=True, timeout=600)
         if r.returncode != 0:  # (before reading the sinks: one never connected to would not answer)
             raise RuntimeError("bulk loadgen: %s %s %s" % (r.stdout, r.stderr,
@@ -591,14 +594,15 @@ def report_conn(res, check):
 
 def report_bulk(gres, gir, check):
     print()
-    print("G   bulk: %d MiB per connection, six connections interleaved in %d MiB segments, 16 KiB reads" % (
-        BULK_BYTES >> 20, BULK_SEG >> 20))
+    print("G   bulk: %d MiB per connection, %d connections interleaved in %d MiB segments, 16 KiB reads" % (
+        BULK_BYTES >> 20, len(BULK_CONFIGS), BULK_SEG >> 20))
     print("%-3s %-40s %9s %9s %10s   %s" % ("", "(medians over %d rounds)" % BULK_ROUNDS, "GiB/s", "calls",
                                          "sink cpu s", "GiB/s by round"))
     for (mode, how) in BULK_CONFIGS:
         rs = gres[(mode, how)]
         print("G   %-40s %9.3f %9.0f %10.3f   %s" % (
-            "%s, %s()" % ("no shim" if mode == "plain" else "shim, consume=" + mode, how),
+            "%s, %s()" % ({"plain": "no shim", "control": "no shim, a second connection"}.get(
+                mode, "shim, consume=" + mode), how),
             med([r["gib_s"] for r in rs]), med([r["calls"] for r in rs]), med([r["sink_cpu_s"] for r in rs]),
             " ".join("%.3f" % r["gib_s"] for r in rs)))
     print("(GiB/s: over the connection's own segments, each timed from its first send to the sink's ack;\n"
@@ -613,6 +617,8 @@ def report_bulk(gres, gir, check):
             check("G %s() consume=%s / no shim" % (how, mode), x, ">= 0.99", x >= 0.99, (lo, hi))
             x, lo, hi = ratio(gres[(mode, how)], gres[("plain", how)], "sink_cpu_s")
             check("G %s() consume=%s / no shim, sink CPU" % (how, mode), x, "-", None, (lo, hi))
+    x, lo, hi = bulk_ratio(gres[("control", "read")], gres[("plain", "read")])
+    check("G read() no shim / no shim (noise floor)", x, "-", None, (lo, hi))
 
 
 def report_startup(hres, hir, check):
