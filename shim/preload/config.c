@@ -148,7 +148,10 @@ int shim_parse_ports(const char *s, uint64_t *bits)
  * as the environment, KEY=VALUE a line, # comments; the environment wins. */
 #define FILE_MAX 16384
 #define FILE_KEYS 32
-static char g_file[FILE_MAX + 1];
+/* The file's text, which the keys point into: on the heap, and only when there is a file, so
+ * that the 16 KiB do not sit between the page the loader has already written and the
+ * settings every process reads at start (each further page is a fault at every exec). */
+static char *g_file;
 static const char *g_file_path;
 static struct {
 	const char *key, *value;
@@ -208,9 +211,45 @@ static char *trim(char *a, char *b)
 	return a;
 }
 
+/* The environment's settings, gathered in one pass: looking each up with getenv() would walk
+ * the whole environment (often a hundred entries in a container) once per setting, in every
+ * process that starts. Only known names are kept; the first entry of a name wins, as with
+ * getenv(). */
+#define ENV_PREFIX "PROXYSHIM_"
+#define NKNOWN (sizeof(known_keys) / sizeof(known_keys[0]))
+static const char *g_env[NKNOWN + 1]; /* known_keys' values, then PROXYSHIM_CONFIG's */
+
+static int env_index(const char *name, size_t n)
+{
+	for (unsigned i = 0; i < NKNOWN; i++)
+		if (strncmp(known_keys[i], name, n) == 0 && known_keys[i][n] == '\0')
+			return (int)i;
+	if (n == sizeof("PROXYSHIM_CONFIG") - 1 && strncmp(name, "PROXYSHIM_CONFIG", n) == 0)
+		return NKNOWN;
+	return -1;
+}
+
+static void env_gather(void)
+{
+	for (char **e = environ; e && *e; e++) {
+		const char *eq;
+		int i;
+		if (strncmp(*e, ENV_PREFIX, sizeof(ENV_PREFIX) - 1) != 0 || (eq = strchr(*e, '=')) == NULL)
+			continue;
+		if ((i = env_index(*e, (size_t)(eq - *e))) >= 0 && g_env[i] == NULL)
+			g_env[i] = eq + 1;
+	}
+}
+
+static const char *env_value(const char *name)
+{
+	int i = env_index(name, strlen(name));
+	return i >= 0 ? g_env[i] : NULL;
+}
+
 static bool read_file(void)
 {
-	const char *path = getenv("PROXYSHIM_CONFIG");
+	const char *path = env_value("PROXYSHIM_CONFIG");
 	ssize_t n, got = 0;
 	unsigned line = 0;
 	int fd;
@@ -226,6 +265,10 @@ static bool read_file(void)
 		return true; /* no file: the environment alone */
 	}
 	shim_resolve(); /* reading goes through real_read: resolve now, maybe before the constructor */
+	if ((g_file = malloc(FILE_MAX + 1)) == NULL) {
+		real_close(fd);
+		return file_error(0, "out of memory");
+	}
 	while (got < FILE_MAX && (n = real_read(fd, g_file + got, (size_t)(FILE_MAX - got))) > 0)
 		got += n;
 	n = real_read(fd, g_file + got, 1);
@@ -276,7 +319,7 @@ static bool read_file(void)
 /* One setting's value: the environment first, then the file. */
 static const char *setting(const char *name)
 {
-	const char *v = getenv(name);
+	const char *v = env_value(name);
 	if (v)
 		return v;
 	for (unsigned i = g_nkeys; i-- > 0;)
@@ -335,6 +378,7 @@ static void load(void)
 		c->inactive_reason = "secure-execution";
 		return;
 	}
+	env_gather();
 	if (!read_file())
 		return;
 	if ((i = choice("PROXYSHIM_LOG", logs, 5, "expected off, error, warn, info or debug", SHIM_LOG_WARN)) < 0)
