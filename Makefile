@@ -197,7 +197,7 @@ $(BUILD)/bench/loadgen: tests/bench/loadgen.c $(BUILD)/libproto.a $(HDRS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libproto.a
 
-$(BUILD)/bench/bulksink $(BUILD)/bench/spawn $(BUILD)/bench/eagain: $(BUILD)/bench/%: tests/bench/%.c
+$(BUILD)/bench/bulksink $(BUILD)/bench/spawn $(BUILD)/bench/eagain $(BUILD)/bench/consume: $(BUILD)/bench/%: tests/bench/%.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $<
 

@@ -35,12 +35,12 @@ BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
 LIB = os.path.join(BUILD, "libproxyshim.so")
 TESTSERVER = os.path.join(BUILD, "testserver")
 TOOLS = {n: os.path.join(BUILD, "bench", n) for n in ("loadgen", "bulksink", "spawn", "eagain", "shimsize",
-                                                      "empty.so")}
+                                                      "empty.so", "consume")}
 GROUPS = ("conn", "G", "H", "I", "J")
 # What each group runs: checked before anything starts.
 NEEDS = {"conn": ["loadgen", LIB, TESTSERVER, "nginx", "haproxy"], "G": ["loadgen", "bulksink", LIB],
          "H": ["spawn", "empty.so", LIB], "I": ["loadgen", "eagain", "shimsize", LIB, TESTSERVER],
-         "J": ["loadgen", LIB, TESTSERVER, "strace"]}
+         "J": ["loadgen", LIB, TESTSERVER, "strace", "consume"]}
 
 QUICK = os.environ.get("QUICK", "") not in ("", "0")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", 6 if QUICK else 24))
@@ -514,6 +514,11 @@ def syscalls():
         b = strace_calls(env, hdr, TRUSTED_SRC, STRACE_M2)
         names = set(a) | set(b)
         res[k] = {n: (b.get(n, 0) - a.get(n, 0)) / float(STRACE_M2 - STRACE_M1) for n in names}
+    # What those two calls cost here: tests/bench/consume.c, pinned like the servers.
+    r = subprocess.run(pinned(SERVER_CPU, [TOOLS["consume"]]), capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        raise RuntimeError("consume: %s" % r.stderr)
+    res["cost"] = kv(r.stdout)
     return res
 
 
@@ -673,6 +678,10 @@ def report_syscalls(jres, check):
     print("J   system calls per connection (strace -f -c, (calls(%d) - calls(%d)) / %d): %.2f plain, %.2f shim; "
           "differences: %s" % (STRACE_M2, STRACE_M1, STRACE_M2 - STRACE_M1, sum(jp.values()), sum(js.values()),
                                ", ".join("%s %+.2f" % (n, js.get(n, 0) - jp.get(n, 0)) for n in names) or "none"))
+    cost = jres["cost"]
+    print("J   their cost (tests/bench/consume.c, %d rounds on loopback): the peek %.0f ns, the header discarded "
+          "with MSG_TRUNC %.0f ns (copied out instead: %.0f ns)" % (cost["rounds"], cost["peek_ns"],
+                                                                     cost["discard_ns"], cost["copy_ns"]))
     check("J syscalls per trusted connection, extra", extra, "<= 2", extra <= 2.0 + 0.05)
 
 

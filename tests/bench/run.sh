@@ -15,7 +15,7 @@ echo "== performance: connections, bulk, start-up, memory, system calls, CPU (QU
 root=$(cd "$here/../.." && pwd)
 B=${BUILD:-build}
 (cd "$root" && ${MAKE:-make} --no-print-directory -s "$B/bench/loadgen" "$B/bench/bulksink" \
-	"$B/bench/spawn" "$B/bench/eagain" "$B/bench/shimsize" "$B/bench/empty.so") || exit 1
+	"$B/bench/spawn" "$B/bench/eagain" "$B/bench/shimsize" "$B/bench/empty.so" "$B/bench/consume") || exit 1
 ${PYTHON:-/usr/bin/python3} "$here/perf.py" || status=1
 
 exit $status
