@@ -193,11 +193,11 @@ $(BUILD)/bench/parse_bench $(BUILD)/bench/parse_bench_table: $(BUILD)/bench/%: t
 
 # Performance bench (tests/bench/perf.py): the load generator, the bulk receiver, the
 # start-up timer, the EAGAIN leak check and the shim's per-connection state size.
-$(BUILD)/bench/loadgen: tests/bench/loadgen.c $(BUILD)/libproto.a $(HDRS)
+$(BUILD)/bench/loadgen: tests/bench/loadgen.c tests/bench/bench.h $(BUILD)/libproto.a $(HDRS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libproto.a
 
-$(BUILD)/bench/bulksink $(BUILD)/bench/spawn $(BUILD)/bench/eagain $(BUILD)/bench/consume: $(BUILD)/bench/%: tests/bench/%.c
+$(BUILD)/bench/bulksink $(BUILD)/bench/spawn $(BUILD)/bench/eagain $(BUILD)/bench/consume: $(BUILD)/bench/%: tests/bench/%.c tests/bench/bench.h
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $<
 

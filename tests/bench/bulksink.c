@@ -28,6 +28,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
+
 static double now_s(void)
 {
 	struct timespec t;
@@ -52,15 +54,7 @@ static void usage(void)
 
 static unsigned long long number(const char *s)
 {
-	unsigned long long v = 0;
-	if (!*s)
-		usage();
-	for (; *s; s++) {
-		if (*s < '0' || *s > '9')
-			usage();
-		v = v * 10 + (unsigned long long)(*s - '0');
-	}
-	return v;
+	return bench_number(s, usage);
 }
 
 /* Whether the connection's first bytes are a PROXY header (v1 or v2 signature, as far as they

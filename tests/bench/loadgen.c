@@ -54,6 +54,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "proxyshim.h"
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
@@ -194,15 +195,7 @@ static int parse_ipport(const char *s, struct sockaddr_in *out, int need_port)
 
 static unsigned long long number(const char *s)
 {
-	unsigned long long v = 0;
-	if (!*s)
-		usage();
-	for (; *s; s++) {
-		if (*s < '0' || *s > '9')
-			usage();
-		v = v * 10 + (unsigned long long)(*s - '0');
-	}
-	return v;
+	return bench_number(s, usage);
 }
 
 /* The header (if any) for a connection to dst, and the request unless it is a bulk run, in
@@ -420,11 +413,26 @@ static void run_conns(void)
 }
 
 /* ---- bulk: one connection streaming opt.bulk bytes ---- */
+/* All len bytes of buf (sent chunk bytes at a time, over and over), or exit. */
+static void send_all(int fd, const char *buf, unsigned long long len, size_t chunk, const char *who)
+{
+	while (len > 0) {
+		size_t n = len < chunk ? (size_t)len : chunk;
+		ssize_t w = send(fd, buf, n, MSG_NOSIGNAL);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			fprintf(stderr, "loadgen: send to %s: %s\n", who, strerror(errno));
+			exit(1);
+		}
+		len -= (unsigned long long)w;
+	}
+}
+
 static void run_bulk(void)
 {
 	size_t chunk = opt.chunk ? opt.chunk : 256 * 1024;
 	char *buf = malloc(chunk);
-	unsigned long long left = opt.bulk;
 	uint64_t t0;
 	int fd;
 
@@ -439,16 +447,7 @@ static void run_bulk(void)
 		die("connect");
 	if (opt.msg_len && send(fd, opt.msg, opt.msg_len, MSG_NOSIGNAL) != (ssize_t)opt.msg_len)
 		die("send header");
-	while (left > 0) {
-		size_t n = left < chunk ? (size_t)left : chunk;
-		ssize_t w = send(fd, buf, n, MSG_NOSIGNAL);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			die("send");
-		}
-		left -= (unsigned long long)w;
-	}
+	send_all(fd, buf, opt.bulk, chunk, "the target");
 	shutdown(fd, SHUT_WR);
 	/* The receiver closes once it has read everything: its EOF ends the measurement. */
 	for (;;) {
@@ -466,21 +465,6 @@ static void run_bulk(void)
 }
 
 /* ---- bulk in segments: several connections fed in turn (see --segment) ---- */
-static void send_all(int fd, const char *buf, unsigned long long len, size_t chunk, const char *who)
-{
-	while (len > 0) {
-		size_t n = len < chunk ? (size_t)len : chunk;
-		ssize_t w = send(fd, buf, n, MSG_NOSIGNAL);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			fprintf(stderr, "loadgen: send to %s: %s\n", who, strerror(errno));
-			exit(1);
-		}
-		len -= (unsigned long long)w;
-	}
-}
-
 static void run_segments(void)
 {
 	size_t chunk = opt.chunk ? opt.chunk : 256 * 1024;
