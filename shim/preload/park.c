@@ -119,12 +119,9 @@ static void close_own(struct shim_park *p, int fd, uint64_t ino)
 	if (fd < 0)
 		return;
 	if (e && atomic_load(&e->kind) == SHIM_FD_INTERNAL && shim_fd_ext(e) == p) {
-		if (fd_ino(fd) != ino) {
-			shim_fd_forget(fd);
-			return;
-		}
 		shim_fd_forget(fd);
-		real_close(fd);
+		if (fd_ino(fd) == ino)
+			real_close(fd);
 	}
 }
 

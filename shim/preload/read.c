@@ -9,15 +9,16 @@
 #include "shim.h"
 
 /* Out of line and cold, so that a hook's common path is the inlined check and a jump. */
-__attribute__((noinline, cold)) static int settle_slow(int fd, int flags)
+__attribute__((noinline, cold)) static int settle_slow(int fd, struct shim_fd *e, int flags)
 {
-	struct shim_fd *e = shim_fd_unsettled(fd);
-	if (!e)
-		return 0;
 	return shim_lazy_settle(fd, e, (flags & MSG_DONTWAIT) ? SHIM_SETTLE_NOWAIT : SHIM_SETTLE_READ);
 }
 
-#define settle(fd, flags) (SHIM_UNLIKELY(shim_fd_unsettled(fd) != NULL) ? settle_slow(fd, flags) : 0)
+static inline int settle(int fd, int flags)
+{
+	struct shim_fd *e = shim_fd_unsettled(fd);
+	return SHIM_UNLIKELY(e != NULL) ? settle_slow(fd, e, flags) : 0;
+}
 
 SHIM_EXPORT ssize_t read(int fd, void *buf, size_t n)
 {
