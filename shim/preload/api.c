@@ -16,7 +16,8 @@ static struct shim_fd *settled(int fd)
 	if (real_getpeername(fd, (struct sockaddr *)&ss, &sl) < 0)
 		return NULL; /* EBADF, ENOTSOCK, ENOTCONN: the kernel's word */
 	e = shim_fd_peek(fd);
-	if (!e || atomic_load_explicit(&e->kind, memory_order_acquire) != SHIM_FD_CONN ||
+	if (!shim_config()->active || !e ||
+	    atomic_load_explicit(&e->kind, memory_order_acquire) != SHIM_FD_CONN ||
 	    e->real_hash != shim_sa_hash((const struct sockaddr *)&ss)) {
 		errno = ENOENT;
 		return NULL;

@@ -400,7 +400,10 @@ void shim_handoff_adopt(void)
 
 	if (!v)
 		return;
-	if (strncmp(v, HANDOFF_TAG ";", sizeof(HANDOFF_TAG)) == 0) {
+	/* An inactive shim adopts nothing: the variable is anyone's to set, and under secure
+	 * execution (set-uid) the invoking user's. Only an active shim rewrites, and it trusts
+	 * the variable no more than its own configuration: both come from the environment. */
+	if (shim_config()->active && strncmp(v, HANDOFF_TAG ";", sizeof(HANDOFF_TAG)) == 0) {
 		each_entry(v + sizeof(HANDOFF_TAG), adopt_same_number, NULL);
 		adopt_by_inode(v + sizeof(HANDOFF_TAG));
 	}

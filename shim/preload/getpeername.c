@@ -12,7 +12,7 @@ SHIM_EXPORT int getpeername(int fd, struct sockaddr *addr, socklen_t *addrlen)
 	SHIM_NEED(getpeername);
 	e = shim_fd_peek(fd);
 	if (SHIM_LIKELY(!e || atomic_load_explicit(&e->kind, memory_order_acquire) != SHIM_FD_CONN) ||
-	    !addr || !addrlen || (int)*addrlen < 0)
+	    !shim_config()->active || !addr || !addrlen || (int)*addrlen < 0)
 		return real_getpeername(fd, addr, addrlen);
 	if (SHIM_UNLIKELY(e->flags & (SHIM_C_PENDING | SHIM_C_FAILED))) {
 		/* Lazy mode: the header, complete or within the timeout, decides the answer. */

@@ -13,7 +13,7 @@ SHIM_EXPORT int getsockname(int fd, struct sockaddr *addr, socklen_t *addrlen)
 	SHIM_NEED(getsockname);
 	e = shim_fd_peek(fd);
 	if (SHIM_LIKELY(!e || atomic_load_explicit(&e->kind, memory_order_acquire) != SHIM_FD_CONN) ||
-	    !shim_config()->local_from_header || !addr || !addrlen || (int)*addrlen < 0)
+	    !shim_config()->active || !shim_config()->local_from_header || !addr || !addrlen || (int)*addrlen < 0)
 		return real_getsockname(fd, addr, addrlen);
 	if ((e->flags & SHIM_C_PENDING) && shim_lazy_settle(fd, e, SHIM_SETTLE_WAIT) < 0)
 		return real_getsockname(fd, addr, addrlen);
