@@ -191,6 +191,8 @@ static bool fail(const char *var, const char *value, const char *why)
 static bool file_error(unsigned line, const char *why)
 {
 	struct shim_config *c = &g_cfg;
+	if (c->file_error[0])
+		return false; /* the first error is the one said */
 	if (line)
 		snprintf(c->file_error, sizeof(c->file_error), "%s:%u: %s", g_file_path, line, why);
 	else
@@ -219,14 +221,30 @@ static char *trim(char *a, char *b)
 #define NKNOWN (sizeof(known_keys) / sizeof(known_keys[0]))
 static const char *g_env[NKNOWN + 1]; /* known_keys' values, then PROXYSHIM_CONFIG's */
 
+static const char *g_env_unknown; /* the first PROXYSHIM_* entry that names no setting */
+
+/* PROXYSHIM_* names that are not settings: the exec handoff's, and those of the project's own
+ * tools (the wrapper's --check, the image's copy entrypoint), which reach programs' environments. */
+static const char *const reserved_names[] = {
+	"PROXYSHIM_HANDOFF", "PROXYSHIM_CHECK_REEXEC", "PROXYSHIM_SRC", "PROXYSHIM_DEST",
+};
+
+static bool name_is(const char *name, size_t n, const char *known)
+{
+	return strncmp(known, name, n) == 0 && known[n] == '\0';
+}
+
 static int env_index(const char *name, size_t n)
 {
 	for (unsigned i = 0; i < NKNOWN; i++)
-		if (strncmp(known_keys[i], name, n) == 0 && known_keys[i][n] == '\0')
+		if (name_is(name, n, known_keys[i]))
 			return (int)i;
-	if (n == sizeof("PROXYSHIM_CONFIG") - 1 && strncmp(name, "PROXYSHIM_CONFIG", n) == 0)
+	if (name_is(name, n, "PROXYSHIM_CONFIG"))
 		return NKNOWN;
-	return -1;
+	for (unsigned i = 0; i < sizeof(reserved_names) / sizeof(reserved_names[0]); i++)
+		if (name_is(name, n, reserved_names[i]))
+			return -1;
+	return -2;
 }
 
 static void env_gather(void)
@@ -236,9 +254,71 @@ static void env_gather(void)
 		int i;
 		if (strncmp(*e, ENV_PREFIX, sizeof(ENV_PREFIX) - 1) != 0 || (eq = strchr(*e, '=')) == NULL)
 			continue;
-		if ((i = env_index(*e, (size_t)(eq - *e))) >= 0 && g_env[i] == NULL)
+		i = env_index(*e, (size_t)(eq - *e));
+		if (i >= 0 && g_env[i] == NULL)
 			g_env[i] = eq + 1;
+		else if (i == -2 && g_env_unknown == NULL)
+			g_env_unknown = *e;
 	}
+}
+
+/* Edit distance of two short names, capped: a typo's suggestion needs no more. */
+static unsigned distance(const char *a, const char *b)
+{
+	unsigned row[48], n = (unsigned)strlen(b), m = (unsigned)strlen(a);
+	if (n >= 48 || m >= 48)
+		return 99;
+	for (unsigned j = 0; j <= n; j++)
+		row[j] = j;
+	for (unsigned i = 1; i <= m; i++) {
+		unsigned diag = row[0], best;
+		row[0] = i;
+		for (unsigned j = 1; j <= n; j++) {
+			unsigned up = row[j];
+			best = diag + (a[i - 1] != b[j - 1]);
+			if (up + 1 < best)
+				best = up + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			row[j] = best;
+			diag = up;
+		}
+	}
+	return row[n];
+}
+
+/* The setting an unknown name was probably meant to be, or NULL. */
+static const char *suggest(const char *name)
+{
+	const char *best = NULL;
+	unsigned best_d = 4; /* at most three edits away: PROXYSHIM_TIMEOUT for _TIMEOUT_MS */
+	for (unsigned i = 0; i <= NKNOWN; i++) {
+		const char *k = i < NKNOWN ? known_keys[i] : "PROXYSHIM_CONFIG";
+		unsigned d = distance(name, k);
+		if (d < best_d) {
+			best_d = d;
+			best = k;
+		}
+	}
+	return best;
+}
+
+/* An unknown PROXYSHIM_* variable is a typo until proven otherwise: a misspelt
+ * PROXYSHIM_TRUSTED would leave the server unprotected or inert without a word. */
+static void env_refuse_unknown(void)
+{
+	char name[64];
+	const char *eq = strchr(g_env_unknown, '='), *hint;
+	size_t n = (size_t)(eq - g_env_unknown);
+	if (n >= sizeof(name))
+		n = sizeof(name) - 1;
+	memcpy(name, g_env_unknown, n);
+	name[n] = '\0';
+	hint = suggest(name);
+	fprintf(stderr, "proxyshim: invalid %s=\"%s\": not a proxyshim variable%s%s%s\n", name, eq + 1,
+		hint ? " (did you mean " : "", hint ? hint : "", hint ? "?)" : "");
+	fflush(stderr);
+	_exit(1);
 }
 
 static const char *env_value(const char *name)
@@ -289,7 +369,8 @@ static bool read_file(void)
 		if (!(eq = strchr(k, '='))) {
 			char why[160];
 			snprintf(why, sizeof(why), "expected KEY=VALUE, not '%.100s'", k);
-			return file_error(line, why);
+			file_error(line, why);
+			continue;
 		}
 		v = trim(eq + 1, eq + strlen(eq));
 		k = trim(k, eq);
@@ -302,18 +383,25 @@ static bool read_file(void)
 			if (strcmp(k, known_keys[i]) == 0)
 				break;
 		if (i == sizeof(known_keys) / sizeof(known_keys[0])) {
-			char why[200];
-			snprintf(why, sizeof(why), "unknown key %.60s='%.100s'", k, v);
-			return file_error(line, why);
+			char why[240];
+			snprintf(why, sizeof(why), "unknown key %.60s='%.100s'%s%s%s", k, v,
+				 suggest(k) ? " (did you mean " : "", suggest(k) ? suggest(k) : "",
+				 suggest(k) ? "?)" : "");
+			file_error(line, why);
+			continue;
 		}
-		if (g_nkeys == FILE_KEYS)
-			return file_error(line, "too many lines");
+		if (g_nkeys == FILE_KEYS) {
+			file_error(line, "too many lines");
+			break;
+		}
 		g_keys[g_nkeys].key = k;
 		g_keys[g_nkeys].value = v;
 		g_keys[g_nkeys].line = line;
 		g_nkeys++;
 	}
-	return true;
+	/* Every well-formed line was kept, even after an error: PROXYSHIM_PORTS below a typo
+	 * still bounds what the bad file refuses (refuse_scope). */
+	return g_cfg.file_error[0] == '\0';
 }
 
 /* One setting's value: the environment first, then the file. */
@@ -379,6 +467,8 @@ static void load(void)
 		return;
 	}
 	env_gather();
+	if (g_env_unknown)
+		env_refuse_unknown();
 	if (!read_file())
 		return;
 	if ((i = choice("PROXYSHIM_LOG", logs, 5, "expected off, error, warn, info or debug", SHIM_LOG_WARN)) < 0)
@@ -444,6 +534,17 @@ static void load(void)
 	}
 }
 
+/* A bad file refuses only what it was meant to cover: TCP listens on its ports when its
+ * PROXYSHIM_PORTS (or the environment's) parses, every TCP port when it does not. UNIX sockets
+ * and everything else a machine runs (tmux, ssh-agent, dbus) keep working (listen.c). */
+static void refuse_scope(void)
+{
+	struct shim_config *c = &g_cfg;
+	const char *v = setting("PROXYSHIM_PORTS");
+	memset(c->ports, 0, sizeof(c->ports));
+	c->all_ports = !v || shim_parse_ports(v, c->ports) < 0;
+}
+
 /* Once, without pthread_once (which would tie the library to glibc 2.34 and later). */
 const struct shim_config *shim_config(void)
 {
@@ -453,6 +554,8 @@ const struct shim_config *shim_config(void)
 	st = 0;
 	if (atomic_compare_exchange_strong(&g_state, &st, 1)) {
 		load();
+		if (g_cfg.refuse_listen)
+			refuse_scope();
 		atomic_store_explicit(&g_state, 2, memory_order_release);
 	} else {
 		while (atomic_load_explicit(&g_state, memory_order_acquire) != 2) {

@@ -86,12 +86,35 @@ static void on_listen(int fd)
 	shim_log(SHIM_LOG_INFO, "event=listen port=%u", ntohs(e->local.port));
 }
 
+/* With a bad config file: would this listen be one the file was meant to cover? TCP over
+ * IPv4 or IPv6 on a covered port. A socket not bound yet gets an ephemeral port from listen()
+ * itself, covered only when every port is. Anything the shim cannot tell is let through to the
+ * kernel, which gives the program its own answer. */
+static bool refused(int fd, const struct shim_config *c)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss), il = sizeof(int);
+	int proto = 0, saved = errno;
+	bool r = false;
+	uint16_t port;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &il) == 0 && proto == IPPROTO_TCP &&
+	    real_getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 &&
+	    (ss.ss_family == AF_INET || ss.ss_family == AF_INET6)) {
+		port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+						     : ((struct sockaddr_in6 *)&ss)->sin6_port);
+		r = port ? shim_port_covered(c, port) : c->all_ports;
+	}
+	errno = saved;
+	return r;
+}
+
 SHIM_EXPORT int listen(int fd, int backlog)
 {
 	const struct shim_config *c = shim_config();
 	int r, saved;
 	SHIM_NEED(listen);
-	if (SHIM_UNLIKELY(c->refuse_listen)) {
+	if (SHIM_UNLIKELY(c->refuse_listen) && refused(fd, c)) {
 		/* A bad config file: this server must not run half configured (config.c). */
 		shim_log(SHIM_LOG_ERROR, "event=refuse reason=config detail=\"%s\"", c->file_error);
 		errno = EACCES;

@@ -192,6 +192,109 @@ def test_a_bad_file_refuses_listen_and_leaves_other_programs_alone(procs, tmp_pa
         assert n in line, (n, line)
 
 
+# What a bad file refuses: only TCP listens on the ports it covers. A program reports, for each
+# socket it tries, listen()'s outcome.
+LISTENER = r"""
+import errno, json, os, socket, sys
+out = {}
+def attempt(name, make):
+    try:
+        s = make()
+        s.listen(5)
+        out[name] = "ok"
+    except OSError as e:
+        out[name] = errno.errorcode.get(e.errno, str(e.errno))
+def tcp(fam, host, port):
+    def make():
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if port is not None:
+            s.bind((host, port))
+        return s
+    return make
+def unix():
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(sys.argv[1])
+    return s
+covered, other = int(sys.argv[2]), int(sys.argv[3])
+attempt("unix", unix)
+attempt("tcp_covered", tcp(socket.AF_INET, "127.0.0.1", covered))
+attempt("tcp6_covered", tcp(socket.AF_INET6, "::1", covered))
+attempt("tcp_other", tcp(socket.AF_INET, "127.0.0.1", other))
+attempt("tcp_unbound", tcp(socket.AF_INET, None, None))
+print(json.dumps(out))
+"""
+
+
+def listen_outcomes(tmp_path, env, covered, other):
+    sock = tmp_path / "s.sock"
+    r = subprocess.run(["/usr/bin/python3", "-c", LISTENER, str(sock), str(covered), str(other)], env=env,
+                       capture_output=True, timeout=20)
+    assert r.returncode == 0, r
+    import json
+    return json.loads(r.stdout.decode().strip().splitlines()[-1]), r.stderr.decode()
+
+
+@pytest.mark.parametrize("order", ["typo-first", "ports-first"])
+def test_a_bad_file_refuses_only_tcp_listens_on_its_ports(tmp_path, order):
+    """/etc/ld.so.preload with a typo beside PROXYSHIM_PORTS=443 used to refuse every listen()
+    on the machine, UNIX sockets included (tmux, ssh-agent, dbus). Now only the TCP ports the
+    file covers are refused, wherever the typo stands."""
+    covered, other = free_port(), free_port()
+    lines = ["PROXYSHIM_TRUSTED=%s" % TRUSTED, "PROXYSHIM_MODE=stric", "PROXYSHIM_PORTS=%d" % covered]
+    if order == "ports-first":
+        lines = [lines[2], lines[0], lines[1]]
+    conf = write_conf(tmp_path / "proxyshim.conf", *lines)
+    got, err = listen_outcomes(tmp_path, preload_env(conf), covered, other)
+    assert got == {"unix": "ok", "tcp_covered": "EACCES", "tcp6_covered": "EACCES", "tcp_other": "ok",
+                   "tcp_unbound": "ok"}, (got, err)
+    assert "PROXYSHIM_MODE='stric'" in err, err
+
+
+def test_a_bad_file_with_an_unknown_key_still_bounds_its_refusal_by_its_ports(tmp_path):
+    covered, other = free_port(), free_port()
+    conf = write_conf(tmp_path / "proxyshim.conf", "PROXYSHIM_TRUSTD=10.0.0.0/8", "PROXYSHIM_PORTS=%d" % covered)
+    got, err = listen_outcomes(tmp_path, preload_env(conf), covered, other)
+    assert got == {"unix": "ok", "tcp_covered": "EACCES", "tcp6_covered": "EACCES", "tcp_other": "ok",
+                   "tcp_unbound": "ok"}, (got, err)
+    assert "unknown key PROXYSHIM_TRUSTD='10.0.0.0/8' (did you mean PROXYSHIM_TRUSTED?)" in err, err
+
+
+@pytest.mark.parametrize("ports", [None, "443,70000"])
+def test_a_bad_file_without_usable_ports_refuses_every_tcp_listen_and_no_unix_one(tmp_path, ports):
+    covered, other = free_port(), free_port()
+    lines = ["PROXYSHIM_TRUSTED=%s" % TRUSTED, "PROXYSHIM_MODE=stric"]
+    if ports:
+        lines.append("PROXYSHIM_PORTS=%s" % ports)
+    conf = write_conf(tmp_path / "proxyshim.conf", *lines)
+    got, err = listen_outcomes(tmp_path, preload_env(conf), covered, other)
+    assert got == {"unix": "ok", "tcp_covered": "EACCES", "tcp6_covered": "EACCES", "tcp_other": "EACCES",
+                   "tcp_unbound": "EACCES"}, (got, err)
+
+
+@pytest.mark.parametrize("name,value,hint", [
+    ("PROXYSHIM_TRUSTD", "10.0.0.0/8", " (did you mean PROXYSHIM_TRUSTED?)"),
+    ("PROXYSHIM_TIMEOUT", "500", " (did you mean PROXYSHIM_TIMEOUT_MS?)"),
+    ("PROXYSHIM_SOMETHING_ELSE", "1", ""),
+])
+def test_an_unknown_variable_stops_the_program_naming_it(name, value, hint):
+    env = clean_env(LD_PRELOAD=LIB, PROXYSHIM_TRUSTED=TRUSTED, PROXYSHIM_CONFIG="/nonexistent-but-unused")
+    del env["PROXYSHIM_CONFIG"]
+    env[name] = value
+    r = subprocess.run(["/bin/echo", "ran"], env=env, capture_output=True, timeout=10)
+    assert r.returncode == 1 and r.stdout == b"", r
+    assert r.stderr.decode() == 'proxyshim: invalid %s="%s": not a proxyshim variable%s\n' % (name, value, hint)
+
+
+def test_the_project_s_own_variables_are_not_settings_and_not_errors(tmp_path):
+    """Names the project's tools put in programs' environments pass (the handoff, the wrapper's
+    --check mark, the image's copy entrypoint)."""
+    env = clean_env(LD_PRELOAD=LIB, PROXYSHIM_TRUSTED=TRUSTED, PROXYSHIM_CHECK_REEXEC="1",
+                    PROXYSHIM_SRC="/proxyshim", PROXYSHIM_DEST="/shared", PROXYSHIM_HANDOFF="1;junk")
+    r = subprocess.run(["/bin/echo", "ran"], env=env, capture_output=True, timeout=10)
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"ran\n", b""), r
+
+
 def test_the_wrapper_check_shows_the_file(tmp_path):
     if not os.path.exists(WRAPPER):
         pytest.skip("build/proxyshim is not built")

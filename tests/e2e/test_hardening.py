@@ -1,7 +1,7 @@
 """Hardening (issue 7): hostile input, faults and load. Each test here runs at a size that fits
-in `make test`; `make stress` (tests/stress/run.sh) runs the same tests with PROXYSHIM_STRESS=1 at
+in `make test`; `make stress` (tests/stress/run.sh) runs the same tests with E2E_STRESS=1 at
 the sizes of the published figures (README, Reliability). Every test prints one "FIGURE" line
-with what it measured, and appends it as JSON to $PROXYSHIM_FIGURES when that is set.
+with what it measured, and appends it as JSON to $E2E_FIGURES when that is set.
 
 Trusted peers are 127.0.0.2 (and 127.0.0.16/29 where CIDR edges matter); the servers are the
 C test server (tests/e2e/testserver.c), the fault server (tests/stress/faultserver.c), nginx,
@@ -26,7 +26,7 @@ import pytest
 from util import (BUILD, LIB, ROOT, V2_SIG, Proc, conn_lines, connect, free_port, haproxy_sender,
                   recv_all, shim_env, start_testserver, v1_header, v2_header, wait_conns, wait_port)
 
-STRESS = os.environ.get("PROXYSHIM_STRESS") == "1"
+STRESS = os.environ.get("E2E_STRESS") == "1"
 TRUSTED = "127.0.0.2"
 UNTRUSTED = "127.0.0.3"
 ASAN_LIB = os.path.join(BUILD, "asan", "libproxyshim.so")
@@ -42,11 +42,11 @@ def size(quick, full):
 
 
 def figure(name, **values):
-    """Prints the figure and appends it to $PROXYSHIM_FIGURES (make stress collects them)."""
+    """Prints the figure and appends it to $E2E_FIGURES (make stress collects them)."""
     values["figure"] = name
     values["stress"] = STRESS
     print("\nFIGURE %s" % json.dumps(values, sort_keys=True))
-    path = os.environ.get("PROXYSHIM_FIGURES")
+    path = os.environ.get("E2E_FIGURES")
     if path:
         with open(path, "a") as f:
             f.write(json.dumps(values, sort_keys=True) + "\n")
@@ -305,7 +305,7 @@ def test_e2e_fuzz_headers_under_asan(procs, mode, tmp_path):
                                                   TIMEOUT_MS=3000), log_name="fuzz-asan")
     procs.append(p)
     assert maps_has(p.pid, "libasan") and maps_has(p.pid, ASAN_LIB), "not the ASan build"
-    seed = int(os.environ.get("PROXYSHIM_FUZZ_SEED", "7"))
+    seed = int(os.environ.get("E2E_FUZZ_SEED", "7"))
     expect = {}
     counts = {"accept": 0, "reject": 0, "rewritten": 0}
     lock = threading.Lock()
@@ -849,7 +849,7 @@ def test_enfile_in_accept_injected_then_service_resumes(fault, tmp_path):
     ctl = str(tmp_path / "inject")
     env = shim_env(TRUSTED=TRUSTED)
     env["LD_PRELOAD"] = LIB + " " + INJECT
-    env["PROXYSHIM_TEST_INJECT"] = ctl
+    env["E2E_TEST_INJECT"] = ctl
     f = fault(env=env)
     before = f.fds()
     l = f.cmd("listen 127.0.0.1:0")

@@ -8,7 +8,7 @@ import tempfile
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-BUILD = os.environ.get("PROXYSHIM_BUILD", os.path.join(ROOT, "build"))
+BUILD = os.environ.get("E2E_BUILD", os.path.join(ROOT, "build"))
 LIB = os.path.join(BUILD, "libproxyshim.so")
 SEND = os.path.join(BUILD, "proxyshim-send")
 TESTSERVER = os.path.join(BUILD, "testserver")

@@ -1,5 +1,5 @@
 /* libinject: loaded beneath the shim (LD_PRELOAD="libproxyshim.so libinject.so"), so the shim's
- * real_accept and real_accept4 land here. While the file named by PROXYSHIM_TEST_INJECT holds
+ * real_accept and real_accept4 land here. While the file named by E2E_TEST_INJECT holds
  * an errno name (ENFILE, EMFILE, ENOBUFS, ENOMEM), both fail with it before reaching the kernel,
  * leaving the connection queued, as the kernel does when it cannot allocate the new file.
  * ENFILE is system-wide (fs.file-max): producing it for real would fail every process on the
@@ -17,7 +17,7 @@ static int fault(void)
 {
 	static const char *path;
 	char buf[32];
-	if (!path && !(path = getenv("PROXYSHIM_TEST_INJECT")))
+	if (!path && !(path = getenv("E2E_TEST_INJECT")))
 		return 0;
 	int fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)

@@ -1,6 +1,6 @@
 #!/bin/sh
 # make stress: the hardening figures at full size (issue 7; README, Reliability).
-#   1. tests/e2e/test_hardening.py with PROXYSHIM_STRESS=1: 100,000 fuzzed connections under the
+#   1. tests/e2e/test_hardening.py with E2E_STRESS=1: 100,000 fuzzed connections under the
 #      ASan build, 10,000 spoofed, 500 stallers beside 100 healthy clients against nginx, 10,000
 #      integrity connections, 100,000 connections on 16 threads under TSan, apache2 prefork,
 #      the faults
@@ -20,7 +20,7 @@ t0=$(date +%s)
 step() { echo "== $1 ($(( $(date +%s) - t0 )) s so far)"; }
 
 step "hardening tests at full size"
-PROXYSHIM_STRESS=1 PROXYSHIM_FIGURES="$out/figures.jsonl" /usr/bin/python3 -m pytest -q -s -p no:cacheprovider \
+E2E_STRESS=1 E2E_FIGURES="$out/figures.jsonl" /usr/bin/python3 -m pytest -q -s -p no:cacheprovider \
 	"$root/tests/e2e/test_hardening.py" >"$out/hardening.log" 2>&1 || status=1
 grep -E '^(FAILED|ERROR)|passed|failed' "$out/hardening.log" | tail -n 30
 

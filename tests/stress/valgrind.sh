@@ -45,7 +45,7 @@ if [ $# -eq 0 ]; then
 fi
 echo "== valgrind memcheck over: $*"
 start=$(date +%s)
-PROXYSHIM_BUILD="$out/build" E2E_TEST_TIMEOUT=600 /usr/bin/python3 -m pytest -q -p no:cacheprovider \
+E2E_BUILD="$out/build" E2E_TEST_TIMEOUT=600 /usr/bin/python3 -m pytest -q -p no:cacheprovider \
 	"$@" >"$out/pytest.log" 2>&1
 echo "== pytest under valgrind: $(tail -n 1 "$out/pytest.log") ($(( $(date +%s) - start )) s; timing assertions may fail under valgrind, that is not what this run checks)"
 /usr/bin/python3 "$here/vgreport.py" "$out/logs" "$root"
