@@ -571,6 +571,7 @@ const struct shim_config *shim_config(void)
 __attribute__((constructor)) static void shim_init(void)
 {
 	shim_config();
+	shim_proc_check(); /* this process's page, before any child can be made */
 	shim_handoff_adopt();
 }
 

@@ -1,5 +1,6 @@
-/* fork(): the child starts with parking and counters of its own. pthread_atfork() would do
- * this too, but it ties the library to glibc (__register_atfork), and one binary serves musl. */
+/* fork(): the child starts with parking and counters of its own at once. Children made past
+ * this hook (daemon(), _Fork(), a raw clone()) are found by proc.c on their first use of them.
+ * pthread_atfork() would not see those either, and it ties the library to glibc. */
 #include "shim.h"
 
 SHIM_EXPORT pid_t fork(void)
@@ -7,9 +8,7 @@ SHIM_EXPORT pid_t fork(void)
 	pid_t pid;
 	SHIM_NEED(fork);
 	pid = real_fork();
-	if (pid == 0) {
-		shim_park_atfork_child();
-		shim_stats_atfork_child();
-	}
+	if (pid == 0)
+		shim_proc_check();
 	return pid;
 }

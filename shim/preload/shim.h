@@ -326,6 +326,24 @@ void shim_stats_atfork_child(void);
 /* In a new image: takes over the connections an exec handed off (PROXYSHIM_HANDOFF). */
 void shim_handoff_adopt(void);
 
+/* ---- proc.c: a new process, however it was made ---- */
+struct shim_proc {
+	_Atomic unsigned state; /* 0 in a new process (the page is wiped on fork), 2 once set up */
+	_Atomic int pid;
+};
+extern struct shim_proc *_Atomic shim_proc_cur SHIM_HIDDEN;
+extern bool shim_proc_pidcheck SHIM_HIDDEN; /* no MADV_WIPEONFORK here: compare pids instead */
+void shim_proc_enter(void);
+/* Call before touching per-process state (parking, the counters): in a process that has not
+ * been seen yet, resets what the parent owned. One load and a branch otherwise. */
+static inline void shim_proc_check(void)
+{
+	struct shim_proc *p = atomic_load_explicit(&shim_proc_cur, memory_order_acquire);
+	if (SHIM_UNLIKELY(!p || atomic_load_explicit(&p->state, memory_order_acquire) != 2 ||
+			  shim_proc_pidcheck))
+		shim_proc_enter();
+}
+
 /* ---- park.c: connections whose header is incomplete wait on their listener ---- */
 struct shim_park;
 /* Connections parked in the whole process; the hooks' fast paths read only this. */

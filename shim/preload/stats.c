@@ -137,6 +137,7 @@ static void start(void)
 
 void shim_stat(enum shim_result r, enum shim_reason why, unsigned version, size_t header_bytes)
 {
+	shim_proc_check(); /* before counting: a new process's first count is its own */
 	if (version > 2)
 		version = 0;
 	atomic_fetch_add_explicit(&g_counts[r][why][version], 1, memory_order_relaxed);
@@ -149,6 +150,7 @@ void shim_stats_changed(void)
 {
 	if (SHIM_LIKELY(shim_config()->stats_path[0] == '\0'))
 		return;
+	shim_proc_check(); /* a child counts, and writes, its own */
 	atomic_store_explicit(&g_dirty, true, memory_order_relaxed);
 	if (SHIM_UNLIKELY(!atomic_load_explicit(&g_started, memory_order_relaxed))) {
 		int saved = errno;
