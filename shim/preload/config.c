@@ -163,7 +163,7 @@ static const char *const known_keys[] = {
 	"PROXYSHIM_TRUSTED", "PROXYSHIM_VERSION", "PROXYSHIM_MODE", "PROXYSHIM_PORTS",
 	"PROXYSHIM_TIMEOUT_MS", "PROXYSHIM_MAX_PARKED", "PROXYSHIM_DEFER_ACCEPT", "PROXYSHIM_LOG",
 	"PROXYSHIM_CONSUME", "PROXYSHIM_LOCAL_ADDR", "PROXYSHIM_KEEP_TLVS", "PROXYSHIM_TLV_MAX",
-	"PROXYSHIM_STATS",
+	"PROXYSHIM_STATS", "PROXYSHIM_UNTRUSTED",
 };
 
 /* A bad value. From the environment: one line and exit(1) before main(), as promised. From
@@ -492,6 +492,9 @@ static void load(void)
 	if ((i = choice("PROXYSHIM_KEEP_TLVS", bools, 2, "expected 1 or 0", 0)) < 0)
 		return;
 	c->keep_tlvs = i == 1;
+	if ((i = choice("PROXYSHIM_UNTRUSTED", (const char *const[]){"pass", "reject"}, 2, "expected pass or reject", 0)) < 0)
+		return;
+	c->untrusted_reject = i == 1;
 	if ((v = setting("PROXYSHIM_PORTS")) != NULL) {
 		if (shim_parse_ports(v, c->ports) < 0) {
 			fail("PROXYSHIM_PORTS", v, "expected ports 1-65535 and ranges LO-HI, separated by commas or spaces");
@@ -621,6 +624,7 @@ SHIM_EXPORT int proxyshim_settings(char *buf, size_t cap)
 		     "PROXYSHIM_KEEP_TLVS=%u\n"
 		     "PROXYSHIM_TLV_MAX=%u\n"
 		     "PROXYSHIM_STATS=%s\n"
+		     "PROXYSHIM_UNTRUSTED=%s\n"
 		     "config_file=%s%s%s\n",
 		     c->active ? "yes" : "no", c->active ? "" : " reason=",
 		     c->active ? "" : (c->inactive_reason ? c->inactive_reason : "?"), trusted,
@@ -628,7 +632,7 @@ SHIM_EXPORT int proxyshim_settings(char *buf, size_t cap)
 		     c->timeout_ms, c->max_parked, c->defer_accept ? 1u : 0u,
 		     shim_log_level_name(c->log_level), c->lazy ? "lazy" : "accept",
 		     c->local_from_header ? "header" : "real", c->keep_tlvs ? 1u : 0u, c->tlv_max,
-		     c->stats_path, g_nkeys || c->file_error[0] ? g_file_path : "none",
+		     c->stats_path, c->untrusted_reject ? "reject" : "pass", g_nkeys || c->file_error[0] ? g_file_path : "none",
 		     c->file_error[0] ? " error=" : "", c->file_error);
 	return n;
 }

@@ -106,6 +106,7 @@ struct shim_config {
 	bool local_from_header; /* PROXYSHIM_LOCAL_ADDR=header: getsockname() gives the header's dst */
 	bool keep_tlvs;         /* PROXYSHIM_KEEP_TLVS=1: TLVs kept for proxyshim_tlv() */
 	bool refuse_listen;     /* the config file is bad: listen() fails, saying why */
+	bool untrusted_reject;  /* PROXYSHIM_UNTRUSTED=reject: untrusted peers may not send a header */
 	uint8_t mode;      /* enum shim_mode */
 	uint8_t log_level; /* enum shim_log_level */
 	unsigned versions; /* PP_V1 | PP_V2 */
@@ -312,7 +313,7 @@ enum shim_result { SHIM_R_REWRITTEN, SHIM_R_LOCAL, SHIM_R_PASSED, SHIM_R_REJECTE
 enum shim_reason {
 	SHIM_REASON_NONE, SHIM_REASON_MISSING, SHIM_REASON_INVALID, SHIM_REASON_VERSION,
 	SHIM_REASON_TIMEOUT, SHIM_REASON_EOF, SHIM_REASON_OVERFLOW, SHIM_REASON_ERROR,
-	SHIM_REASON_NOMEM, SHIM_REASON_MAX
+	SHIM_REASON_NOMEM, SHIM_REASON_UNTRUSTED, SHIM_REASON_MAX
 };
 /* Counts one connection's outcome (version 0 when unknown) and the header bytes it took. */
 void shim_stat(enum shim_result r, enum shim_reason why, unsigned version, size_t header_bytes);

@@ -24,7 +24,7 @@ __asm__(".symver pthread_create,pthread_create@GLIBC_2.17");
 static const char *const result_names[SHIM_R_MAX] = {"rewritten", "local", "passed", "rejected",
 						      "untrusted"};
 static const char *const reason_names[SHIM_REASON_MAX] = {
-	"none", "missing", "invalid", "version", "timeout", "eof", "overflow", "error", "nomem"};
+	"none", "missing", "invalid", "version", "timeout", "eof", "overflow", "error", "nomem", "untrusted"};
 
 static _Atomic uint64_t g_counts[SHIM_R_MAX][SHIM_REASON_MAX][3];
 static _Atomic uint64_t g_header_bytes;

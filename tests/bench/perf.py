@@ -12,8 +12,8 @@ CPU time per connection (K and the "srv cpu" column) is read from /proc/<pid>/ta
 the run time utime + stime are split from, in ns instead of 10 ms ticks, which 0.5 s runs need.
 
 Environment: QUICK=1 (fewer and shorter rounds, under 90 s), BENCH_ONLY=GROUP,... (run and
-report only these scenario groups: conn (A to F, and K, which reuses their runs), G, H, I, J;
-e.g. BENCH_ONLY=G,H; default all; the exit status covers the checks that ran), BUILD (default
+report only these scenario groups: conn (A to F, and K, which reuses their runs), G, H, I, J,
+U (untrusted clients under PROXYSHIM_UNTRUSTED=pass and =reject); e.g. BENCH_ONLY=G,H; default all; the exit status covers the checks that ran), BUILD (default
 build), BENCH_ROUNDS, BENCH_SECS, BENCH_CONNS to override the round count, seconds per run and
 concurrent connections."""
 import os
@@ -36,11 +36,12 @@ LIB = os.path.join(BUILD, "libproxyshim.so")
 TESTSERVER = os.path.join(BUILD, "testserver")
 TOOLS = {n: os.path.join(BUILD, "bench", n) for n in ("loadgen", "bulksink", "spawn", "eagain", "shimsize",
                                                       "empty.so", "consume")}
-GROUPS = ("conn", "G", "H", "I", "J")
+GROUPS = ("conn", "G", "H", "I", "J", "U")
 # What each group runs: checked before anything starts.
 NEEDS = {"conn": ["loadgen", LIB, TESTSERVER, "nginx", "haproxy"], "G": ["loadgen", "bulksink", LIB],
          "H": ["spawn", "empty.so", LIB], "I": ["loadgen", "eagain", "shimsize", LIB, TESTSERVER],
-         "J": ["loadgen", LIB, TESTSERVER, "strace", "consume"]}
+         "J": ["loadgen", LIB, TESTSERVER, "strace", "consume"],
+         "U": ["loadgen", LIB, TESTSERVER, "nginx", "strace"]}
 
 QUICK = os.environ.get("QUICK", "") not in ("", "0")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", 6 if QUICK else 24))
@@ -63,7 +64,7 @@ UNTRUSTED_SRC = "127.0.2.1"   # direct clients the shim must leave alone
 # address exhaust the ephemeral ports (connect() then scans for a free one and the rate
 # collapses for reasons that have nothing to do with the server).
 SOURCES = {"A": "127.0.1.0", "B": "127.0.2.0", "C": "127.0.1.16", "D": "127.0.1.32", "E": "127.0.1.48",
-           "F": "127.0.1.64"}
+           "F": "127.0.1.64", "Upass": "127.0.2.32", "Ureject": "127.0.2.48"}
 NSOURCES = 16
 CLIENT = "203.0.113.7"       # the client the headers announce
 
@@ -480,7 +481,7 @@ def strace_calls(env, hdr, source, m):
     with tempfile.NamedTemporaryFile(suffix=".strace") as f:
         port = free_port()
         argv = ["strace", "-f", "-c", "-o", f.name]
-        for k in ("LD_PRELOAD", "PROXYSHIM_TRUSTED", "PROXYSHIM_LOG"):
+        for k in ("LD_PRELOAD", "PROXYSHIM_TRUSTED", "PROXYSHIM_LOG", "PROXYSHIM_UNTRUSTED"):
             if k in env:
                 argv += ["-E", "%s=%s" % (k, env[k])]
         argv += [TESTSERVER, "--listen", "127.0.0.1:%d" % port, "--mode", "epoll", "--greet",
@@ -522,6 +523,50 @@ def syscalls():
     return res
 
 
+# ---- U: untrusted clients, PROXYSHIM_UNTRUSTED=pass against =reject ----
+
+UNTRUSTED_MODES = ("pass", "reject")
+
+
+def untrusted_scenarios(tmp):
+    """What reject's one peek per untrusted connection costs: the same untrusted clients (no
+    header, so both settings let every connection through) against two servers side by side,
+    in interleaved rounds like A to F, and the system calls per connection under strace."""
+    servers = {}
+    for mode in UNTRUSTED_MODES:
+        servers[("testserver", mode)] = start_testserver(shim_env(untrusted=mode))
+        servers[("nginx", mode)] = start_nginx(tmp, "nginx-untrusted-" + mode, shim_env(untrusted=mode))
+    keys = sorted(servers)
+    for target, mode in keys:  # warm-up, and a check that each answers with the real peer
+        s = servers[(target, mode)]
+        expect = ("peer=" if target == "testserver" else "client=") + "127.0.2."
+        loadgen(s.port, SOURCES["U" + mode], "none", expect, secs=0.3, half_close=target == "testserver",
+                sources=NSOURCES)
+    results = {k: [] for k in keys}
+    for rnd in range(ROUNDS):
+        order = keys if rnd % 2 == 0 else keys[::-1]
+        for target, mode in order:
+            s = servers[(target, mode)]
+            expect = ("peer=" if target == "testserver" else "client=") + "127.0.2."
+            c0 = cpu_ns(s.cpu_pids)
+            out = loadgen(s.port, SOURCES["U" + mode], "none", expect, secs=SECS,
+                          half_close=target == "testserver", sources=NSOURCES)
+            out["lg_cpu_us"] = out["cpu_us"]
+            out["cpu_us"] = (cpu_ns(s.cpu_pids) - c0) / 1000.0 / max(out["conns"], 1)
+            results[(target, mode)].append(out)
+        if (rnd + 1) % 5 == 0 or rnd + 1 == ROUNDS:
+            sys.stderr.write("  round %d/%d done\n" % (rnd + 1, ROUNDS))
+    for s in servers.values():
+        s.stop()
+    calls = {}
+    for mode in UNTRUSTED_MODES:
+        env = shim_env(untrusted=mode)
+        a = strace_calls(env, "none", UNTRUSTED_SRC, STRACE_M1)
+        b = strace_calls(env, "none", UNTRUSTED_SRC, STRACE_M2)
+        calls[mode] = {n: (b.get(n, 0) - a.get(n, 0)) / float(STRACE_M2 - STRACE_M1) for n in set(a) | set(b)}
+    return results, calls
+
+
 # ---- report ----
 
 def med(xs):
@@ -556,7 +601,7 @@ def only():
     for x in raw.split(","):
         name = "conn" if x.strip().lower() == "conn" else x.strip().upper()
         if name not in GROUPS:
-            sys.exit("perf bench: BENCH_ONLY=%s: %r is not one of conn (A-F and K), G, H, I, J" % (raw, x))
+            sys.exit("perf bench: BENCH_ONLY=%s: %r is not one of conn (A-F and K), G, H, I, J, U" % (raw, x))
         sel.add(name)
     return sel
 
@@ -685,6 +730,33 @@ def report_syscalls(jres, check):
     check("J syscalls per trusted connection, extra", extra, "<= 2", extra <= 2.0 + 0.05)
 
 
+def report_untrusted(ures, ucalls, check):
+    print()
+    print("%-3s %-10s %-34s %8s %7s %7s %7s %8s %8s   %s" % (
+        "", "server", "untrusted clients (medians)", "conn/s", "p50 us", "p99 us", "p999 us", "srv cpu",
+        "lg cpu", "conn/s by round"))
+    for target in ("testserver", "nginx"):
+        for mode in UNTRUSTED_MODES:
+            rs = ures[(target, mode)]
+            fig = {k: med([r[k] for r in rs]) for k in ("cps", "p50_us", "p99_us", "p999_us", "cpu_us", "lg_cpu_us")}
+            print("U   %-10s %-34s %8.0f %7.0f %7.0f %7.0f %8.1f %8.1f   %s" % (
+                target, "PROXYSHIM_UNTRUSTED=" + mode, fig["cps"], fig["p50_us"], fig["p99_us"], fig["p999_us"],
+                fig["cpu_us"], fig["lg_cpu_us"],
+                " ".join("%.0f" % r["cps"] for r in rs[:12]) + (" ..." if len(rs) > 12 else "")))
+    up, ur = ucalls["pass"], ucalls["reject"]
+    names = sorted(n for n in set(up) | set(ur) if abs(ur.get(n, 0) - up.get(n, 0)) >= 0.05)
+    extra = sum(ur.values()) - sum(up.values())
+    print("U   system calls per untrusted connection (strace -f -c, testserver): %.2f pass, %.2f reject; "
+          "differences: %s" % (sum(up.values()), sum(ur.values()),
+                               ", ".join("%s %+.2f" % (n, ur.get(n, 0) - up.get(n, 0)) for n in names) or "none"))
+    for target in ("testserver", "nginx"):
+        x, lo, hi = ratio(ures[(target, "reject")], ures[(target, "pass")], "cps")
+        check("U reject/pass conn/s, %s" % target, x, "-", None, (lo, hi))
+        x, lo, hi = ratio(ures[(target, "reject")], ures[(target, "pass")], "cpu_us")
+        check("U reject/pass server CPU per conn, %s" % target, x, "-", None, (lo, hi))
+    check("U syscalls per untrusted conn, reject extra", extra, "<= 1", extra <= 1.0 + 0.05)
+
+
 def main():
     sel = only()
     for g in sorted(sel):
@@ -697,7 +769,7 @@ def main():
                 sys.exit("perf bench: %s not found (make deps)" % n)
     t_start = time.monotonic()
     print("machine: %s; load average at start: %s" % (machine(), open("/proc/loadavg").read().split()[0]))
-    if "conn" in sel:
+    if "conn" in sel or "U" in sel:
         print("servers pinned to cpu %s, load generator to cpu %s; %d rounds interleaved, %.1f s a run, "
               "%d concurrent connections; medians" % (SERVER_CPU, CLIENT_CPU, ROUNDS, SECS, CONNS))
     else:
@@ -733,6 +805,9 @@ def main():
             ires = step("I", "I: memory", memory)
         if "J" in sel:
             jres = step("J", "J: system calls (strace)", syscalls)
+        if "U" in sel:
+            ures, ucalls = step("U", "U: untrusted clients, PROXYSHIM_UNTRUSTED=pass and reject",
+                                lambda: untrusted_scenarios(tmp))
     finally:
         for s in Server.all:
             s.stop()
@@ -748,6 +823,8 @@ def main():
         report_memory(ires, check)
     if "J" in sel:
         report_syscalls(jres, check)
+    if "U" in sel:
+        report_untrusted(ures, ucalls, check)
     if "conn" in sel:
         x, lo, hi = ratio(res[("nginx", "D")], res[("nginx", "A")], "cpu_us")
         check("K nginx worker CPU per connection D/A", x, "<= 1.05", x <= 1.05, (lo, hi))
