@@ -21,7 +21,7 @@ PYTHON = "/usr/bin/python3"
 GET = b"GET /?%s HTTP/1.0\r\n\r\n"
 
 RESULTS = {"rewritten", "local", "passed", "rejected", "untrusted"}
-REASONS = {"none", "missing", "invalid", "version", "timeout", "eof", "overflow", "error", "nomem"}
+REASONS = {"none", "missing", "invalid", "version", "timeout", "eof", "overflow", "error", "nomem", "untrusted"}
 VERSIONS = {"1", "2", "none"}
 FAMILIES = {"proxyshim_connections_total": "counter", "proxyshim_header_bytes_total": "counter",
             "proxyshim_parked_connections": "gauge"}
