@@ -1,8 +1,12 @@
 /* Log lines on stderr: one line an event, logfmt, at most LOG_BURST lines a second, with the
- * count of suppressed lines said once the next second opens. */
+ * count of suppressed lines said once the next second opens. A line never goes into a network
+ * connection: when fd 2 is one (an inetd-style child, a daemon that closed stderr and then
+ * accepted) it goes to syslog's /dev/log, or is dropped and counted. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -21,17 +25,81 @@ const char *shim_log_level_name(int level)
 	return (level >= 0 && level <= SHIM_LOG_DEBUG) ? level_names[level] : "?";
 }
 
-static void emit(const char *line, size_t n)
+#define LINE_PREFIX "proxyshim: "
+
+/* Whether fd 2 may take a line: a file, pipe, tty or UNIX socket (journald's stream), never a
+ * TCP/UDP (or other network) socket nor an fd the shim tracks as a connection or its own. Asked
+ * for every line, as the program may close or replace fd 2 at any time; one system call. */
+static bool stderr_suitable(void)
 {
+	unsigned kind = shim_fd_kind(2);
+	int domain = 0;
+	socklen_t len = sizeof(domain);
+
+	if (kind == SHIM_FD_CONN || kind == SHIM_FD_INTERNAL)
+		return false;
+	if (getsockopt(2, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0)
+		return domain == AF_UNIX;
+	return errno == ENOTSOCK; /* EBADF: stderr is closed */
+}
+
+static bool to_stderr(const char *line, size_t n)
+{
+	bool some = false;
 	while (n > 0) {
 		ssize_t w = write(2, line, n);
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w <= 0)
-			return;
+			break;
+		some = true;
 		line += w;
 		n -= (size_t)w;
 	}
+	return some;
+}
+
+/* One RFC 3164 datagram to /dev/log, "<PRI>proxyshim[PID]: message", facility daemon. Not
+ * libc's syslog(): it locks, and keeps an fd the program may close or dup2 over. The socket
+ * lives for this line only; MSG_DONTWAIT: a busy syslog daemon never stalls the server. */
+static bool to_syslog(int level, const char *msg, size_t n)
+{
+	static const struct sockaddr_un dev_log = {.sun_family = AF_UNIX, .sun_path = "/dev/log"};
+	static const int severity[] = {7, 3, 4, 6, 7}; /* off (unused), error, warn, info, debug */
+	char dgram[600];
+	int k, fd, sev = (level >= 0 && level <= SHIM_LOG_DEBUG) ? severity[level] : 7;
+	ssize_t w;
+
+	k = snprintf(dgram, sizeof(dgram), "<%d>proxyshim[%d]: ", 3 * 8 + sev, (int)getpid());
+	if (k < 0 || (size_t)k >= sizeof(dgram))
+		return false;
+	if (n > sizeof(dgram) - (size_t)k)
+		n = sizeof(dgram) - (size_t)k;
+	memcpy(dgram + k, msg, n);
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return false;
+	do
+		w = sendto(fd, dgram, (size_t)k + n, MSG_DONTWAIT | MSG_NOSIGNAL,
+			   (const struct sockaddr *)&dev_log, sizeof(dev_log));
+	while (w < 0 && errno == EINTR);
+	SHIM_NEED(close);
+	real_close(fd);
+	return w == (ssize_t)((size_t)k + n);
+}
+
+/* line: LINE_PREFIX, the message, '\n'. */
+static void emit(int level, const char *line, size_t n)
+{
+	const size_t pre = sizeof(LINE_PREFIX) - 1;
+	bool sent;
+
+	if (stderr_suitable())
+		sent = to_stderr(line, n);
+	else
+		sent = to_syslog(level, line + pre, n - pre - 1);
+	if (!sent)
+		shim_stat_log_dropped();
 }
 
 void shim_log(int level, const char *fmt, ...)
@@ -52,8 +120,8 @@ void shim_log(int level, const char *fmt, ...)
 		atomic_store(&g_count, 0);
 		if (dropped) {
 			n = snprintf(line, sizeof(line),
-				     "proxyshim: level=warn event=suppressed lines=%u\n", dropped);
-			emit(line, (size_t)n);
+				     LINE_PREFIX "level=warn event=suppressed lines=%u\n", dropped);
+			emit(SHIM_LOG_WARN, line, (size_t)n);
 		}
 	}
 	if (atomic_fetch_add(&g_count, 1) >= LOG_BURST) {
@@ -61,7 +129,7 @@ void shim_log(int level, const char *fmt, ...)
 		errno = saved;
 		return;
 	}
-	n = snprintf(line, sizeof(line), "proxyshim: level=%s ", shim_log_level_name(level));
+	n = snprintf(line, sizeof(line), LINE_PREFIX "level=%s ", shim_log_level_name(level));
 	va_start(ap, fmt);
 	k = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
 	va_end(ap);
@@ -71,6 +139,6 @@ void shim_log(int level, const char *fmt, ...)
 	if ((size_t)n > sizeof(line) - 2)
 		n = (int)sizeof(line) - 2;
 	line[n++] = '\n';
-	emit(line, (size_t)n);
+	emit(level, line, (size_t)n);
 	errno = saved;
 }

@@ -248,7 +248,7 @@ void shim_sa_to_user(const void *ss, socklen_t salen, struct sockaddr *sa, sockl
 #define SHIM_ADDRSTR_LEN 56
 const char *shim_sa_str(const struct sockaddr *sa, char *buf);
 
-/* ---- log.c: logfmt lines on stderr, rate-limited ---- */
+/* ---- log.c: logfmt lines on stderr (syslog's /dev/log when fd 2 is a network socket), rate-limited ---- */
 void shim_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static inline bool shim_log_on(int level)
 {
@@ -319,6 +319,8 @@ enum shim_reason {
 void shim_stat(enum shim_result r, enum shim_reason why, unsigned version, size_t header_bytes);
 /* Something the file shows changed (the parked gauge): write it within a second. */
 void shim_stats_changed(void);
+/* A log line that reached neither stderr nor /dev/log. */
+void shim_stat_log_dropped(void);
 /* The counter for a log reason name ("timeout", ...). */
 enum shim_reason shim_reason_of(const char *name);
 void shim_stats_atfork_child(void);

@@ -28,6 +28,7 @@ static const char *const reason_names[SHIM_REASON_MAX] = {
 
 static _Atomic uint64_t g_counts[SHIM_R_MAX][SHIM_REASON_MAX][3];
 static _Atomic uint64_t g_header_bytes;
+static _Atomic uint64_t g_log_dropped;
 static _Atomic bool g_dirty;
 static _Atomic bool g_started; /* the writer thread runs in this process */
 
@@ -74,9 +75,13 @@ static void write_file(void)
 			      "proxyshim_header_bytes_total{pid=\"%d\"} %llu\n"
 			      "# HELP proxyshim_parked_connections Connections whose header is still incomplete.\n"
 			      "# TYPE proxyshim_parked_connections gauge\n"
-			      "proxyshim_parked_connections{pid=\"%d\"} %u\n",
+			      "proxyshim_parked_connections{pid=\"%d\"} %u\n"
+			      "# HELP proxyshim_log_lines_dropped_total Log lines lost: stderr was a network socket and /dev/log was missing, or the write failed.\n"
+			      "# TYPE proxyshim_log_lines_dropped_total counter\n"
+			      "proxyshim_log_lines_dropped_total{pid=\"%d\"} %llu\n",
 			      pid, (unsigned long long)atomic_load(&g_header_bytes), pid,
-			      atomic_load(&shim_parked_total));
+			      atomic_load(&shim_parked_total), pid,
+			      (unsigned long long)atomic_load(&g_log_dropped));
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return;
@@ -146,6 +151,12 @@ void shim_stat(enum shim_result r, enum shim_reason why, unsigned version, size_
 	shim_stats_changed();
 }
 
+void shim_stat_log_dropped(void)
+{
+	atomic_fetch_add_explicit(&g_log_dropped, 1, memory_order_relaxed);
+	shim_stats_changed();
+}
+
 void shim_stats_changed(void)
 {
 	if (SHIM_LIKELY(shim_config()->stats_path[0] == '\0'))
@@ -165,4 +176,5 @@ void shim_stats_atfork_child(void)
 	atomic_store(&g_started, false);
 	memset((void *)g_counts, 0, sizeof(g_counts));
 	atomic_store(&g_header_bytes, 0);
+	atomic_store(&g_log_dropped, 0);
 }

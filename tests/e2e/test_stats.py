@@ -24,7 +24,7 @@ RESULTS = {"rewritten", "local", "passed", "rejected", "untrusted"}
 REASONS = {"none", "missing", "invalid", "version", "timeout", "eof", "overflow", "error", "nomem", "untrusted"}
 VERSIONS = {"1", "2", "none"}
 FAMILIES = {"proxyshim_connections_total": "counter", "proxyshim_header_bytes_total": "counter",
-            "proxyshim_parked_connections": "gauge"}
+            "proxyshim_parked_connections": "gauge", "proxyshim_log_lines_dropped_total": "counter"}
 
 
 # ---- a strict parser for the text format, as much of it as this file may use ----
