@@ -125,7 +125,10 @@ def rendered(name):
 def library_variables():
     """Every PROXYSHIM_* name config.c reads."""
     src = open(os.path.join(ROOT, "shim/preload/config.c")).read()
-    names = set(re.findall(r'"(PROXYSHIM_[A-Z_]+)"', src))
+    # The names that are not settings (the handoff's, the tools') are listed apart.
+    reserved = re.search(r"reserved_names\[\] = \{(.*?)\};", src, re.S)
+    assert reserved, "config.c's reserved_names"
+    names = set(re.findall(r'"(PROXYSHIM_[A-Z_]+)"', src)) - set(re.findall(r'"(PROXYSHIM_[A-Z_]+)"', reserved.group(1)))
     assert {"PROXYSHIM_TRUSTED", "PROXYSHIM_MODE", "PROXYSHIM_TIMEOUT_MS"} <= names
     return names
 
