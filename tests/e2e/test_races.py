@@ -5,10 +5,13 @@ import os
 import re
 import subprocess
 
-from util import BUILD, shim_env
+from util import BUILD, LIB, shim_env
 
 ASAN_LIB = os.path.join(BUILD, "asan", "libproxyshim.so")
 POLLRACE = os.path.join(BUILD, "progs", "pollrace")
+STARTRACE = os.path.join(BUILD, "progs", "startrace")
+STARTRACE_LIB = os.path.join(BUILD, "faults", "libstartrace.so")
+START_RUNS = 300
 
 
 def asan_env(logdir, **vars):
@@ -51,3 +54,33 @@ def test_poll_merge_while_other_threads_park_and_complete(tmp_path):
     # The race was really run: connections parked and handed over, polls answered.
     assert c["conns"] >= 200 and c["rewritten"] == c["conns"], r.stdout
     assert c["polls"] >= 1000 and c["ready"] > 0 and c["wrong"] == 0, r.stdout
+
+
+def run_many(argv, env, runs):
+    """Runs argv `runs` times; the exit statuses that were not 0, with the first stderr seen."""
+    failed, first = {}, ""
+    for _ in range(runs):
+        r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            failed[r.returncode] = failed.get(r.returncode, 0) + 1
+            first = first or r.stderr
+    return failed, first
+
+
+def test_first_hook_calls_from_many_threads_at_once():
+    """16 threads, released together, each making the process's first call to a different
+    hook (accept4 on a covered listener with headers queued, accept, fcntl64, close, poll, read,
+    dup ...): every hook must find every real function it uses, in every run."""
+    failed, err = run_many([STARTRACE], shim_env(TRUSTED="127.0.0.1"), START_RUNS)
+    assert not failed, "exit statuses (negative: signal) -> runs, of %d: %r\n%s" % (START_RUNS, failed, err)
+
+
+def test_first_hook_calls_before_the_shims_constructor():
+    """The same race in the constructor of a library preloaded after the shim, which glibc
+    initializes before the shim's (checked by the library: the shim's constructor unsets
+    PROXYSHIM_HANDOFF): the hooks' own lookup on first use, with no constructor's help."""
+    env = shim_env(TRUSTED="127.0.0.1", HANDOFF="probe")
+    env["LD_PRELOAD"] = LIB + " " + STARTRACE_LIB
+    failed, err = run_many(["/bin/true"], env, START_RUNS)
+    assert 4 not in failed, "the shim's constructor ran before the library's: " + err
+    assert not failed, "exit statuses (negative: signal) -> runs, of %d: %r\n%s" % (START_RUNS, failed, err)
