@@ -468,6 +468,7 @@ const struct shim_config *shim_config(void)
 __attribute__((constructor)) static void shim_init(void)
 {
 	shim_config();
+	shim_resolve();
 	shim_handoff_adopt();
 }
 
