@@ -27,7 +27,7 @@
 #define SHIM_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define SHIM_LIKELY(x) __builtin_expect(!!(x), 1)
 
-/* ---- real.c: the libc functions behind the hooks, resolved on first use ---- */
+/* ---- real.c: the libc functions behind the hooks, resolved in the constructor ---- */
 #define SHIM_REAL_LIST(X)                                                                   \
 	X(int, accept, (int, struct sockaddr *, socklen_t *))                               \
 	X(int, accept4, (int, struct sockaddr *, socklen_t *, int))                         \
