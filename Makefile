@@ -59,6 +59,7 @@ $(BUILD)/progs/%: tests/e2e/progs/%.c tests/e2e/progs/common.h
 $(BUILD)/faults/lib%.so: tests/e2e/faults/%.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -shared -o $@ $< -ldl
+$(BUILD)/faults/libstartrace.so: tests/e2e/progs/startrace.c tests/e2e/progs/common.h
 
 $(BUILD)/progs/speakfirst-fortify: tests/e2e/progs/speakfirst.c tests/e2e/progs/common.h
 	@mkdir -p $(@D)

@@ -569,11 +569,14 @@ const struct shim_config *shim_config(void)
 	return &g_cfg;
 }
 
-/* Real symbols are looked up on a hook's first use, not here: most processes a container
- * preloads the shim into (shells, /bin/true) never call one, and pay nothing for them. */
+/* The one ordered start: settings, then every real symbol (published together, so a hook in
+ * another thread never finds one missing; hooks called before this, from other libraries'
+ * constructors, resolve them themselves), then this process's identity page, then the
+ * connections an exec handed over. */
 __attribute__((constructor)) static void shim_init(void)
 {
 	shim_config();
+	shim_resolve();
 	shim_proc_check(); /* this process's page, before any child can be made */
 	shim_handoff_adopt();
 }

@@ -15,48 +15,74 @@ static int call_poll(struct pollfd *f, nfds_t n, const struct timespec *ts, cons
 	return ts || ss ? real_ppoll(f, n, ts, ss) : real_poll(f, n, ms);
 }
 
+/* One entry of the caller's watching a listener with connections parked: its index, and the
+ * parking epoll fd it had when looked at. The park can fill or empty at any moment (another
+ * thread parks or takes a connection), so it is looked at once per entry, here, and the merged
+ * array is built and read back from this record alone. */
+struct poll_hit {
+	nfds_t i;
+	int pfd;
+};
+
 static int poll_parked(struct pollfd *fds, nfds_t n, int ms, const struct timespec *ts, const sigset_t *ss)
 {
 	struct pollfd stack[STACK_FDS], *all = stack;
-	nfds_t extra = 0, total;
-	int r, saved;
+	struct poll_hit hstack[STACK_FDS], *hit = hstack;
+	nfds_t nhit = 0, total;
+	int r = -1, saved = errno;
 
-	for (nfds_t i = 0; i < n; i++)
-		if ((fds[i].events & POLLIN) && shim_park_pollfd(fds[i].fd) >= 0)
-			extra++;
-	if (extra == 0)
-		return call_poll(fds, n, ts, ss, ms);
-	total = n + extra;
-	if (total > STACK_FDS && (all = malloc(total * sizeof(*all))) == NULL)
-		return call_poll(fds, n, ts, ss, ms);
+	for (nfds_t i = 0; i < n; i++) {
+		int pfd;
+		if (!(fds[i].events & POLLIN) || (pfd = shim_park_pollfd(fds[i].fd)) < 0)
+			continue;
+		if (nhit == STACK_FDS && hit == hstack) {
+			/* More than the stack holds: room for every entry, as many as can follow. */
+			if ((hit = malloc(n * sizeof(*hit))) == NULL) {
+				hit = hstack;
+				break; /* the listeners beyond are watched without their parks */
+			}
+			memcpy(hit, hstack, sizeof(hstack));
+		}
+		hit[nhit].i = i;
+		hit[nhit++].pfd = pfd;
+	}
+	errno = saved;
+	if (nhit == 0) {
+		r = call_poll(fds, n, ts, ss, ms);
+		goto out;
+	}
+	total = n + nhit;
+	if (total > STACK_FDS && (all = malloc(total * sizeof(*all))) == NULL) {
+		errno = saved;
+		all = stack;
+		r = call_poll(fds, n, ts, ss, ms);
+		goto out;
+	}
 	memcpy(all, fds, n * sizeof(*all));
 	/* The extra entries follow in the order of the listeners they stand for. */
-	for (nfds_t i = 0, k = n; i < n; i++) {
-		int pfd;
-		if ((fds[i].events & POLLIN) && (pfd = shim_park_pollfd(fds[i].fd)) >= 0) {
-			all[k].fd = pfd;
-			all[k].events = POLLIN;
-			all[k].revents = 0;
-			k++;
-		}
+	for (nfds_t k = 0; k < nhit; k++) {
+		all[n + k].fd = hit[k].pfd;
+		all[n + k].events = POLLIN;
+		all[n + k].revents = 0;
 	}
 	r = call_poll(all, total, ts, ss, ms);
-	saved = errno;
 	if (r >= 0) {
 		r = 0;
-		for (nfds_t i = 0, k = n; i < n; i++) {
+		for (nfds_t i = 0; i < n; i++)
 			fds[i].revents = all[i].revents;
-			if ((fds[i].events & POLLIN) && k < total && all[k].fd == shim_park_pollfd(fds[i].fd)) {
-				if (all[k].revents & POLLIN)
-					fds[i].revents |= POLLIN;
-				k++;
-			}
+		for (nfds_t k = 0; k < nhit; k++)
+			if (all[n + k].revents & POLLIN)
+				fds[hit[k].i].revents |= POLLIN;
+		for (nfds_t i = 0; i < n; i++)
 			if (fds[i].revents)
 				r++;
-		}
 	}
+out:
+	saved = errno;
 	if (all != stack)
 		free(all);
+	if (hit != hstack)
+		free(hit);
 	errno = saved;
 	return r;
 }

@@ -27,7 +27,7 @@
 #define SHIM_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define SHIM_LIKELY(x) __builtin_expect(!!(x), 1)
 
-/* ---- real.c: the libc functions behind the hooks, resolved on first use ---- */
+/* ---- real.c: the libc functions behind the hooks, resolved in the constructor ---- */
 #define SHIM_REAL_LIST(X)                                                                   \
 	X(int, accept, (int, struct sockaddr *, socklen_t *))                               \
 	X(int, accept4, (int, struct sockaddr *, socklen_t *, int))                         \
@@ -69,13 +69,17 @@
 SHIM_REAL_LIST(SHIM_REAL_DECL)
 #undef SHIM_REAL_DECL
 
-/* Resolves every real_ pointer that is still NULL; cheap after the first call. */
+/* Resolves every real_ pointer still NULL, then sets shim_resolved; called by the constructor,
+ * and by a hook that runs before it. One load once done. */
 void shim_resolve(void);
+extern _Atomic bool shim_resolved;
 void *shim_dlsym(const char *name, const void *own_hook);
-/* Makes sure real_##name is set; used at the top of every hook. */
+/* Makes sure every real_ pointer is set (not only real_##name: a hook calls others), at the
+ * top of every hook. */
 #define SHIM_NEED(name)                                                                    \
 	do {                                                                                \
-		if (SHIM_UNLIKELY(__atomic_load_n(&real_##name, __ATOMIC_RELAXED) == NULL)) \
+		(void)sizeof(real_##name);                                                  \
+		if (SHIM_UNLIKELY(!atomic_load_explicit(&shim_resolved, memory_order_acquire))) \
 			shim_resolve();                                                     \
 	} while (0)
 
