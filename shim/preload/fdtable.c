@@ -114,7 +114,8 @@ void shim_fd_copy(int oldfd, int newfd)
 
 	/* The shim's own fds and epoll marks stay with the original; a duplicated listener
 	 * gets a parking place of its own when it first needs one. */
-	if (kind == SHIM_FD_NONE || kind == SHIM_FD_INTERNAL || kind == SHIM_FD_EPOLL) {
+	if (kind == SHIM_FD_NONE || kind == SHIM_FD_INTERNAL || kind == SHIM_FD_EPOLL ||
+	    kind == SHIM_FD_CLAIMED) {
 		shim_fd_clear(newfd);
 		return;
 	}

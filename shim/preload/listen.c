@@ -3,20 +3,53 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <string.h>
+#include <time.h>
 
 #include "shim.h"
 
 static _Atomic bool g_said_inactive;
 
+/* Threads of a program may make their first accept() on an inherited listener at the same
+ * time. One claims the entry and fills it while the others wait for its answer (the same as
+ * theirs): a reader must never see the entry as a listener with its flags half written, or a
+ * covered listener would pass a header to the program as data for a moment. The claimer blocks
+ * signals for the few stores it makes, so no handler of its own thread can find the entry
+ * claimed and wait for it forever. */
+static struct shim_fd *publish(struct shim_fd *e, uint8_t flags, const struct shim_addr *local)
+{
+	uint8_t none = SHIM_FD_NONE;
+	unsigned kind;
+	sigset_t all, old;
+
+	sigfillset(&all);
+	sigprocmask(SIG_SETMASK, &all, &old);
+	if (atomic_compare_exchange_strong_explicit(&e->kind, &none, SHIM_FD_CLAIMED, memory_order_acquire,
+						    memory_order_acquire)) {
+		e->flags = flags;
+		e->local = *local;
+		atomic_store_explicit(&e->kind, SHIM_FD_LISTENER, memory_order_release);
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		return e;
+	}
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	while ((kind = atomic_load_explicit(&e->kind, memory_order_acquire)) == SHIM_FD_CLAIMED) {
+		struct timespec pause = {0, 1000};
+		nanosleep(&pause, NULL);
+	}
+	return kind == SHIM_FD_LISTENER ? e : NULL;
+}
+
 static struct shim_fd *classify(int fd, const struct shim_config *c)
 {
 	struct sockaddr_storage ss;
+	struct shim_addr local;
 	socklen_t sl = sizeof(ss);
 	int proto = 0, acc = 0;
 	socklen_t il = sizeof(int);
 	struct shim_fd *e;
-	uint16_t port;
+	uint8_t flags = 0;
 
 	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &il) < 0 || !acc)
 		return NULL; /* not (yet) listening: let the kernel answer the program */
@@ -28,16 +61,13 @@ static struct shim_fd *classify(int fd, const struct shim_config *c)
 	e = shim_fd_get(fd);
 	if (!e)
 		return NULL;
-	e->flags = 0;
-	memset(&e->local, 0, sizeof(e->local));
+	memset(&local, 0, sizeof(local));
 	if (proto == IPPROTO_TCP && (ss.ss_family == AF_INET || ss.ss_family == AF_INET6)) {
-		shim_addr_from_sa(&e->local, (const struct sockaddr *)&ss);
-		port = ntohs(e->local.port);
-		if (shim_port_covered(c, port))
-			e->flags = SHIM_L_COVERED;
+		shim_addr_from_sa(&local, (const struct sockaddr *)&ss);
+		if (shim_port_covered(c, ntohs(local.port)))
+			flags = SHIM_L_COVERED;
 	}
-	atomic_store_explicit(&e->kind, SHIM_FD_LISTENER, memory_order_release);
-	return e;
+	return publish(e, flags, &local);
 }
 
 struct shim_fd *shim_listener(int fd)
@@ -53,8 +83,8 @@ struct shim_fd *shim_listener(int fd)
 	kind = e ? atomic_load_explicit(&e->kind, memory_order_acquire) : SHIM_FD_NONE;
 	if (SHIM_LIKELY(kind == SHIM_FD_LISTENER))
 		return (e->flags & SHIM_L_COVERED) ? e : NULL;
-	if (kind != SHIM_FD_NONE)
-		return NULL;
+	if (kind != SHIM_FD_NONE && kind != SHIM_FD_CLAIMED)
+		return NULL; /* a connection, or the shim's own fd */
 	saved = errno;
 	e = classify(fd, c);
 	errno = saved;

@@ -146,6 +146,7 @@ enum shim_fd_kind {
 	SHIM_FD_CONN,         /* an accepted connection whose header was consumed */
 	SHIM_FD_INTERNAL,     /* the shim's own fd (parking epoll, timer, parked connection) */
 	SHIM_FD_EPOLL,        /* a program's epoll instance that watches a covered listener */
+	SHIM_FD_CLAIMED,      /* being classified as a listener by one thread (listen.c) */
 };
 
 #define SHIM_L_COVERED 0x01 /* listener: TCP over IPv4/IPv6 on a covered port */

@@ -84,3 +84,22 @@ def test_first_hook_calls_before_the_shims_constructor():
     failed, err = run_many(["/bin/true"], env, START_RUNS)
     assert 4 not in failed, "the shim's constructor ran before the library's: " + err
     assert not failed, "exit statuses (negative: signal) -> runs, of %d: %r\n%s" % (START_RUNS, failed, err)
+
+
+TSAN_LIB = os.path.join(BUILD, "tsan", "libproxyshim.so")
+TSAN_RUNS = 30
+
+
+def test_threads_classifying_one_inherited_listener_at_once_under_tsan():
+    """The listener of startrace is made listening behind the shim's back, so the threads'
+    first accept() calls classify it, several at once. Each used to write the entry's flags
+    (0, then covered) while another may already read the entry as a listener: a covered
+    listener seen as uncovered for a moment, and a header handed to the program as data.
+    Under the TSan build every run must be free of reports."""
+    runtime = subprocess.run(["gcc", "-print-file-name=libtsan.so"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+    env = shim_env(TRUSTED="127.0.0.1")
+    env["LD_PRELOAD"] = runtime + " " + TSAN_LIB
+    env["TSAN_OPTIONS"] = "halt_on_error=1 exitcode=66"
+    failed, err = run_many([STARTRACE], env, TSAN_RUNS)
+    assert not failed, "exit statuses -> runs, of %d: %r\n%s" % (TSAN_RUNS, failed, err[:3000])
