@@ -219,3 +219,64 @@ def test_deps_leaves_no_service_enabled_at_boot():
         if re.sub(r"^S\d\d", "", os.path.basename(l)) in scripts:
             enabled.append(l)
     assert not enabled, "enabled at boot:\n  " + "\n  ".join(sorted(enabled))
+
+
+# Runs tests/deps.sh as root where every change it makes lands in a tmpfs (overlays over /etc,
+# /var/lib/systemd, /usr/sbin), where strace and npm look missing (whiteouts in /usr/bin), and
+# where apt-get is a stand-in that "installs" them as a package's postinst would: it enables a
+# service and a socket unit with deb-systemd-helper and an init script with update-rc.d.
+FAKE_INSTALL = r"""
+set -eu
+t=$1; root=$2
+mount --make-rprivate /
+mount -t tmpfs tmpfs "$t"
+n=0
+over() { # over DIR [NAME...]: an overlay on DIR, with whiteouts for NAME...
+	d=$1; shift
+	n=$((n + 1)); mkdir -p "$t/$n/up" "$t/$n/work"
+	for f; do mknod "$t/$n/up/$f" c 0 0; done
+	mount -t overlay overlay -o "lowerdir=$d,upperdir=$t/$n/up,workdir=$t/$n/work" "$d"
+}
+over /etc; over /var/lib/systemd; over /usr/sbin; over /usr/bin strace npm
+mkdir -p "$t/fake"
+cat >"$t/fake/apt-get" <<'EOS'
+#!/bin/sh
+echo "apt-get $*" >>/etc/fake-apt.log
+printf '[Unit]\nDescription=x\n[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n' \
+	>/etc/systemd/system/proxyshim-fake.service
+printf '[Unit]\nDescription=x\n[Socket]\nListenStream=127.0.0.1:1\n[Install]\nWantedBy=sockets.target\n' \
+	>/etc/systemd/system/proxyshim-fake-sock.socket
+printf '#!/bin/sh\n### BEGIN INIT INFO\n# Provides: proxyshim-fake\n# Required-Start:\n# Required-Stop:\n# Default-Start: 2 3 4 5\n# Default-Stop: 0 1 6\n### END INIT INFO\nexit 0\n' \
+	>/etc/init.d/proxyshim-fake
+chmod +x /etc/init.d/proxyshim-fake
+DPKG_MAINTSCRIPT_PACKAGE=proxyshim-fake deb-systemd-helper enable proxyshim-fake.service proxyshim-fake-sock.socket
+update-rc.d proxyshim-fake defaults
+EOS
+chmod +x "$t/fake/apt-get"
+export PATH="$t/fake:/usr/sbin:/usr/bin:/sbin:/bin"
+ls /etc/systemd/system/*.wants/* /etc/rc[2-5].d/S* 2>/dev/null | sort >"$t/before"
+sh "$root/tests/deps.sh" || echo "deps.sh exit $?"
+echo "== apt"; cat /etc/fake-apt.log
+echo "== before"; cat "$t/before"
+echo "== after"; ls /etc/systemd/system/*.wants/* /etc/rc[2-5].d/S* 2>/dev/null | sort
+"""
+
+
+def test_deps_install_disables_what_it_enabled(tmp_path):
+    """An install by tests/deps.sh (apt-get a stand-in, all changes in a tmpfs) leaves the
+    units and the init script the install enabled disabled at boot, and every other enabled unit
+    as it was."""
+    if os.geteuid() != 0:
+        pytest.fail("needs root (unshare --mount, overlay mounts)")
+    ns = tmp_path / "ns"
+    ns.mkdir()
+    r = subprocess.run(["unshare", "--mount", "sh", "-c", FAKE_INSTALL, "fake-install", str(ns), ROOT],
+                       env=clean_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    parts = dict(re.findall(r"^== (\w+)\n(.*?)(?=^== |\Z)", r.stdout, re.M | re.S))
+    assert "install" in parts["apt"] and "strace" in parts["apt"], r.stdout + r.stderr
+    before, after = parts["before"].split(), parts["after"].split()
+    fake = [l for l in after if "proxyshim-fake" in l]
+    assert not fake, "enabled at boot after deps.sh:\n%s\n%s" % ("\n".join(fake), r.stderr)
+    assert after == before, r.stdout + r.stderr
