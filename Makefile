@@ -1,4 +1,5 @@
-# proxyshim: everything builds into build/. Targets: all test check fuzz bench demo clean.
+# proxyshim: everything builds into build/. Targets: all (the product only) test unit e2e check
+# fuzz bench stress demo install uninstall clean deps.
 CC      ?= cc
 CLANG   ?= clang
 PYTHON  ?= /usr/bin/python3
@@ -19,16 +20,19 @@ PROTO_OBJ   := $(PROTO_SRC:%.c=$(BUILD)/obj/%.o)
 PRELOAD_OBJ := $(PRELOAD_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-PROGS := $(BUILD)/libproxyshim.so $(BUILD)/proxyshim-send $(BUILD)/testserver
-PROGS += $(BUILD)/proxyshim
-# Small programs the e2e tests run (tests/e2e/progs/*.c); speakfirst also _FORTIFY_SOURCE-built.
-E2E_PROGS := $(patsubst tests/e2e/progs/%.c,$(BUILD)/progs/%,$(wildcard tests/e2e/progs/*.c))
+# The product (make, make install): needs a C compiler and the libc headers, nothing else.
+PRODUCT := $(BUILD)/libproxyshim.so $(BUILD)/proxyshim $(BUILD)/proxyshim-send
+# What the tests run besides it, built by make e2e / make test (make unit builds the unit tests):
+# the test server, and small programs the e2e tests run (tests/e2e/progs/*.c; speakfirst also
+# _FORTIFY_SOURCE-built) and preload (tests/e2e/faults/*.c).
+E2E_PROGS := $(BUILD)/testserver
+E2E_PROGS += $(patsubst tests/e2e/progs/%.c,$(BUILD)/progs/%,$(wildcard tests/e2e/progs/*.c))
 E2E_PROGS += $(BUILD)/progs/speakfirst-fortify
 E2E_PROGS += $(patsubst tests/e2e/faults/%.c,$(BUILD)/faults/lib%.so,$(wildcard tests/e2e/faults/*.c))
-PROGS += $(E2E_PROGS)
+PROGS := $(PRODUCT) $(E2E_PROGS)
 
 .PHONY: all test unit e2e check fuzz bench demo clean deps
-all: $(PROGS) $(UNIT_BIN)
+all: $(PRODUCT)
 
 $(BUILD)/obj/%.o: %.c $(HDRS) Makefile
 	@mkdir -p $(@D)
@@ -119,7 +123,7 @@ unit: $(UNIT_BIN)
 e2e: $(PROGS)
 	$(PYTHON) -m pytest -q tests/e2e $(PYTEST_ARGS)
 
-test: deps all
+test: deps
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory e2e
 
@@ -174,13 +178,13 @@ HARDEN := $(BUILD)/asan/libproxyshim.so $(BUILD)/tsan/libproxyshim.so $(BUILD)/s
 e2e: $(HARDEN)
 
 .PHONY: stress
-stress: deps all $(HARDEN)
+stress: deps $(PROGS) $(HARDEN)
 	@tests/stress/run.sh
 
-bench: all
+bench: $(PRODUCT) $(BUILD)/testserver
 	@tests/bench/run.sh
 
-demo: all
+demo: $(PRODUCT)
 	@tests/demo.sh
 
 clean:

@@ -1,6 +1,10 @@
 #!/bin/sh
 # Installs what `make test` needs from Debian's packages when run as root; otherwise prints the
-# one apt-get line to run and fails. Each entry: a command or file that proves the package.
+# one apt-get line to run and fails. Meant for a test or CI machine: among the packages are
+# servers (sshd, apache2, nginx, HAProxy, redis, lighttpd). Run as root, it leaves none of their
+# services enabled to start at the next boot: it disables those its install enabled, and those
+# of its packages that were enabled before (see boot_links below).
+# Each entry: a command or file that proves the package.
 set -u
 need="
 gcc:gcc
@@ -41,13 +45,83 @@ npm_deps() {
 	echo "proxyshim: npm ci in $lint" >&2
 	(cd "$lint" && npm ci --no-audit --no-fund </dev/null >&2)
 }
-[ -z "$missing" ] && { npm_deps; exit $?; }
+
+# ---- services: none of these packages' servers starts at the next boot ----
+# The links that start a daemon at boot, one a line: systemd service and socket units wanted or
+# required by a target, and SysV init scripts' S links in runlevels 2 to 5. Works without a
+# running systemd (the machine may be a container).
+boot_links() {
+	for l in /etc/systemd/system/*.wants/*.service /etc/systemd/system/*.wants/*.socket \
+		/etc/systemd/system/*.requires/*.service /etc/systemd/system/*.requires/*.socket \
+		/etc/rc[2-5].d/S*; do
+		[ -L "$l" ] && printf '%s\n' "$l"
+	done
+	return 0
+}
+# turn_off: disables what each link on stdin starts, as `systemctl disable` and `update-rc.d
+# NAME disable` do (S links become K links), so that the package's upgrades keep it disabled.
+turn_off() {
+	while read -r l; do
+		[ -L "$l" ] || continue # gone with an earlier one (update-rc.d does all runlevels)
+		case "$l" in
+		/etc/rc?.d/S*)
+			n=${l##*/S[0-9][0-9]}
+			echo "proxyshim: not started at boot: /etc/init.d/$n (update-rc.d $n disable)" >&2
+			update-rc.d "$n" disable >/dev/null 2>&1
+			;;
+		*)
+			u=${l##*/}
+			echo "proxyshim: not started at boot: $u (disabled)" >&2
+			if command -v systemctl >/dev/null 2>&1; then # offline: no running systemd needed
+				systemctl --root=/ --quiet disable "$u" >/dev/null 2>&1
+			else # it refuses to run unless dpkg's maintainer scripts' variable is set
+				DPKG_MAINTSCRIPT_PACKAGE=proxyshim deb-systemd-helper disable "$u" >/dev/null 2>&1
+			fi
+			;;
+		esac
+		if [ -L "$l" ]; then rm -f "$l"; fi # a link the helpers did not make
+	done
+}
+# The boot links of our packages' units and init scripts: those shipped by the installed
+# packages built from the same sources as the listed ones (nginx-light's unit is in
+# nginx-common, openssh-server's init script in openssh-server). No other package is touched.
+# shellcheck disable=SC2086 # $pkgs, $ours: lists of package names
+our_boot_links() {
+	srcs=$(dpkg-query -W -f '${source:Package}\n' $pkgs 2>/dev/null | sort -u | tr '\n' ' ')
+	[ -n "$srcs" ] || return 0
+	ours=$(dpkg-query -W -f '${db:Status-Abbrev}|${binary:Package}|${source:Package}\n' 2>/dev/null |
+		awk -F'|' -v s=" $srcs" '$1 ~ /^ii/ && index(s, " " $3 " ") { print $2 }')
+	[ -n "$ours" ] || return 0
+	names=$(dpkg -L $ours 2>/dev/null | sed -n -E \
+		-e 's,^/(usr/)?lib/systemd/system/([^/]+\.(service|socket))$,\2,p' -e 's,^/etc/init\.d/([^/]+)$,\1,p' |
+		sort -u | tr '\n' ' ')
+	boot_links | while read -r l; do
+		n=${l##*/}
+		case "$l" in /etc/rc?.d/S*) n=${n#S[0-9][0-9]} ;; esac
+		t=$(readlink "$l"); t=${t##*/}
+		case " $names " in *" $n "* | *" $t "*) printf '%s\n' "$l" ;; esac
+	done
+}
+pkgs=""
+for entry in $need; do
+	case " $pkgs " in *" ${entry#*:} "*) ;; *) pkgs="$pkgs ${entry#*:}" ;; esac
+done
+
+if [ -z "$missing" ]; then
+	if [ "$(id -u)" = 0 ] && command -v dpkg-query >/dev/null 2>&1; then
+		our_boot_links | turn_off
+	fi
+	npm_deps
+	exit $?
+fi
 line="apt-get install -y --no-install-recommends$missing"
 if [ "$(id -u)" != 0 ]; then
 	echo "proxyshim: missing packages; run as root: $line" >&2
 	exit 1
 fi
 echo "proxyshim: installing:$missing" >&2
+before=$(mktemp)
+boot_links | sort >"$before"
 export DEBIAN_FRONTEND=noninteractive
 # Services that packages start on install would hold ports the tests pick: keep them stopped.
 made_policy=0
@@ -57,5 +131,10 @@ fi
 $line </dev/null || { apt-get update </dev/null && $line </dev/null; }
 rc=$?
 [ $made_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
+# What this install enabled to start at boot (dependencies' services included), then what our
+# packages had enabled before.
+boot_links | sort | comm -13 "$before" - | turn_off
+rm -f "$before"
+our_boot_links | turn_off
 [ $rc = 0 ] && { npm_deps; rc=$?; }
 exit $rc

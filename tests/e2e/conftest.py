@@ -35,7 +35,7 @@ def pytest_configure(config):
 @pytest.fixture(scope="session", autouse=True)
 def _built():
     for f in (LIB, TESTSERVER):
-        assert os.path.exists(f), "%s is not built: run make" % f
+        assert os.path.exists(f), "%s is not built: make e2e builds it and the other test programs" % f
 
 
 @pytest.fixture
