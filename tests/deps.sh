@@ -82,35 +82,7 @@ turn_off() {
 		if [ -L "$l" ]; then rm -f "$l"; fi # a link the helpers did not make
 	done
 }
-# The boot links of our packages' units and init scripts: those shipped by the installed
-# packages built from the same sources as the listed ones (nginx-light's unit is in
-# nginx-common, openssh-server's init script in openssh-server). No other package is touched.
-# shellcheck disable=SC2086 # $pkgs, $ours: lists of package names
-our_boot_links() {
-	srcs=$(dpkg-query -W -f '${source:Package}\n' $pkgs 2>/dev/null | sort -u | tr '\n' ' ')
-	[ -n "$srcs" ] || return 0
-	ours=$(dpkg-query -W -f '${db:Status-Abbrev}|${binary:Package}|${source:Package}\n' 2>/dev/null |
-		awk -F'|' -v s=" $srcs" '$1 ~ /^ii/ && index(s, " " $3 " ") { print $2 }')
-	[ -n "$ours" ] || return 0
-	names=$(dpkg -L $ours 2>/dev/null | sed -n -E \
-		-e 's,^/(usr/)?lib/systemd/system/([^/]+\.(service|socket))$,\2,p' -e 's,^/etc/init\.d/([^/]+)$,\1,p' |
-		sort -u | tr '\n' ' ')
-	boot_links | while read -r l; do
-		n=${l##*/}
-		case "$l" in /etc/rc?.d/S*) n=${n#S[0-9][0-9]} ;; esac
-		t=$(readlink "$l"); t=${t##*/}
-		case " $names " in *" $n "* | *" $t "*) printf '%s\n' "$l" ;; esac
-	done
-}
-pkgs=""
-for entry in $need; do
-	case " $pkgs " in *" ${entry#*:} "*) ;; *) pkgs="$pkgs ${entry#*:}" ;; esac
-done
-
 if [ -z "$missing" ]; then
-	if [ "$(id -u)" = 0 ] && command -v dpkg-query >/dev/null 2>&1; then
-		our_boot_links | turn_off
-	fi
 	npm_deps
 	exit $?
 fi
@@ -131,10 +103,9 @@ fi
 $line </dev/null || { apt-get update </dev/null && $line </dev/null; }
 rc=$?
 [ $made_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
-# What this install enabled to start at boot (dependencies' services included), then what our
-# packages had enabled before.
+# What this install enabled to start at boot (dependencies' services included). Services that
+# were enabled before (a developer's own sshd) stay as they were.
 boot_links | sort | comm -13 "$before" - | turn_off
 rm -f "$before"
-our_boot_links | turn_off
 [ $rc = 0 ] && { npm_deps; rc=$?; }
 exit $rc
