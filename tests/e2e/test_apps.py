@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from util import Proc, exchange, free_port, haproxy_sender, shim_env, wait_port
+from util import Proc, child_pids, exchange, free_port, haproxy_sender, shim_env, wait_port
 
 TRUSTED = "127.0.0.2"
 UNTRUSTED = "127.0.0.3"
@@ -127,11 +127,11 @@ http {
     assert "[alert]" not in err and "[emerg]" not in err, err
     # reload: the master forks new workers (the shim's state crosses fork again), old ones exit
     import signal
-    workers_before = worker_pids(p.pid)
+    workers_before = set(child_pids(p.pid))
     os.kill(p.pid, signal.SIGHUP)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        now = worker_pids(p.pid)
+        now = set(child_pids(p.pid))
         if len(now) == 2 and not (now & workers_before):
             break
         time.sleep(0.05)
@@ -142,21 +142,6 @@ http {
         assert got.endswith(b"\r\n\r\nyou are %s:%d\n" % (src.encode(), me[1])), got
         m = wait_file(log, r'^(\S+) (\d+) "GET /after-reload/c%d HTTP/1\.0" 200$' % i)
         assert (m.group(1), int(m.group(2))) == (src, me[1])
-
-
-def worker_pids(master):
-    """The pids of a process's children (nginx workers)."""
-    out = set()
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open("/proc/%s/stat" % d) as f:
-                    st = f.read()
-            except OSError:
-                continue
-            if int(st.rsplit(")", 1)[1].split()[1]) == master:
-                out.add(int(d))
-    return out
 
 
 def test_redis_client_list(procs, tmp_path):

@@ -23,8 +23,9 @@ import time
 
 import pytest
 
-from util import (BUILD, LIB, ROOT, V2_SIG, Proc, conn_lines, connect, free_port, haproxy_sender,
-                  recv_all, shim_env, start_testserver, v1_header, v2_header, wait_conns, wait_port)
+from util import (BUILD, LIB, ROOT, V2_SIG, Proc, child_pids, conn_lines, connect, connect_from, free_port,
+                  haproxy_sender, open_fds, p99, recv_all, shim_env, start_testserver, v1_header, v2_header,
+                  wait_conns, wait_port)
 
 STRESS = os.environ.get("E2E_STRESS") == "1"
 TRUSTED = "127.0.0.2"
@@ -34,7 +35,6 @@ TSAN_LIB = os.path.join(BUILD, "tsan", "libproxyshim.so")
 FAULTSERVER = os.path.join(BUILD, "stress", "faultserver")
 INJECT = os.path.join(BUILD, "stress", "libinject.so")
 LIBPP = os.path.join(BUILD, "stress", "libpp.so")
-IP_BIND_ADDRESS_NO_PORT = 24  # linux/in.h: the port is chosen at connect(), TIME_WAIT reusable
 
 
 def size(quick, full):
@@ -92,23 +92,6 @@ def san_reports(logdir, kind, output=""):
 def maps_has(pid, name):
     with open("/proc/%d/maps" % pid) as f:
         return name in f.read()
-
-
-def client(port, source, host="127.0.0.1", timeout=10.0):
-    """A connection from source whose port is chosen at connect(), so that TIME_WAIT entries of
-    earlier runs can be reused (tcp_tw_reuse on loopback): 100,000 connections from one address."""
-    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    s = socket.socket(fam, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        if fam == socket.AF_INET:
-            s.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
-        s.bind((source, 0))
-        s.connect((host, port))
-    except Exception:
-        s.close()
-        raise
-    return s
 
 
 def run_parallel(n, workers, fn, time_limit):
@@ -317,7 +300,7 @@ def test_e2e_fuzz_headers_under_asan(procs, mode, tmp_path):
         wire = fuzz_header(rng, port) + payload
         verdict, hlen, addr = oracle(wire)
         src = "127.0.0.%d" % (2 + i % 50)
-        s = client(port, src)
+        s = connect_from(port, src, timeout=10.0)
         try:
             me = s.getsockname()
             got = send_then_read(s, wire, rng, 0.002 if rng.random() < 0.05 else 0, head=len(wire) - len(payload))
@@ -406,7 +389,7 @@ def test_spoofed_headers_from_untrusted_peers_are_never_read(procs, listener, tr
         h = hdrs[i % (2 if ctl else len(hdrs))]  # the control sends a v1 or v2 header with a source
         marker = b"SP%08d." % i
         data = marker + b"payload\n"
-        s = client(port, src, host=dest)
+        s = connect_from(port, src, host=dest, timeout=10.0)
         try:
             me = s.getsockname()
             s.sendall(h + data)
@@ -484,7 +467,7 @@ def test_integrity_random_segments_and_pauses(procs, mode, consume):
         src = (rand_ip(rng, rng.random() < 0.3), rng.randrange(1, 65536))
         h = (v1_header if rng.random() < 0.5 else v2_header)(src, (src[0], port)) if rng.random() < 0.9 else \
             v2_header(src, (src[0], port), tlvs=[(0xE0, os.urandom(rng.randrange(1, 2000)))], crc=True)
-        s = client(port, TRUSTED, timeout=30)
+        s = connect_from(port, TRUSTED, timeout=30)
         err = []
 
         def send():
@@ -548,7 +531,7 @@ def test_sixteen_threads_accept_and_close_under_tsan(procs, tmp_path):
             src = (rand_ip(rng, rng.random() < 0.3), rng.randrange(1, 65536))
             h = (v1_header if i % 2 else v2_header)(src, (src[0], port))
             kind, srcip = ("pieces" if k > 0.93 else "header"), "127.0.0.%d" % (2 + i % 10)
-        s = client(port, srcip, timeout=20)
+        s = connect_from(port, srcip, timeout=20)
         try:
             me = s.getsockname()
             got = send_then_read(s, h + data, rng, 0.01 if kind == "pieces" else 0, head=len(h))
@@ -649,7 +632,7 @@ def test_apache_prefork_children_log_the_client(procs, tmp_path):
 
     def one(i):
         src = "127.0.0.%d" % (10 + i % 200)
-        s = client(fport, src, timeout=10)
+        s = connect_from(fport, src, timeout=10)
         try:
             me = s.getsockname()
             s.sendall(b"GET /index.html?id=%d HTTP/1.0\r\nHost: x\r\n\r\n" % i)
@@ -1045,28 +1028,6 @@ def healthy(port, clients, seconds, procs_n=4):
             "nfailures": sum(r["nfailures"] for r in res), "requests": sum(r["requests"] for r in res)}
 
 
-def p99(values):
-    v = sorted(values)
-    return v[max(0, -(-len(v) * 99 // 100) - 1)]
-
-
-def worker_pid(master):
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open("/proc/%s/stat" % d) as f:
-                    st = f.read()
-            except OSError:
-                continue
-            if int(st.rsplit(")", 1)[1].split()[1]) == master:
-                return int(d)
-    raise RuntimeError("no nginx worker")
-
-
-def nfds(pid):
-    return len(os.listdir("/proc/%d/fd" % pid))
-
-
 def fd_kinds(pid):
     out = {}
     for fd in os.listdir("/proc/%d/fd" % pid):
@@ -1088,7 +1049,7 @@ def test_stalling_peers_do_not_slow_healthy_clients(procs, tmp_path):
               env=shim_env(TRUSTED="127.0.0.0/24"), log_name="nginx")
     procs.append(ng)
     wait_port(port, proc=ng)
-    w = worker_pid(ng.pid)
+    w = child_pids(ng.pid)[0]  # its one worker
     warm = load_result(load("healthy", port, 20, 1), 1)
     assert warm["nfailures"] == 0, warm["failures"][:5]
     fd_pristine = fd_kinds(w)
@@ -1097,7 +1058,7 @@ def test_stalling_peers_do_not_slow_healthy_clients(procs, tmp_path):
     s = connect(port, source="127.0.0.10")
     s.sendall(b"PROXY TCP4 ")
     assert dropped(s, timeout=5)
-    fd_base = nfds(w)
+    fd_base = open_fds(w)
     extra = sorted(v for k, v in fd_kinds(w).items() if k not in fd_pristine)
     assert extra == ["anon_inode:[eventpoll]", "anon_inode:[timerfd]"], extra
     base = healthy(port, 100, seconds)
@@ -1108,9 +1069,9 @@ def test_stalling_peers_do_not_slow_healthy_clients(procs, tmp_path):
     sres = load_result(st, seconds + 2)
     # the shim drops what is left within PROXYSHIM_TIMEOUT_MS (1 s); nginx's fds come back
     deadline = time.monotonic() + 5
-    while nfds(w) != fd_base and time.monotonic() < deadline:
+    while open_fds(w) != fd_base and time.monotonic() < deadline:
         time.sleep(0.1)
-    fd_after = nfds(w)
+    fd_after = open_fds(w)
     b99, l99 = p99(base["latencies_ms"]), p99(loaded["latencies_ms"])
     figure("stalling", stallers=stallers, healthy_clients=100, seconds=seconds,
            p99_ms_without=round(b99, 2), p99_ms_with=round(l99, 2),

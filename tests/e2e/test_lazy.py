@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from util import (BUILD, Proc, connect_from, shim_env, start_listening, v1_header, v2_header,
+from util import (BUILD, Proc, connect_from, recv_all, shim_env, start_listening, v1_header, v2_header,
                   wait_json)
 
 SPEAKFIRST = os.path.join(BUILD, "progs", "speakfirst")
@@ -49,19 +49,6 @@ def read_exactly(s, n):
     return got
 
 
-def read_to_eof(s):
-    """Bytes until EOF, and how it ended: 'eof' or 'reset'."""
-    got = b""
-    while True:
-        try:
-            b = s.recv(65536)
-        except ConnectionResetError:
-            return got, "reset"
-        if not b:
-            return got, "eof"
-        got += b
-
-
 def session(port, data, source=TRUSTED, wait_banner=True, pieces=None, delay=0.0, timeout=10.0):
     """A client of a speak-first server: reads the banner first (wait_banner), then sends data
     (in pieces of these sizes with delay after each, the rest at once), half-closes and reads
@@ -81,7 +68,7 @@ def session(port, data, source=TRUSTED, wait_banner=True, pieces=None, delay=0.0
             s.shutdown(socket.SHUT_WR)
         except OSError:
             pass  # the server refused the connection: reading shows how
-        rest, how = read_to_eof(s)
+        rest, how = recv_all(s, how=True)
         if not wait_banner:
             banner, rest = rest[:len(BANNER)], rest[len(BANNER):]
         return banner, rest, how
@@ -132,7 +119,7 @@ def test_accept_mode_same_client_times_out(sf):
     s = connect_from(port, TRUSTED, timeout=10)
     me = s.getsockname()
     t0 = time.monotonic()
-    got, how = read_to_eof(s)
+    got, how = recv_all(s, how=True)
     waited = time.monotonic() - t0
     s.close()
     assert (got, how) == (b"", "eof")
@@ -285,7 +272,7 @@ def test_optional_mode_no_header_passes_with_real_address(sf):
         assert read_exactly(s, len(BANNER)) == BANNER
         s.sendall(payload)
         s.shutdown(socket.SHUT_WR)
-        assert read_to_eof(s) == (b"", "eof")
+        assert recv_all(s, how=True) == (b"", "eof")
         s.close()
         line = wait_json(p, lambda d: d.get("n") == (2 if payload else 1))[-1]
         assert line["error"] is None and bytes.fromhex(line["hex"]) == payload, line
@@ -300,7 +287,7 @@ def test_untrusted_peer_untouched_in_lazy_mode(sf):
     assert read_exactly(s, len(BANNER)) == BANNER
     s.sendall(data)
     s.shutdown(socket.SHUT_WR)
-    read_to_eof(s)
+    recv_all(s, how=True)
     s.close()
     line = one_conn(p)
     assert line["error"] is None and bytes.fromhex(line["hex"]) == data
@@ -398,7 +385,7 @@ def test_lazy_timeout_counts_from_accept(sf):
         s.shutdown(socket.SHUT_WR)
     except OSError:
         pass
-    rest, how = read_to_eof(s)
+    rest, how = recv_all(s, how=True)
     s.close()
     assert rest == b""
     line = one_conn(p)
@@ -432,7 +419,7 @@ def test_getpeername_before_the_banner_with_a_banner_first_client(sf):
     p, port = sf("--peer-early", CONSUME="lazy", TIMEOUT_MS=300)
     s = connect_from(port, TRUSTED, timeout=10)
     t0 = time.monotonic()
-    got, how = read_to_eof(s)
+    got, how = recv_all(s, how=True)
     waited = time.monotonic() - t0
     s.close()
     assert (got, how) == (b"", "eof")

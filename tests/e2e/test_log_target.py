@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from util import BUILD, connect_from, shim_env, start_listening, v1_header, wait_json
+from util import BUILD, connect_from, recv_all, shim_env, start_listening, v1_header, wait_json
 
 FD2SERVER = os.path.join(BUILD, "progs", "fd2server")
 TRUSTED = "127.0.0.2"
@@ -94,16 +94,7 @@ def talk(port, data, half_close=True, banner=False, timeout=10.0):
             s.sendall(data)
         if half_close:
             s.shutdown(socket.SHUT_WR)
-        got = first
-        while True:
-            try:
-                b = s.recv(65536)
-            except ConnectionResetError:
-                break
-            if not b:
-                break
-            got += b
-        return got
+        return first + recv_all(s)
     finally:
         s.close()
 

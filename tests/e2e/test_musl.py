@@ -9,20 +9,10 @@ import pytest
 
 from util import (LIB, TESTSERVER_MUSL, WRAPPER, exchange, shim_env, start_testserver,
                   v1_header, v2_header, wait_conns)
-from test_preload_accept import PAYLOAD, SRC4, SRC6, TRUSTED, UNTRUSTED, check_line
+from test_preload_accept import MODES, PAYLOAD, SRC4, SRC6, TRUSTED, UNTRUSTED, check_line
 
 MUSL_LDSO = "/lib/ld-musl-x86_64.so.1"
 MUSL_LIBC = "/usr/lib/x86_64-linux-musl/libc.so"
-
-MODES = {
-    "accept": [],
-    "accept4": ["--accept4"],
-    "epoll": ["--mode", "epoll"],
-    "epoll_et": ["--mode", "epoll", "--et"],
-    "poll": ["--mode", "poll"],
-    "threads": ["--mode", "threads", "--threads", "4"],
-    "fork": ["--mode", "fork"],
-}
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -6,14 +6,14 @@ and never a client address. A strict parser in this file checks every line."""
 import os
 import re
 import signal
-import socket
 import subprocess
 import threading
 import time
 
 import pytest
 
-from util import Proc, free_port, recv_all, shim_env, v1_header, v2_header
+from util import (Proc, child_pids, connect_from, exchange, free_port, recv_all, shim_env, v1_header,
+                  v2_header, wait_port)
 
 TRUSTED = "127.0.0.2"
 UNTRUSTED = "127.0.0.3"
@@ -148,40 +148,6 @@ class Poller(threading.Thread):
         self.join(5)
 
 
-# ---- clients ----
-
-IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
-
-
-def connect(port, host="127.0.0.1", source=None, timeout=5.0):
-    """util.connect, but a source address takes its port at connect() time (by the whole
-    4-tuple): tests that run beside this one leave thousands of TIME_WAIT sockets on 127.0.0.2,
-    and bind(127.0.0.2, 0) alone then fails with EADDRINUSE."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    if source is not None:
-        s.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
-        s.bind((source, 0))
-    s.connect((host, port))
-    return s
-
-
-def exchange(port, data, source=None, timeout=5.0):
-    """Sends data, half-closes, returns what came back until EOF (a reset is EOF), and the
-    client's own (ip, port)."""
-    s = connect(port, source=source, timeout=timeout)
-    try:
-        me = s.getsockname()[:2]
-        try:
-            s.sendall(data)
-            s.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass  # dropped by the shim: recv_all sees it
-        return recv_all(s), me
-    finally:
-        s.close()
-
-
 # ---- servers ----
 
 def http_server(procs, tmp_path, port, **env):
@@ -196,44 +162,15 @@ def http_server(procs, tmp_path, port, **env):
     return p
 
 
-def wait_listening(port, timeout=10.0, proc=None):
-    """Waits for a TCP listener on port by reading /proc/net/tcp, without connecting to it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError("exited with %s:\n%s" % (proc.returncode, proc.output()))
-        with open("/proc/net/tcp") as f:
-            for line in f.readlines()[1:]:
-                local, state = line.split()[1], line.split()[3]
-                if state == "0A" and int(local.split(":")[1], 16) == port:
-                    return
-        time.sleep(0.02)
-    raise TimeoutError("nothing listens on port %d" % port)
-
-
-def children(pid):
-    out = set()
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open("/proc/%s/stat" % d) as f:
-                    st = f.read()
-            except OSError:
-                continue
-            if int(st.rsplit(")", 1)[1].split()[1]) == pid:
-                out.add(int(d))
-    return out
-
-
 def served(port, path, hdr=b"", source=TRUSTED):
     """A GET behind hdr; asserts the server answered 200."""
-    got, _ = exchange(port, hdr + GET % path.encode(), source=source)
+    got, _ = exchange(port, hdr + GET % path.encode(), source=source, port_at_connect=True)
     assert got.startswith(b"HTTP/1.0 200"), (path, got)
 
 
 def dropped(port, data, source=TRUSTED):
     """Sends data and half-closes; asserts the shim closed the connection without an answer."""
-    got, _ = exchange(port, data, source=source)
+    got, _ = exchange(port, data, source=source, port_at_connect=True)
     assert got == b"", (data, got)
 
 
@@ -254,7 +191,7 @@ def test_counters_for_a_mix_of_connections(procs, tmp_path):
     local = v2_header(command=0)
     unknown = v1_header(None, None)
     # The staller's deadline runs while the others are served.
-    staller = connect(port, source=TRUSTED)
+    staller = connect_from(port, TRUSTED)
     staller.sendall(v2a[:10])
     t_stall = time.monotonic()
 
@@ -266,7 +203,7 @@ def test_counters_for_a_mix_of_connections(procs, tmp_path):
     served(port, "unknown", unknown)
     served(port, "untrusted-1", source=UNTRUSTED)
     # A spoof from an untrusted peer is data to the program, which answers it itself.
-    got, _ = exchange(port, v1s[0] + GET % b"spoof", source=UNTRUSTED)
+    got, _ = exchange(port, v1s[0] + GET % b"spoof", source=UNTRUSTED, port_at_connect=True)
     assert b"400 - Bad request" in got, got
     dropped(port, b"PROXY TCP4 203.0.113.99 127.0.0.1 1 99999\r\n" + GET % b"bad")  # invalid
     dropped(port, GET % b"no-header")                                              # missing
@@ -355,7 +292,7 @@ def test_parked_gauge_while_a_header_is_incomplete(procs, tmp_path):
         time.sleep(0.02)
     stallers = []
     for _ in range(2):
-        s = connect(port, source=TRUSTED)
+        s = connect_from(port, TRUSTED)
         s.sendall(hdr[:20])
         stallers.append(s)
     try:
@@ -381,10 +318,10 @@ def test_counters_for_optional_mode_version_and_overflow(procs, tmp_path):
     served(port, "plain")                                                  # passed, missing
     dropped(port, v1_header(("203.0.113.8", 1), ("127.0.0.1", port)) + GET % b"v1")  # version
     served(port, "v2", v2)                                                 # rewritten
-    first = connect(port, source=TRUSTED)
+    first = connect_from(port, TRUSTED)
     first.sendall(v2[:10])
     time.sleep(0.3)  # parked before the second comes
-    second = connect(port, source=TRUSTED)
+    second = connect_from(port, TRUSTED)
     second.sendall(v2[:10])
     assert recv_all(first) == b"", "the oldest parked connection was not closed"  # overflow
     first.close()
@@ -448,11 +385,11 @@ http {
     p = Proc(["nginx", "-p", str(d), "-c", str(conf), "-g", "daemon off;"],
              env=shim_env(TRUSTED=TRUSTED, STATS=stats), log_name="nginx")
     procs.append(p)
-    wait_listening(port, proc=p)
+    wait_port(port, proc=p, probe=False)
     deadline = time.monotonic() + 10
-    while len(children(p.pid)) < 2 and time.monotonic() < deadline:
+    while len(child_pids(p.pid)) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
-    workers = children(p.pid)
+    workers = set(child_pids(p.pid))
     assert len(workers) == 2, workers
 
     n_v2, n_v1, n_untrusted = 24, 8, 6
@@ -462,10 +399,10 @@ http {
         hdr = (v2_header((src, 1000 + i), ("127.0.0.1", port)) if i < n_v2
                else v1_header((src, 1000 + i), ("127.0.0.1", port)))
         total_bytes += len(hdr)
-        got, _ = exchange(port, hdr + b"GET / HTTP/1.0\r\n\r\n", source=TRUSTED)
+        got, _ = exchange(port, hdr + b"GET / HTTP/1.0\r\n\r\n", source=TRUSTED, port_at_connect=True)
         assert got.endswith(b"\r\n\r\nyou are %s\n" % src.encode()), got
     for i in range(n_untrusted):
-        got, _ = exchange(port, b"GET / HTTP/1.0\r\n\r\n", source=UNTRUSTED)
+        got, _ = exchange(port, b"GET / HTTP/1.0\r\n\r\n", source=UNTRUSTED, port_at_connect=True)
         assert got.endswith(b"you are %s\n" % UNTRUSTED.encode()), got
 
     def totals():
