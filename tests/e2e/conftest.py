@@ -1,13 +1,26 @@
 """Fixtures for the end-to-end tests: processes stopped by pid at teardown, a testserver under
-the shim, and a per-test time limit so a hung server fails its test instead of the run."""
+the shim, a per-test time limit so a hung server fails its test instead of the run, and the
+apps marker."""
 import os
 import signal
 
 import pytest
 
+import util.procs
 from util import LIB, TESTSERVER, shim_env, start_testserver
 
 TEST_TIME_LIMIT = int(os.environ.get("E2E_TEST_TIMEOUT", "90"))
+
+# The apps marker: a test that starts an outside program (nginx, HAProxy, sshd, apache2, redis,
+# node, lighttpd, the docker tooling (npm linters, podman, buildah), the musl toolchain or the
+# musl build of the test server) is marked apps, per test (@pytest.mark.apps), per parameter
+# (pytest.param(..., marks=pytest.mark.apps)) or per module (pytestmark). The fast inner loop
+# runs the rest, the test server, the small C programs and python servers only:
+#   /usr/bin/python3 -m pytest -m "not apps" tests/e2e
+# An unmarked test that starts one of APP_PROGRAMS through util's Proc fails and says so.
+APP_PROGRAMS = frozenset({"haproxy", "nginx", "sshd", "apache2", "redis-server", "node", "npm",
+                          "lighttpd", "podman", "buildah", "docker", "musl-gcc",
+                          os.path.basename(util.TESTSERVER_MUSL)})
 
 
 @pytest.fixture(autouse=True)
@@ -30,6 +43,24 @@ def _time_limit(request):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "time_limit(seconds): per-test time limit")
+    config.addinivalue_line("markers", "apps: starts an outside program (nginx, HAProxy, sshd, "
+                            "apache2, redis, node, lighttpd, docker tooling, musl); "
+                            "-m \"not apps\" is the fast inner loop")
+
+
+@pytest.fixture(autouse=True)
+def _apps_marked(request):
+    """Fails a test that starts one of APP_PROGRAMS through Proc without the apps marker."""
+    marked = request.node.get_closest_marker("apps") is not None
+
+    def check(argv):
+        found = APP_PROGRAMS.intersection(os.path.basename(str(a)) for a in argv)
+        if found and not marked:
+            raise AssertionError("this test starts %s: mark it apps (tests/e2e/conftest.py)"
+                                 % ", ".join(sorted(found)))
+    util.procs.before_start = check
+    yield
+    util.procs.before_start = None
 
 
 @pytest.fixture(scope="session", autouse=True)

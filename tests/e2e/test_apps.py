@@ -15,6 +15,8 @@ TRUSTED = "127.0.0.2"
 UNTRUSTED = "127.0.0.3"
 CLIENTS = ("127.0.0.5", "127.0.0.6", "127.0.0.7")
 
+pytestmark = pytest.mark.apps  # nginx, HAProxy, redis, node, lighttpd
+
 
 def need(cmd):
     path = shutil.which(cmd) or (cmd if os.path.exists(cmd) else None)

@@ -26,6 +26,8 @@ NOBODY = 65534
 AS_NOBODY = ["setpriv", "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY, "--clear-groups"]
 SHIPPED = ("libproxyshim.so", "proxyshim", "proxyshim-send")
 
+pytestmark = pytest.mark.apps  # node/npm tooling (linter, schema validator), nginx
+
 
 @pytest.fixture(scope="module", autouse=True)
 def _node_modules():

@@ -604,6 +604,7 @@ DocumentRoot "{d}/htdocs"
 
 
 @pytest.mark.time_limit(size(120, 900))
+@pytest.mark.apps
 def test_apache_prefork_children_log_the_client(procs, tmp_path):
     n = size(400, 5000)
     # apache's children run as www-data: a directory they can reach (pytest's tmp is 0700)
@@ -1039,6 +1040,7 @@ def fd_kinds(pid):
 
 
 @pytest.mark.time_limit(size(120, 600))
+@pytest.mark.apps
 def test_stalling_peers_do_not_slow_healthy_clients(procs, tmp_path):
     stallers, seconds = size(150, 500), size(4, 30)
     d = str(tmp_path)

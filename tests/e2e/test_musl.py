@@ -14,6 +14,8 @@ from test_preload_accept import MODES, PAYLOAD, SRC4, SRC6, TRUSTED, UNTRUSTED, 
 MUSL_LDSO = "/lib/ld-musl-x86_64.so.1"
 MUSL_LIBC = "/usr/lib/x86_64-linux-musl/libc.so"
 
+pytestmark = pytest.mark.apps  # the musl toolchain and a musl build of the test server
+
 
 @pytest.fixture(scope="module", autouse=True)
 def _musl_built():

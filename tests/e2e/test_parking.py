@@ -192,7 +192,7 @@ def ms(x):
     return "%.2f ms" % (x * 1e3)
 
 
-@pytest.mark.parametrize("kind", ["nginx", "blocking", "poll"])
+@pytest.mark.parametrize("kind", [pytest.param("nginx", marks=pytest.mark.apps), "blocking", "poll"])
 def test_stallers_do_not_slow_healthy_clients(procs, tmp_path, kind):
     # 50 trusted peers stall on half a v2 header and reconnect as soon as they are dropped. A
     # healthy client's p99 must stay within 20 ms of its p99 just before the attack, every one
@@ -261,7 +261,8 @@ def test_stallers_do_not_slow_healthy_clients(procs, tmp_path, kind):
     assert n == base_fds, "%d fds open, %d before the attack" % (n, base_fds)
 
 
-@pytest.mark.parametrize("kind", ["nginx", "node", "redis", "blocking", "poll"])
+@pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.apps) for k in ("nginx", "node", "redis")]
+                         + ["blocking", "poll"])
 def test_split_tlv_header_with_no_other_traffic(procs, tmp_path, kind):
     # Nothing else arrives to make the program call accept() again: the shim itself must wake
     # its loop (or its blocking accept()) when the third segment completes the header.
@@ -285,7 +286,7 @@ def readable(s, timeout):
     return bool(select.select([s], [], [], timeout)[0])
 
 
-@pytest.mark.parametrize("kind", ["nginx", "blocking", "poll"])
+@pytest.mark.parametrize("kind", [pytest.param("nginx", marks=pytest.mark.apps), "blocking", "poll"])
 def test_max_parked_closes_the_oldest(procs, tmp_path, kind):
     # PROXYSHIM_MAX_PARKED=5 and 8 stallers one after the other: parking the 6th, 7th and 8th
     # closes the 1st, 2nd and 3rd at once (long before the 5 s timeout), each logged with

@@ -99,6 +99,7 @@ def line_for(p, data, n):
 
 
 @pytest.mark.parametrize("opts", list(HAPROXY_SERVER_OPTS))
+@pytest.mark.apps
 def test_haproxy_sender(ts, procs, tmp_path, opts):
     p, port = ts(TRUSTED=TRUSTED)
     fport = start_haproxy(tmp_path, procs, port, HAPROXY_SERVER_OPTS[opts])
@@ -117,6 +118,7 @@ def test_haproxy_sender(ts, procs, tmp_path, opts):
     check_line(line_for(p, spoof, 5), "AF_INET", UNTRUSTED, me_u[1], spoof)
 
 
+@pytest.mark.apps
 def test_haproxy_ipv6_client_to_ipv4_listener(ts, procs, tmp_path):
     p, port = ts(TRUSTED=TRUSTED)
     fport = start_haproxy(tmp_path, procs, port, "send-proxy-v2", fe_bind="::1")
@@ -125,6 +127,7 @@ def test_haproxy_ipv6_client_to_ipv4_listener(ts, procs, tmp_path):
     check_line(line_for(p, PAYLOAD, 2), "AF_INET6", "::1", me[1], PAYLOAD)
 
 
+@pytest.mark.apps
 def test_haproxy_ipv6_end_to_end(ts, procs, tmp_path):
     p, port = ts(listen="[::1]:0", TRUSTED="::1/128")
     fport = start_haproxy(tmp_path, procs, port, "send-proxy", fe_bind="::1", be_host="::1")
@@ -133,6 +136,7 @@ def test_haproxy_ipv6_end_to_end(ts, procs, tmp_path):
     check_line(line_for(p, PAYLOAD, 2), "AF_INET6", "::1", me[1], PAYLOAD)
 
 
+@pytest.mark.apps
 def test_haproxy_ipv4_client_to_dual_stack_listener(ts, procs, tmp_path):
     p, port = ts(listen="[::]:0", TRUSTED=TRUSTED)
     fport = start_haproxy(tmp_path, procs, port, "send-proxy-v2 proxy-v2-options crc32c")
@@ -144,6 +148,7 @@ def test_haproxy_ipv4_client_to_dual_stack_listener(ts, procs, tmp_path):
 
 @pytest.mark.parametrize("opts", ["send-proxy check check-send-proxy inter 100ms",
                                   "send-proxy-v2 check check-send-proxy inter 100ms"])
+@pytest.mark.apps
 def test_haproxy_health_checks_with_proxy_header(ts, procs, tmp_path, opts):
     # HAProxy's health checks open connections with a PROXY header of their own (v2 LOCAL or
     # v1 with the check's addresses): they are valid headers, never rejections.

@@ -484,6 +484,7 @@ HAPROXY_CASES = [
 
 @pytest.mark.parametrize("version,src,client,front", HAPROXY_CASES,
                          ids=["v1-ipv4", "v2-ipv4", "v1-ipv6", "v2-ipv6"])
+@pytest.mark.apps
 def test_haproxy_sees_the_announced_client(tmp_path, version, src, client, front):
     backend = Capture()
     fport = free_port()

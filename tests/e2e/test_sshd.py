@@ -19,8 +19,9 @@ UNTRUSTED = "127.0.0.3"
 SRC = ("203.0.113.9", 4711)
 IDENT = b"SSH-2.0-test\r\n"
 
-pytestmark = pytest.mark.skipif(not os.path.exists(SSHD) or shutil.which("ssh-keygen") is None,
-                                reason="openssh-server is not installed (apt-get install openssh-server)")
+pytestmark = [pytest.mark.apps,
+              pytest.mark.skipif(not os.path.exists(SSHD) or shutil.which("ssh-keygen") is None,
+                                 reason="openssh-server is not installed (apt-get install openssh-server)")]
 
 
 @pytest.fixture

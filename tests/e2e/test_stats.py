@@ -355,6 +355,7 @@ def test_a_process_that_never_listens_writes_no_file(tmp_path, argv):
 
 # ---- nginx, two workers, one file each ----
 
+@pytest.mark.apps
 def test_nginx_two_workers_one_file_per_pid(procs, tmp_path):
     port = free_port()
     d = tmp_path

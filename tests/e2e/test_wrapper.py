@@ -290,7 +290,7 @@ def build_c(tmp_path, name, flags, cc="cc"):
 
 
 @pytest.mark.parametrize("cc,flags", [("cc", ["-static"]), ("cc", ["-static-pie"]),
-                                      ("musl-gcc", ["-static"])])
+                                      pytest.param("musl-gcc", ["-static"], marks=pytest.mark.apps)])
 def test_static_binary_is_refused(tmp_path, cc, flags):
     if shutil.which(cc) is None:
         pytest.fail("%s is not installed (make deps)" % cc)

@@ -11,10 +11,16 @@ import time
 __all__ = ["Proc", "free_port", "wait_port", "start_listening", "wait_json", "child_pids", "open_fds"]
 
 
+# Called with a Proc's argv before it starts, when set (tests/e2e/conftest.py: the apps marker).
+before_start = None
+
+
 class Proc:
     """A process started by a test, stopped by pid (its whole process group) at the end."""
 
     def __init__(self, argv, env=None, cwd=None, stdin=subprocess.DEVNULL, log_name=None):
+        if before_start is not None:
+            before_start(argv)
         self.log = tempfile.NamedTemporaryFile(prefix=(log_name or "proc") + "-", suffix=".log", delete=False)
         self.p = subprocess.Popen(argv, env=env, cwd=cwd, stdin=stdin, stdout=self.log,
                                   stderr=subprocess.STDOUT, start_new_session=True)
