@@ -2,7 +2,7 @@
 
   paths       where the build puts what the tests run (ROOT, BUILD, LIB...), shim_env()
   procs       processes started and stopped by pid (Proc), free_port, wait_port, start_listening,
-              wait_json, child_pids, open_fds
+              printed_json, wait_json, child_pids, open_fds
   headers     PROXY v1/v2 headers built in Python (v1_header, v2_header, crc32c, V2_SIG)
   clients     connect, connect_from, exchange, recv_all, stalling peers (start_stallers)
   testserver  the C test server (start_testserver, conn_lines, wait_conns)

@@ -7,6 +7,16 @@ from .procs import Proc, free_port, wait_port
 __all__ = ["haproxy", "haproxy_sender", "start_nginx", "start_node_http", "start_redis"]
 
 
+def _serving(p, port, what, host="127.0.0.1", timeout=10.0):
+    """Returns p once something accepts connections on host:port; else stops it and raises
+    with its output."""
+    try:
+        wait_port(port, host, proc=p, timeout=timeout)
+    except Exception:
+        raise RuntimeError("%s did not start:\n%s" % (what, p.stop()))
+    return p
+
+
 def haproxy(cfg_body, tmpdir, name="haproxy"):
     """Starts HAProxy in the foreground (-db) with a config of global/defaults plus cfg_body."""
     cfg = os.path.join(str(tmpdir), name + ".cfg")
@@ -30,11 +40,7 @@ def haproxy_sender(tmpdir, server_host, server_port, server_opts, source, fe_bin
                 "    default_backend be\n\n"
                 "backend be\n    server s1 %s:%d %s source %s\n"
                 % (fb, fport, sh, server_port, server_opts, source), tmpdir, name=name)
-    try:
-        wait_port(fport, fe_bind, proc=h)
-    except Exception:
-        raise RuntimeError("HAProxy did not start:\n" + h.stop())
-    return h, fport
+    return _serving(h, fport, "HAProxy", fe_bind), fport
 
 
 # ---- real applications under the shim (nginx, node, redis), started with a config of their own ----
@@ -70,11 +76,7 @@ http {
 }
 """ % {"d": d, "port": port, "workers": workers})
     p = Proc(["nginx", "-p", d, "-c", conf, "-g", "daemon off;"], env=env, log_name=name)
-    try:
-        wait_port(port, proc=p, timeout=timeout)
-    except Exception:
-        raise RuntimeError("nginx did not start:\n" + p.stop())
-    return p
+    return _serving(p, port, "nginx", timeout=timeout)
 
 
 def start_node_http(tmpdir, port, env, name="node", timeout=10.0):
@@ -90,11 +92,7 @@ require('http').createServer((req, res) => {
 }).listen(%d, '127.0.0.1');
 """ % port)
     p = Proc(["/usr/bin/node", script], env=env, log_name=name)
-    try:
-        wait_port(port, proc=p, timeout=timeout)
-    except Exception:
-        raise RuntimeError("node did not start:\n" + p.stop())
-    return p
+    return _serving(p, port, "node", timeout=timeout)
 
 
 def start_redis(tmpdir, port, env, name="redis", timeout=10.0):
@@ -102,8 +100,4 @@ def start_redis(tmpdir, port, env, name="redis", timeout=10.0):
     p = Proc(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
               "--appendonly", "no", "--protected-mode", "no", "--dir", str(tmpdir), "--logfile", ""],
              env=env, log_name=name)
-    try:
-        wait_port(port, proc=p, timeout=timeout)
-    except Exception:
-        raise RuntimeError("redis-server did not start:\n" + p.stop())
-    return p
+    return _serving(p, port, "redis-server", timeout=timeout)

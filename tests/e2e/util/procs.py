@@ -8,7 +8,7 @@ import subprocess
 import tempfile
 import time
 
-__all__ = ["Proc", "free_port", "wait_port", "start_listening", "wait_json", "child_pids", "open_fds"]
+__all__ = ["Proc", "free_port", "wait_port", "start_listening", "printed_json", "wait_json", "child_pids", "open_fds"]
 
 
 # Called with a Proc's argv before it starts, when set (tests/e2e/conftest.py: the apps marker).
@@ -120,18 +120,24 @@ def start_listening(argv, env=None, log_name="prog", timeout=5.0):
     raise TimeoutError("%s did not start:\n%s" % (argv[0], p.output()))
 
 
+def printed_json(proc):
+    """The JSON objects proc printed, one a line (lines starting with '{'), in order."""
+    out = []
+    for line in proc.output().splitlines():
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass  # a line still being written
+    return out
+
+
 def wait_json(proc, pred=lambda d: True, timeout=5.0):
     """The JSON objects proc printed (lines starting with '{'), once one satisfies pred."""
     deadline = time.monotonic() + timeout
     while True:
         exited = proc.poll() is not None  # read the output after this: it is then final
-        got = []
-        for line in proc.output().splitlines():
-            if line.startswith("{"):
-                try:
-                    got.append(json.loads(line))
-                except ValueError:
-                    pass  # a line still being written
+        got = printed_json(proc)
         if any(pred(d) for d in got):
             return got
         if exited or time.monotonic() > deadline:

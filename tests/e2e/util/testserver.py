@@ -1,9 +1,8 @@
 """The C test server (tests/e2e/testserver.c): starting it and reading its per-connection lines."""
-import json
 import time
 
 from .paths import TESTSERVER
-from .procs import start_listening
+from .procs import printed_json, start_listening
 
 __all__ = ["start_testserver", "conn_lines", "wait_conns"]
 
@@ -19,14 +18,7 @@ def start_testserver(*args, env=None, listen="127.0.0.1:0", log_name="testserver
 
 def conn_lines(proc):
     """The JSON lines a testserver printed, one per connection it served."""
-    out = []
-    for line in proc.output().splitlines():
-        if line.startswith("{"):
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass  # a line still being written
-    return out
+    return printed_json(proc)
 
 
 def wait_conns(proc, n, timeout=5.0):
