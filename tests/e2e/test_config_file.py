@@ -226,6 +226,20 @@ print(json.dumps(out))
 """
 
 
+def dual_free_port():
+    """A port free on both 127.0.0.1 and ::1 right now (other test runs share the machine)."""
+    import socket
+    for _ in range(100):
+        port = free_port()
+        try:
+            with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+                s.bind(("::1", port))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no port free on both 127.0.0.1 and ::1")
+
+
 def listen_outcomes(tmp_path, env, covered, other):
     sock = tmp_path / "s.sock"
     r = subprocess.run(["/usr/bin/python3", "-c", LISTENER, str(sock), str(covered), str(other)], env=env,
@@ -240,7 +254,7 @@ def test_a_bad_file_refuses_only_tcp_listens_on_its_ports(tmp_path, order):
     """/etc/ld.so.preload with a typo beside PROXYSHIM_PORTS=443 used to refuse every listen()
     on the machine, UNIX sockets included (tmux, ssh-agent, dbus). Now only the TCP ports the
     file covers are refused, wherever the typo stands."""
-    covered, other = free_port(), free_port()
+    covered, other = dual_free_port(), free_port()
     lines = ["PROXYSHIM_TRUSTED=%s" % TRUSTED, "PROXYSHIM_MODE=stric", "PROXYSHIM_PORTS=%d" % covered]
     if order == "ports-first":
         lines = [lines[2], lines[0], lines[1]]
@@ -252,7 +266,7 @@ def test_a_bad_file_refuses_only_tcp_listens_on_its_ports(tmp_path, order):
 
 
 def test_a_bad_file_with_an_unknown_key_still_bounds_its_refusal_by_its_ports(tmp_path):
-    covered, other = free_port(), free_port()
+    covered, other = dual_free_port(), free_port()
     conf = write_conf(tmp_path / "proxyshim.conf", "PROXYSHIM_TRUSTD=10.0.0.0/8", "PROXYSHIM_PORTS=%d" % covered)
     got, err = listen_outcomes(tmp_path, preload_env(conf), covered, other)
     assert got == {"unix": "ok", "tcp_covered": "EACCES", "tcp6_covered": "EACCES", "tcp_other": "ok",
@@ -262,7 +276,7 @@ def test_a_bad_file_with_an_unknown_key_still_bounds_its_refusal_by_its_ports(tm
 
 @pytest.mark.parametrize("ports", [None, "443,70000"])
 def test_a_bad_file_without_usable_ports_refuses_every_tcp_listen_and_no_unix_one(tmp_path, ports):
-    covered, other = free_port(), free_port()
+    covered, other = dual_free_port(), free_port()
     lines = ["PROXYSHIM_TRUSTED=%s" % TRUSTED, "PROXYSHIM_MODE=stric"]
     if ports:
         lines.append("PROXYSHIM_PORTS=%s" % ports)
