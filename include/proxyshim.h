@@ -12,7 +12,7 @@
 extern "C" {
 #endif
 
-/* ---- Wire constants, with the spec's names (doc/proxy-protocol.txt, section 2.2) ---- */
+/* ---- Wire constants, with the spec's names (docs/PROTOCOL.md, "Version 2", "TLVs") ---- */
 #define PP2_SIGNATURE "\x0D\x0A\x0D\x0A\x00\x0D\x0A\x51\x55\x49\x54\x0A"
 #define PP2_SIGNATURE_LEN 12
 #define PP2_HEADER_LEN 16 /* signature, ver_cmd, fam, len */

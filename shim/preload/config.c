@@ -1,5 +1,6 @@
-/* The configuration: PROXYSHIM_* environment variables, read once, validated, then frozen.
- * A bad value stops the process before main() with one line naming the variable. */
+/* The configuration: PROXYSHIM_* environment variables and the configuration file, read once,
+ * validated, then frozen. A bad value in the environment stops the process before main() with
+ * one line naming the variable; a bad file refuses listen() instead (fail() below). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>

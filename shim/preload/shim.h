@@ -305,7 +305,7 @@ int shim_lazy_settle(int fd, struct shim_fd *e, enum shim_settle how);
 static inline struct shim_fd *shim_fd_unsettled(int fd)
 {
 	struct shim_fd *e = shim_fd_peek(fd);
-	/* kind first (an acquire load is a plain load on x86 and arm64): flags belong to it. */
+	/* kind first, with acquire: the flags belong to the kind that was read. */
 	if (SHIM_LIKELY(!e) ||
 	    SHIM_LIKELY(atomic_load_explicit(&e->kind, memory_order_acquire) != SHIM_FD_CONN) ||
 	    !(e->flags & (SHIM_C_PENDING | SHIM_C_FAILED)))

@@ -1,7 +1,7 @@
 /* PROXY protocol v1: one text line, read left to right, deciding each rule at the first byte
  * that breaks it, so every prefix of a line gets the answer the whole line would get.
  *
- * Choices where the spec is silent (PROXY-SPEC.md section 2 covers the rest):
+ * Choices where the spec is silent (docs/PROTOCOL.md, "Version 1 choices", has them all):
  * - A NUL anywhere in the line, the ignored part of UNKNOWN included, is PP_E_V1_NUL.
  * - A CR or LF anywhere but the final CRLF (a lone one, or a line ending before its last
  *   field) is PP_E_V1_CRLF; so is anything but CRLF after the destination port.
@@ -10,7 +10,8 @@
  * - "PROXY" then anything but a space, or two spaces anywhere, is PP_E_V1_SYNTAX.
  * - v1 not selected is decided once "PROXY " is seen.
  * - Any line over 107 bytes is PP_E_V1_TOO_LONG, also a TCP6 line whose dotted-quad tails
- *   make it longer than the spec's 104. IPv6 groups may have leading zeros (inet_pton). */
+ *   make it longer than 104 (docs/PROTOCOL.md, "Version 1"). IPv6 groups may have leading
+ *   zeros (inet_pton). */
 #include <netinet/in.h>
 
 #include "pp_internal.h"

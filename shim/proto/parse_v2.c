@@ -1,5 +1,5 @@
 /* PROXY protocol v2: the 16-byte fixed part, the address block and the TLV area,
- * with this project's receiver policy (PROXY-SPEC.md section 2).
+ * with this project's receiver policy (docs/PROTOCOL.md, "Version 2 choices").
  *
  * Choices where the spec and the policy are silent:
  * - v2 not selected is decided at the 12-byte signature, before byte 13 is looked at.
@@ -8,7 +8,7 @@
  * - Two CRC32C TLVs: PP_E_V2_CRC (no single zeroed field to check against).
  * - LOCAL: a TLV area that breaks a TLV rule (framing, CRC32C size, UNIQUE_ID size, two
  *   CRC32C) is not reported and the header stands; a well-formed area whose CRC32C does
- *   not match is PP_E_V2_CRC, as the spec's MUST says.
+ *   not match is PP_E_V2_CRC: a mismatch is never optional (docs/PROTOCOL.md, "CRC32C").
  * - UNIX paths lose their trailing NULs only: a leading NUL (Linux abstract name) stays. */
 #include <netinet/in.h>
 
@@ -213,7 +213,7 @@ int pp_parse_v2(const uint8_t *b, size_t len, unsigned versions, struct pp_heade
 	vc = b[12];
 	ft = b[13];
 	/* Any failure among versions, byte 13 and byte 14: let the prefix check, which tests
-	 * them one by one in the spec's order, name the rule. */
+	 * them one by one in wire order, name the rule. */
 	alen = pp2_ft_alen1[ft];
 	if (!(versions & PP_V2) || vc - 0x20u > 1 || !alen)
 		return parse_prefix(b, 14, versions, out);

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """make bench, performance section: proxyshim side by side with no shim and with HAProxy
-terminating the protocol (issue 6, scenarios A to K). Every server is started here, pinned to
+terminating the protocol (docs/PERFORMANCE.md: A to K). Every server is started here, pinned to
 one core, with the load generator on the other; the connection scenarios run interleaved in
 rounds, and a check's figure is the median over rounds of the ratio between runs of the same
 round (quartiles printed beside it). G's six configurations (and a second plain connection,

@@ -8,7 +8,7 @@ status=0
 echo "== parse: instructions per successful pp_parse()"
 "$here/parse_instructions.sh" || status=1
 
-# ---- performance: scenarios A to K of issue 6, side by side with no shim and with HAProxy ----
+# ---- performance: A to K (docs/PERFORMANCE.md), side by side with no shim and with HAProxy ----
 # QUICK=1 (make bench QUICK=1): fewer, shorter rounds.
 echo
 echo "== performance: connections, bulk, start-up, memory, system calls, CPU (QUICK=${QUICK:-0})"

@@ -35,7 +35,7 @@ DELEGATING = {("poll.c", "poll"), ("poll.c", "ppoll"), ("exec.c", "execve"), ("e
 
 
 def test_the_shim_calls_libc_only_through_real_pointers():
-    # STYLE.md: never call a hooked function from inside the shim without its real_ pointer;
+    # docs/DESIGN.md, "The hooks": inside the shim, a hooked function only through real_;
     # with -Bsymbolic-functions such a call would land in the shim's own hook (recursion).
     import glob
     import os

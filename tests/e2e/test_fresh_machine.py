@@ -1,4 +1,4 @@
-"""The README's two commands as a new user meets them (issue 12): `make` and `make demo` in a
+"""The README's two commands as a new user meets them: `make` and `make demo` in a
 fresh clone of the committed tree, on a machine without the test packages (cmocka hidden in a
 mount namespace of its own); the by-hand demo exactly as README.md prints it; and tests/deps.sh
 leaving no service of its packages enabled to start at the next boot."""

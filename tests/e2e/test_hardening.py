@@ -1,6 +1,6 @@
-"""Hardening (issue 7): hostile input, faults and load. Each test here runs at a size that fits
+"""Hardening: hostile input, faults and load. Each test here runs at a size that fits
 in `make test`; `make stress` (tests/stress/run.sh) runs the same tests with E2E_STRESS=1 at
-the sizes of the published figures (README, Reliability). Every test prints one "FIGURE" line
+the sizes of the published figures (docs/RELIABILITY.md). Every test prints one "FIGURE" line
 with what it measured, and appends it as JSON to $E2E_FIGURES when that is set.
 
 Trusted peers are 127.0.0.2 (and 127.0.0.16/29 where CIDR edges matter); the servers are the

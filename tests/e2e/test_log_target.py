@@ -1,4 +1,4 @@
-"""Where the shim's log lines go when fd 2 is a client's socket (issue 12, item 3). A log line
+"""Where the shim's log lines go when fd 2 is a client's socket (docs/DESIGN.md). A log line
 must never reach a connection: not in an inetd-style child whose fds 0, 1 and 2 are the
 connection (vsftpd's per-connection process), nor in a daemon that closed stderr so that its
 next accepted socket became fd 2. Then the line goes to syslog (/dev/log) when there is one,

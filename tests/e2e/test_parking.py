@@ -1,8 +1,8 @@
-"""Parking (issue 4): a trusted connection whose header is incomplete waits on its listener,
+"""Parking (docs/DESIGN.md): a trusted connection whose header is incomplete waits on its listener,
 never in accept(). Trusted peers stalling on half a header must not slow a healthy client down
 and must be closed at PROXYSHIM_TIMEOUT_MS; a header split in three with no other traffic must
 reach the program promptly (its loop woken by the shim); PROXYSHIM_MAX_PARKED closes the oldest.
-Each against nginx (one worker), node and redis where the issue names them, and the C test
+Each against nginx (one worker), node and redis where they apply, and the C test
 server in its blocking and poll() modes. The healthy client is a trusted load balancer on
 127.0.0.2 sending whole v2 headers; the stallers are trusted peers on 127.0.0.4."""
 import os

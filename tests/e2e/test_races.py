@@ -1,4 +1,4 @@
-"""Races between threads inside the shim (issue 12, item 5), each driven by a small C program
+"""Races between threads inside the shim (docs/RELIABILITY.md), each driven by a small C program
 (tests/e2e/progs/) that makes the window wide and run for a bounded time, under the ASan+UBSan
 build of the library where an overflow is a report instead of silent corruption."""
 import os

@@ -232,7 +232,7 @@ def test_mixed_families_map_ipv4_into_ipv6(version):
     if version == "-2":
         assert hdr == v2(1, ("2001:db8::7", 4711), ("::ffff:127.0.0.1", cap.port))
     else:
-        # Both spellings of the mapped address are valid v1 text (the spec takes what inet_pton
+        # Both spellings of the mapped address are valid v1 text (docs/PROTOCOL.md: what inet_pton
         # takes); HAProxy and RFC 5952 section 5 write the first, pp_build_v1 today the second.
         assert hdr in (v1(("2001:db8::7", 4711), ("::ffff:127.0.0.1", cap.port)),
                        v1(("2001:db8::7", 4711), ("::ffff:7f00:1", cap.port)))

@@ -1,4 +1,4 @@
-"""Untrusted peers on a covered listener (issue 12, item 7): at PROXYSHIM_LOG=debug each one is
+"""Untrusted peers on a covered listener: at PROXYSHIM_LOG=debug each one is
 logged with its address (the one to put in PROXYSHIM_TRUSTED when the balancer's is not the
 expected one), and PROXYSHIM_UNTRUSTED=reject closes one whose first bytes start a PROXY header
 (or a piece of one) instead of handing the header to the program as data. The server is the

@@ -1,5 +1,5 @@
 #!/bin/sh
-# make stress: the hardening figures at full size (issue 7; README, Reliability).
+# make stress: the hardening figures at full size (docs/RELIABILITY.md).
 #   1. tests/e2e/test_hardening.py with E2E_STRESS=1: 100,000 fuzzed connections under the
 #      ASan build, 10,000 spoofed, 500 stallers beside 100 healthy clients against nginx, 10,000
 #      integrity connections, 100,000 connections on 16 threads under TSan, apache2 prefork,

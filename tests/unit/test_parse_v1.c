@@ -1,4 +1,4 @@
-/* PROXY protocol v1 parsing, table-driven from the spec's section 2.1 and PROXY-SPEC.md:
+/* PROXY protocol v1 parsing, table-driven from docs/PROTOCOL.md ("Version 1" and its choices):
  * every entry is fed whole, byte by byte, and against a guard page. */
 #include <arpa/inet.h>
 #include <stdio.h>

@@ -1,4 +1,4 @@
-/* PROXY protocol v2 parsing, from the spec's section 2.2 and PROXY-SPEC.md section 2: every
+/* PROXY protocol v2 parsing, from docs/PROTOCOL.md ("Version 2", "TLVs" and choices): every
  * field and nibble, lengths, TLV framing, CRC32C, SSL and cloud TLVs, 65535-byte headers.
  * Every input is fed byte by byte and against a guard page (pp_feed.h). */
 #include <arpa/inet.h>
@@ -316,7 +316,7 @@ static void test_crc(void **state)
 	size_t off, at;
 	(void)state;
 
-	/* good, after other TLVs, as the spec places it anywhere */
+	/* good, after other TLVs: nothing fixes the CRC32C TLV's place */
 	v2(buf, 0x21, 0x11, 0, IN4, 12);
 	off = tlv(buf, 28, PP2_TYPE_ALPN, "h2", 2);
 	at = off + 3;
