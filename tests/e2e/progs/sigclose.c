@@ -25,6 +25,7 @@
 #define SPARE 200    /* a number the handler dup2()s over; always the program's own */
 #define KEEP 4       /* connections the main thread holds at once */
 #define CLIENTS 64   /* client sockets held open at once */
+#define STALLERS 128 /* of them, those that never finish their header: held past the timeout */
 #define KILL_EVERY 40 /* the listener dies every this many ticks */
 
 static unsigned g_port;
@@ -118,6 +119,7 @@ struct client {
 static void *client_main(void *arg)
 {
 	static struct client cl[CLIENTS];
+	static int stall[STALLERS];
 	struct sockaddr_in a;
 	(void)arg;
 	memset(&a, 0, sizeof(a));
@@ -126,6 +128,8 @@ static void *client_main(void *arg)
 	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	for (int k = 0; k < CLIENTS; k++)
 		cl[k].fd = -1;
+	for (int k = 0; k < STALLERS; k++)
+		stall[k] = -1;
 	for (unsigned i = 0;; i++) {
 		struct client *c = &cl[i % CLIENTS];
 		struct timespec pause = {0, 200000};
@@ -159,11 +163,16 @@ static void *client_main(void *arg)
 			c->sent = 20;
 			send(c->fd, c->hdr, c->sent, MSG_NOSIGNAL);
 			break;
-		case 2: /* 10 bytes and never more: parked until the timeout */
+		case 2: { /* 10 bytes and never more: parked until the timeout */
+			int *st = &stall[(i / 4) % STALLERS];
 			c->len = v2_header(c->hdr, i, 0);
-			c->sent = c->len;
 			send(c->fd, c->hdr, 10, MSG_NOSIGNAL);
+			if (*st >= 0)
+				close(*st);
+			*st = c->fd; /* held for STALLERS rounds, beyond PROXYSHIM_TIMEOUT_MS */
+			c->fd = -1;
 			break;
+		}
 		default: /* whole, small TLVs */
 			c->len = v2_header(c->hdr, i, 16);
 			c->sent = c->len;
