@@ -248,7 +248,8 @@ void shim_fd_forget(int fd);
 void shim_fd_clear_range(unsigned first, unsigned last);
 /* Calls fn (when not NULL) for every entry of the given kind; returns how many there are. */
 size_t shim_fd_each(unsigned kind, void (*fn)(int fd, struct shim_fd *e, void *arg), void *arg);
-/* Carries oldfd's entry to newfd, replacing what newfd had. */
+/* Carries oldfd's entry to newfd, replacing what newfd had; kept TLVs are shared, not copied
+ * (no allocation: dup2() may run in a signal handler). */
 void shim_fd_copy(int oldfd, int newfd);
 
 static inline unsigned shim_fd_kind(int fd)
@@ -369,7 +370,9 @@ int shim_park_wait(struct shim_fd *l, int lfd);
 bool shim_park_blocking(const struct shim_fd *l);
 /* The program added, changed or removed lfd in its epoll instance ep. */
 void shim_park_epoll_ctl(struct shim_fd *l, int ep, int op, const struct epoll_event *ev);
-/* The listener's entry goes away (close, dup2 over it): its parked connections go too. */
+/* The listener's entry goes away (close, dup2 over it): its parked connections go too, now or,
+ * when another thread (or the thread this signal handler interrupted) holds the park's lock,
+ * as that holder unlocks. Never waits: async-signal-safe. */
 void shim_park_release(struct shim_park *p);
 /* The program closed one of the park's own fds. */
 void shim_park_lost_fd(struct shim_park *p);
