@@ -23,6 +23,13 @@
 
 #include "shim.h"
 
+/* pthread_mutex_trylock moved into libc under GLIBC_2.34; the old version is still there. */
+#if defined(__GLIBC__) && defined(__x86_64__)
+__asm__(".symver pthread_mutex_trylock,pthread_mutex_trylock@GLIBC_2.2.5");
+#elif defined(__GLIBC__) && defined(__aarch64__)
+__asm__(".symver pthread_mutex_trylock,pthread_mutex_trylock@GLIBC_2.17");
+#endif
+
 #define MAX_REGS 8     /* epoll instances watching one listener that the shim follows */
 #define SERVICE_BATCH 64
 
