@@ -66,19 +66,24 @@ SHIM_EXPORT ssize_t proxyshim_tlv(int fd, unsigned type, void *buf, size_t len)
 
 	if (!e)
 		return -1;
-	t = shim_fd_ext(e);
+	/* Pinned: a close() of fd meanwhile (a signal handler's) leaves the block mapped. */
+	shim_tlvs_pin();
+	t = shim_tlvs_of(e);
+	memset(&h, 0, sizeof(h));
 	if (!t || type > 0xFF) {
+		shim_tlvs_unpin();
 		errno = ENOENT;
 		return -1;
 	}
-	memset(&h, 0, sizeof(h));
 	h.tlv = t->data;
 	h.tlv_len = t->len;
 	if (!pp_tlv_find(&h, (uint8_t)type, &tlv) && !pp_tlv_find_ssl(&h, (uint8_t)type, &tlv)) {
+		shim_tlvs_unpin();
 		errno = ENOENT;
 		return -1;
 	}
 	memcpy(buf, tlv.value, len < tlv.len ? len : tlv.len);
+	shim_tlvs_unpin();
 	errno = saved;
 	return tlv.len;
 }

@@ -1,7 +1,6 @@
 /* Per-fd state with no fixed limit on fd numbers: a directory of pages, each page mapped on
  * first use and never freed, so lookups need no lock and a forked child inherits it as is. */
 #include <errno.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -39,6 +38,103 @@ struct shim_fd *shim_fd_get(int fd)
 	return &page[u & (PAGE_FDS - 1)];
 }
 
+/* ---- kept TLVs: mmap'd blocks, reference counted, unmapped once no reader can be in them ----
+ * A reader (shim_fd_copy, proxyshim_tlv) pins before it loads an entry's pointer and unpins
+ * when done; a block whose last reference went waits in g_limbo until no reader is pinned.
+ * Everything here is atomics and mmap/munmap: safe in a signal handler that interrupted any
+ * of it, or malloc(). */
+static _Atomic unsigned g_tlv_readers;
+static struct shim_tlvs *_Atomic g_limbo;
+
+struct shim_tlvs *shim_tlvs_new(size_t len)
+{
+	size_t size = sizeof(struct shim_tlvs) + len;
+	int saved = errno;
+	struct shim_tlvs *t = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	errno = saved;
+	if (t == MAP_FAILED)
+		return NULL;
+	t->magic = SHIM_TLVS_MAGIC;
+	atomic_init(&t->refs, 1);
+	t->size = size;
+	t->len = (uint16_t)len;
+	return t;
+}
+
+static void limbo_push(struct shim_tlvs *first, struct shim_tlvs *last)
+{
+	struct shim_tlvs *head = atomic_load(&g_limbo);
+	do
+		last->next = head;
+	while (!atomic_compare_exchange_weak(&g_limbo, &head, first));
+}
+
+/* Unmaps what waits in limbo when no reader is pinned. The list is taken before the readers
+ * are counted: a reader pinned after that count cannot find these blocks (they had left
+ * every entry before they were put in limbo); one pinned before it is seen. */
+static void limbo_reclaim(void)
+{
+	struct shim_tlvs *t, *next, *last;
+	int saved;
+
+	if (atomic_load(&g_limbo) == NULL || atomic_load(&g_tlv_readers) != 0)
+		return;
+	t = atomic_exchange(&g_limbo, NULL);
+	if (!t)
+		return;
+	if (atomic_load(&g_tlv_readers) != 0) {
+		for (last = t; last->next; last = last->next)
+			;
+		limbo_push(t, last); /* the last reader to unpin reclaims them */
+		return;
+	}
+	saved = errno;
+	for (; t; t = next) {
+		next = t->next;
+		munmap(t, t->size);
+	}
+	errno = saved;
+}
+
+void shim_tlvs_put(struct shim_tlvs *t)
+{
+	if (atomic_fetch_sub(&t->refs, 1) != 1)
+		return;
+	limbo_push(t, t);
+	limbo_reclaim();
+}
+
+void shim_tlvs_pin(void)
+{
+	atomic_fetch_add(&g_tlv_readers, 1);
+}
+
+void shim_tlvs_unpin(void)
+{
+	if (atomic_fetch_sub(&g_tlv_readers, 1) == 1)
+		limbo_reclaim();
+}
+
+/* Another reference to src's TLVs, for a dup() of the connection: none when src has none or
+ * is being closed right now (its count already reached zero). */
+static struct shim_tlvs *tlvs_share(const struct shim_fd *src)
+{
+	struct shim_tlvs *t;
+	shim_tlvs_pin();
+	t = (struct shim_tlvs *)shim_tlvs_of(src);
+	if (t) {
+		uint32_t refs = atomic_load(&t->refs);
+		while (refs != 0 && !atomic_compare_exchange_weak(&t->refs, &refs, refs + 1))
+			;
+		if (refs == 0)
+			t = NULL;
+	}
+	shim_tlvs_unpin();
+	return t;
+}
+
+/* Called from close() and dup2(), which may run in a signal handler: nothing below waits on a
+ * lock or calls malloc()/free() (a park is released by whoever holds its lock, park.c). */
 static void entry_clear(struct shim_fd *e)
 {
 	unsigned kind;
@@ -47,16 +143,17 @@ static void entry_clear(struct shim_fd *e)
 	/* Acquire: a thread reusing this fd number must see the previous owner's writes done. */
 	if (atomic_load_explicit(&e->kind, memory_order_acquire) == SHIM_FD_NONE)
 		return;
-	kind = atomic_exchange_explicit(&e->kind, SHIM_FD_NONE, memory_order_acq_rel);
-	ext = __atomic_exchange_n(&e->ext, NULL, __ATOMIC_ACQ_REL);
+	/* Sequentially consistent: park.c's park_of() relies on kind going before ext. */
+	kind = atomic_exchange_explicit(&e->kind, SHIM_FD_NONE, memory_order_seq_cst);
+	ext = __atomic_exchange_n(&e->ext, NULL, __ATOMIC_SEQ_CST);
 	if (!ext)
 		return;
 	if (kind == SHIM_FD_LISTENER)
 		shim_park_release(ext);
 	else if (kind == SHIM_FD_INTERNAL)
 		shim_park_lost_fd(ext);
-	else if (kind == SHIM_FD_CONN)
-		free(ext);
+	else if (kind == SHIM_FD_CONN && ((struct shim_tlvs *)ext)->magic == SHIM_TLVS_MAGIC)
+		shim_tlvs_put(ext);
 }
 
 void shim_fd_mark_internal(int fd, void *park)
@@ -110,7 +207,6 @@ void shim_fd_copy(int oldfd, int newfd)
 {
 	struct shim_fd *src = shim_fd_peek(oldfd), *dst;
 	unsigned kind = src ? atomic_load_explicit(&src->kind, memory_order_acquire) : SHIM_FD_NONE;
-	const struct shim_tlvs *tlvs;
 
 	/* The shim's own fds and epoll marks stay with the original; a duplicated listener
 	 * gets a parking place of its own when it first needs one. */
@@ -129,14 +225,8 @@ void shim_fd_copy(int oldfd, int newfd)
 	dst->real_hash = src->real_hash;
 	dst->peer = src->peer;
 	dst->local = src->local; /* the whole union: pending state too */
-	tlvs = kind == SHIM_FD_CONN ? shim_fd_ext(src) : NULL;
-	if (tlvs) {
-		struct shim_tlvs *copy = malloc(sizeof(*copy) + tlvs->len);
-		if (copy) {
-			memcpy(copy, tlvs, sizeof(*copy) + tlvs->len);
-			shim_fd_set_ext(dst, copy);
-		}
-	}
+	/* Shared, not copied: dup() and dup2() allocate nothing. */
+	shim_fd_set_ext(dst, kind == SHIM_FD_CONN ? tlvs_share(src) : NULL);
 	atomic_store_explicit(&dst->kind, (uint8_t)kind, memory_order_release);
 }
 

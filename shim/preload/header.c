@@ -5,8 +5,8 @@
 #include <errno.h>
 #include <netinet/tcp.h>
 #include <poll.h>
-#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "shim.h"
@@ -56,7 +56,8 @@ static void to_listener_family(struct shim_addr *a, const struct sockaddr_storag
 	}
 }
 
-/* A copy of the header's TLVs for proxyshim_tlv(): whole TLVs, up to PROXYSHIM_TLV_MAX bytes. */
+/* A copy of the header's TLVs for proxyshim_tlv(): whole TLVs, up to PROXYSHIM_TLV_MAX bytes,
+ * in a block of its own pages (shim.h: close() and dup2() let go of it without free()). */
 static struct shim_tlvs *keep_tlvs(const struct pp_header *h)
 {
 	struct shim_tlvs *t;
@@ -70,9 +71,8 @@ static struct shim_tlvs *keep_tlvs(const struct pp_header *h)
 		keep += one;
 		p += one;
 	}
-	if (keep == 0 || (t = malloc(sizeof(*t) + keep)) == NULL)
+	if (keep == 0 || (t = shim_tlvs_new(keep)) == NULL)
 		return NULL;
-	t->len = (uint16_t)keep;
 	memcpy(t->data, h->tlv, keep);
 	return t;
 }
@@ -108,6 +108,16 @@ static enum shim_verdict record(const struct shim_conn_ref *c, const struct pp_h
 			 shim_sa_str(c->peer, real), c->lport);
 	}
 	return SHIM_ACCEPT_HEADER;
+}
+
+/* The buffer for a header larger than the stack one: mmap, not malloc, since accept() may be
+ * called from a signal handler that interrupted malloc(). Such headers carry TLVs and are rare. */
+static uint8_t *peek_buffer(size_t n)
+{
+	int saved = errno;
+	void *b = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	errno = saved;
+	return b == MAP_FAILED ? NULL : b;
 }
 
 /* Consumes exactly n bytes that a peek has shown are queued. MSG_TRUNC has TCP discard them
@@ -182,13 +192,13 @@ enum shim_verdict shim_header_step(const struct shim_conn_ref *c, struct shim_pr
 		if ((size_t)n >= PP2_HEADER_LEN && buf[0] == 0x0D) {
 			pr->want = PP2_HEADER_LEN + ((size_t)buf[14] << 8 | buf[15]);
 			if (pr->want > cap && (size_t)n == cap) {
-				uint8_t *big = malloc(pr->want);
+				uint8_t *big = peek_buffer(pr->want);
 				if (!big) {
 					v = reject(c, "nomem", NULL);
 					goto out;
 				}
 				if (buf != small)
-					free(buf);
+					munmap(buf, cap);
 				buf = big;
 				cap = pr->want;
 				continue;
@@ -199,7 +209,7 @@ enum shim_verdict shim_header_step(const struct shim_conn_ref *c, struct shim_pr
 	v = eof ? shim_header_none(c, pr->seen, "eof") : SHIM_INCOMPLETE;
 out:
 	if (buf != small)
-		free(buf);
+		munmap(buf, cap);
 	errno = saved;
 	return v;
 }

@@ -3,18 +3,32 @@
  * parked connections (readable only once the bytes they need are there, by SO_RCVLOWAT) and a
  * timerfd for the oldest one's deadline. That epoll fd is added to every epoll instance the
  * program watches the listener with, under the listener's own event data, so the program's
- * own loop wakes and calls accept(), which hands the connection over. */
+ * own loop wakes and calls accept(), which hands the connection over.
+ *
+ * Signal safety: accept(), close() and dup2() may run in a signal handler. A park's lock is
+ * held only with every signal blocked in the holding thread (park_lock), so no handler runs
+ * on top of a holder; a close() or dup2() that releases a park never waits for the lock (a
+ * flag, then a trylock: whoever holds the lock releases the park as it unlocks); and parks
+ * and their arrays are mmap'd, never malloc'd. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
 #include "shim.h"
+
+/* pthread_mutex_trylock moved into libc under GLIBC_2.34; the old version is still there. */
+#if defined(__GLIBC__) && defined(__x86_64__)
+__asm__(".symver pthread_mutex_trylock,pthread_mutex_trylock@GLIBC_2.2.5");
+#elif defined(__GLIBC__) && defined(__aarch64__)
+__asm__(".symver pthread_mutex_trylock,pthread_mutex_trylock@GLIBC_2.17");
+#endif
 
 #define MAX_REGS 8     /* epoll instances watching one listener that the shim follows */
 #define SERVICE_BATCH 64
@@ -40,6 +54,7 @@ struct shim_park {
 	struct shim_park *next_all; /* every park ever made, for the fork handler */
 	unsigned gen;               /* the process generation it belongs to (bumped by fork) */
 	_Atomic bool lost;          /* the program closed one of its fds */
+	_Atomic bool doomed;        /* its listener is gone: release it at the next unlock */
 	_Atomic unsigned n;         /* parked connections */
 	bool dead;                  /* its listener is gone */
 	_Atomic bool blocking;      /* the listener was blocking when it last parked */
@@ -47,7 +62,8 @@ struct shim_park {
 	int epfd, tfd;
 	uint64_t epfd_ino, tfd_ino;
 	unsigned cap;
-	struct parked *v; /* oldest first */
+	size_t vbytes;    /* mapped for v */
+	struct parked *v; /* oldest first; mmap'd */
 	unsigned nregs;
 	struct epreg regs[MAX_REGS];
 };
@@ -56,6 +72,74 @@ _Atomic unsigned shim_parked_total;
 static _Atomic unsigned g_gen;
 static struct shim_park *_Atomic g_all;
 
+/* Parks come from mmap'd chunks, handed out lock-free: accept() reaches park_of(). */
+#define CHUNK_PARKS 64
+struct park_chunk {
+	_Atomic unsigned used;
+	struct shim_park v[CHUNK_PARKS];
+};
+static struct park_chunk *_Atomic g_chunk;
+static struct shim_park *_Atomic g_spare; /* made but not published (park_of's lost race) */
+
+static struct shim_park *park_new(void)
+{
+	struct shim_park *p = atomic_exchange(&g_spare, NULL);
+	if (p)
+		return p;
+	for (;;) {
+		struct park_chunk *c = atomic_load(&g_chunk), *fresh;
+		int saved;
+		if (c) {
+			unsigned i = atomic_fetch_add(&c->used, 1);
+			if (i < CHUNK_PARKS)
+				return &c->v[i];
+		}
+		saved = errno;
+		fresh = mmap(NULL, sizeof(*fresh), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		errno = saved;
+		if (fresh == MAP_FAILED)
+			return NULL;
+		if (!atomic_compare_exchange_strong(&g_chunk, &c, fresh))
+			munmap(fresh, sizeof(*fresh));
+	}
+}
+
+static void release_locked(struct shim_park *p);
+
+/* A release asked for by close() or dup2() (shim_park_release) is carried out by whoever
+ * holds the lock. */
+static void doom_locked(struct shim_park *p)
+{
+	if (atomic_exchange(&p->doomed, false))
+		release_locked(p);
+}
+
+/* The lock, with every signal blocked in this thread until park_unlock(): a handler that
+ * interrupted the holder could otherwise wait on its own thread (accept() in a handler). */
+static void park_lock(struct shim_park *p, sigset_t *old)
+{
+	sigset_t all;
+	sigfillset(&all);
+	sigprocmask(SIG_SETMASK, &all, old); /* per thread on Linux; older symbol than pthread_sigmask */
+	pthread_mutex_lock(&p->lock);
+	if (SHIM_UNLIKELY(atomic_load(&p->doomed)))
+		doom_locked(p);
+}
+
+/* Unlocks, then looks for a release asked for meanwhile: the flag is set before the asker's
+ * trylock and read after this unlock, so either the asker got the lock or this sees the flag. */
+static void park_unlock(struct shim_park *p, const sigset_t *old)
+{
+	for (;;) {
+		pthread_mutex_unlock(&p->lock);
+		atomic_thread_fence(memory_order_seq_cst);
+		if (SHIM_LIKELY(!atomic_load(&p->doomed)) || pthread_mutex_trylock(&p->lock) != 0)
+			break;
+		doom_locked(p);
+	}
+	sigprocmask(SIG_SETMASK, old, NULL);
+}
+
 static unsigned max_parked(void)
 {
 	return shim_config()->max_parked;
@@ -63,10 +147,14 @@ static unsigned max_parked(void)
 
 static struct shim_park *park_of(struct shim_fd *l, bool create)
 {
-	struct shim_park *p = __atomic_load_n((struct shim_park **)&l->ext, __ATOMIC_ACQUIRE), *expected = NULL;
+	struct shim_park *p, *expected = NULL;
+	/* A child made past the fork() hook (daemon(), _Fork(), clone()) meets its parent's parks
+	 * here first: they are reset before it takes a lock another thread of the parent held. */
+	shim_proc_check();
+	p = __atomic_load_n((struct shim_park **)&l->ext, __ATOMIC_ACQUIRE);
 	if (p || !create)
 		return p;
-	p = calloc(1, sizeof(*p));
+	p = park_new();
 	if (!p)
 		return NULL;
 	pthread_mutex_init(&p->lock, NULL);
@@ -74,9 +162,8 @@ static struct shim_park *park_of(struct shim_fd *l, bool create)
 	p->gen = atomic_load(&g_gen);
 	p->lport = ntohs(l->local.port);
 	if (!__atomic_compare_exchange_n((struct shim_park **)&l->ext, &expected, p, false,
-					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-		pthread_mutex_destroy(&p->lock);
-		free(p);
+					 __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE)) {
+		atomic_store(&g_spare, p); /* unused: the next park_new() takes it */
 		return expected;
 	}
 	/* Parks are never freed (a thread may still hold one when its listener closes); they
@@ -84,6 +171,16 @@ static struct shim_park *park_of(struct shim_fd *l, bool create)
 	p->next_all = atomic_load(&g_all);
 	while (!atomic_compare_exchange_weak(&g_all, &p->next_all, p))
 		;
+	/* The listener closed before p was in its entry (a signal handler's dup2() over it, in
+	 * this thread, between shim_listener() and here): entry_clear() swaps kind before ext,
+	 * so either it took p and releases it, or p is taken back here. */
+	if (SHIM_UNLIKELY(atomic_load(&l->kind) != SHIM_FD_LISTENER)) {
+		expected = p;
+		if (__atomic_compare_exchange_n((struct shim_park **)&l->ext, &expected, NULL, false,
+						__ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+			p->dead = true;
+		return NULL;
+	}
 	return p;
 }
 
@@ -148,7 +245,7 @@ static void reset_locked(struct shim_park *p, bool close_fds)
 			close_own(p, p->v[i].fd, p->v[i].ino);
 	}
 	atomic_fetch_sub(&shim_parked_total, n);
-	shim_stats_changed();
+	shim_stats_touch(); /* also from close(): never starts the writer thread */
 	atomic_store(&p->n, 0);
 	if (close_fds) {
 		close_own(p, p->tfd, p->tfd_ino);
@@ -254,18 +351,33 @@ static void log_overflow(const struct parked *c, uint16_t lport)
 	}
 }
 
+/* Room for more parked connections: mmap'd pages, doubled by mremap (no malloc in accept()). */
+static int grow_locked(struct shim_park *p)
+{
+	size_t bytes = p->vbytes ? p->vbytes * 2 : 4096;
+	void *v = p->v ? mremap(p->v, p->vbytes, bytes, MREMAP_MAYMOVE)
+		       : mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (v == MAP_FAILED)
+		return -1;
+	p->v = v;
+	p->vbytes = bytes;
+	p->cap = (unsigned)(bytes / sizeof(*p->v));
+	return 0;
+}
+
 int shim_park_add(struct shim_fd *l, int lfd, int fd, const struct sockaddr_storage *peer,
 		  socklen_t peerlen, const struct shim_progress *pr)
 {
 	struct shim_park *p = park_of(l, true);
 	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP};
 	int fl, saved = errno, ret = -1;
+	sigset_t old;
 	unsigned n;
 
 	if (!p)
 		return -1;
 	fl = shim_fd_status(lfd);
-	pthread_mutex_lock(&p->lock);
+	park_lock(p, &old);
 	check_locked(p);
 	if (p->dead || setup_locked(p) < 0)
 		goto out;
@@ -277,14 +389,8 @@ int shim_park_add(struct shim_fd *l, int lfd, int fd, const struct sockaddr_stor
 		drop_locked(p, 0);
 		n--;
 	}
-	if (n == p->cap) {
-		unsigned cap = p->cap ? p->cap * 2 : 16;
-		struct parked *v = realloc(p->v, cap * sizeof(*v));
-		if (!v)
-			goto out;
-		p->v = v;
-		p->cap = cap;
-	}
+	if (n == p->cap && grow_locked(p) < 0)
+		goto out;
 	ev.data.fd = fd;
 	shim_header_lowat(fd, pr);
 	if (real_epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
@@ -308,7 +414,7 @@ int shim_park_add(struct shim_fd *l, int lfd, int fd, const struct sockaddr_stor
 			 shim_sa_str((const struct sockaddr *)peer, ps), p->lport, pr->seen, n + 1);
 	}
 out:
-	pthread_mutex_unlock(&p->lock);
+	park_unlock(p, &old);
 	errno = saved;
 	return ret;
 }
@@ -347,10 +453,11 @@ int shim_park_service(struct shim_fd *l, struct sockaddr *addr, socklen_t *addrl
 	struct epoll_event evs[SERVICE_BATCH];
 	int saved = errno, out = -1, nev;
 	uint64_t now, timeout;
+	sigset_t old;
 
 	if (!p)
 		return -1;
-	pthread_mutex_lock(&p->lock);
+	park_lock(p, &old);
 	check_locked(p);
 	if (p->epfd < 0 || atomic_load(&p->n) == 0)
 		goto unlock;
@@ -393,7 +500,7 @@ int shim_park_service(struct shim_fd *l, struct sockaddr *addr, socklen_t *addrl
 	}
 	arm_locked(p);
 unlock:
-	pthread_mutex_unlock(&p->lock);
+	park_unlock(p, &old);
 	errno = saved;
 	return out;
 }
@@ -403,16 +510,17 @@ int shim_park_wait(struct shim_fd *l, int lfd)
 	struct shim_park *p = park_of(l, false);
 	struct pollfd pf[2] = {{.fd = lfd, .events = POLLIN}, {.fd = -1, .events = POLLIN}};
 	int r, wait_ms = -1;
+	sigset_t old;
 
 	if (!p)
 		return 1;
-	pthread_mutex_lock(&p->lock);
+	park_lock(p, &old);
 	pf[1].fd = p->epfd;
 	if (atomic_load(&p->n) > 0) {
 		uint64_t at = p->v[0].since_ms + shim_config()->timeout_ms, now = shim_now_ms();
 		wait_ms = at > now ? (int)(at - now) : 0;
 	}
-	pthread_mutex_unlock(&p->lock);
+	park_unlock(p, &old);
 	if (pf[1].fd < 0)
 		return 1;
 	r = real_poll(pf, 2, wait_ms);
@@ -427,11 +535,12 @@ void shim_park_epoll_ctl(struct shim_fd *l, int ep, int op, const struct epoll_e
 {
 	struct shim_park *p = park_of(l, op == EPOLL_CTL_ADD);
 	struct shim_fd *epe;
+	sigset_t old;
 	unsigned i;
 
 	if (!p)
 		return;
-	pthread_mutex_lock(&p->lock);
+	park_lock(p, &old);
 	check_locked(p);
 	for (i = 0; i < p->nregs; i++)
 		if (p->regs[i].ep == ep)
@@ -462,20 +571,39 @@ void shim_park_epoll_ctl(struct shim_fd *l, int ep, int op, const struct epoll_e
 		p->regs[i] = p->regs[--p->nregs];
 	}
 out:
-	pthread_mutex_unlock(&p->lock);
+	park_unlock(p, &old);
 }
 
-void shim_park_release(struct shim_park *p)
+static void release_locked(struct shim_park *p)
 {
-	int saved = errno;
-	pthread_mutex_lock(&p->lock);
+	if (p->dead)
+		return;
 	reset_locked(p, p->gen == atomic_load(&g_gen));
 	p->nregs = 0;
 	p->dead = true;
-	free(p->v);
+	if (p->v)
+		munmap(p->v, p->vbytes);
 	p->v = NULL;
+	p->vbytes = 0;
 	p->cap = 0;
-	pthread_mutex_unlock(&p->lock);
+}
+
+/* From close() and dup2(), maybe in a signal handler that interrupted this very park's holder:
+ * never waits for the lock. */
+void shim_park_release(struct shim_park *p)
+{
+	int saved = errno;
+	sigset_t all, old;
+	sigfillset(&all);
+	sigprocmask(SIG_SETMASK, &all, &old);
+	atomic_store(&p->doomed, true);
+	atomic_thread_fence(memory_order_seq_cst);
+	if (pthread_mutex_trylock(&p->lock) == 0) {
+		doom_locked(p);
+		park_unlock(p, &old);
+	} else {
+		sigprocmask(SIG_SETMASK, &old, NULL);
+	}
 	errno = saved;
 }
 
@@ -488,6 +616,7 @@ int shim_park_pollfd(int fd)
 {
 	struct shim_fd *e = shim_fd_peek(fd);
 	struct shim_park *p;
+	shim_proc_check(); /* as park_of(): no parent's epoll fd to a new process */
 	if (!e || atomic_load_explicit(&e->kind, memory_order_acquire) != SHIM_FD_LISTENER)
 		return -1;
 	p = __atomic_load_n((struct shim_park **)&e->ext, __ATOMIC_ACQUIRE);

@@ -163,7 +163,7 @@ struct shim_addr {
 
 struct shim_fd {
 	void *ext; /* listener: its struct shim_park; internal fd: the park that owns it;
-		    * conn: its kept TLVs (struct shim_tlvs), freed with the entry */
+		    * conn: its kept TLVs (struct shim_tlvs), one reference, dropped with the entry */
 	_Atomic uint8_t kind; /* enum shim_fd_kind; written last, read first */
 	uint8_t flags;
 	uint8_t version; /* conn: header version */
@@ -201,11 +201,33 @@ static inline void shim_pend_set_deadline(struct shim_fd *e, uint64_t ms)
 	e->pend.deadline_hi = (uint32_t)(ms >> 32);
 }
 
-/* TLVs kept for proxyshim_tlv() when PROXYSHIM_KEEP_TLVS=1. */
+/* TLVs kept for proxyshim_tlv() when PROXYSHIM_KEEP_TLVS=1: pages of their own (mmap), shared
+ * by the dup()s of the connection and unmapped when the last entry lets go, so that close()
+ * and dup2() never call malloc() or free(): both may run in a signal handler that interrupted
+ * malloc(). */
+#define SHIM_TLVS_MAGIC 0x544c5653u /* "TLVS": an entry's ext read as TLVs really is TLVs */
 struct shim_tlvs {
+	uint32_t magic;
+	_Atomic uint32_t refs;      /* entries holding it */
+	size_t size;                /* bytes mapped */
+	struct shim_tlvs *next;     /* in the list of blocks waiting for readers to go */
 	uint16_t len;
 	uint8_t data[];
 };
+/* A block for len bytes of TLVs, one reference held; NULL when there is no memory. */
+struct shim_tlvs *shim_tlvs_new(size_t len);
+/* Drops one reference; the last one unmaps the block once no reader can still be in it. */
+void shim_tlvs_put(struct shim_tlvs *t);
+/* Around reading an entry's TLVs: while pinned, a block loaded from an entry stays mapped even
+ * if its connection is closed meanwhile (a signal handler's close(), another thread's). */
+void shim_tlvs_pin(void);
+void shim_tlvs_unpin(void);
+/* The TLVs of an entry that is a connection, if any, while pinned. */
+static inline const struct shim_tlvs *shim_tlvs_of(const struct shim_fd *e)
+{
+	const struct shim_tlvs *t = (const struct shim_tlvs *)shim_fd_ext(e);
+	return t && t->magic == SHIM_TLVS_MAGIC ? t : NULL;
+}
 
 #define PAGE_BITS 14 /* 16384 entries a page */
 #define PAGE_FDS (1u << PAGE_BITS)
@@ -232,7 +254,8 @@ void shim_fd_forget(int fd);
 void shim_fd_clear_range(unsigned first, unsigned last);
 /* Calls fn (when not NULL) for every entry of the given kind; returns how many there are. */
 size_t shim_fd_each(unsigned kind, void (*fn)(int fd, struct shim_fd *e, void *arg), void *arg);
-/* Carries oldfd's entry to newfd, replacing what newfd had. */
+/* Carries oldfd's entry to newfd, replacing what newfd had; kept TLVs are shared, not copied
+ * (no allocation: dup2() may run in a signal handler). */
 void shim_fd_copy(int oldfd, int newfd);
 
 static inline unsigned shim_fd_kind(int fd)
@@ -326,6 +349,9 @@ void shim_stat(enum shim_result r, enum shim_reason why, unsigned version, size_
 void shim_stats_changed(void);
 /* A log line that reached neither stderr nor /dev/log. */
 void shim_stat_log_dropped(void);
+/* The same without ever starting the writer thread: for close() and dup2(), which may run in
+ * a signal handler (the writer is running already whenever there was anything parked). */
+void shim_stats_touch(void);
 /* The counter for a log reason name ("timeout", ...). */
 enum shim_reason shim_reason_of(const char *name);
 void shim_stats_atfork_child(void);
@@ -370,7 +396,9 @@ int shim_park_wait(struct shim_fd *l, int lfd);
 bool shim_park_blocking(const struct shim_fd *l);
 /* The program added, changed or removed lfd in its epoll instance ep. */
 void shim_park_epoll_ctl(struct shim_fd *l, int ep, int op, const struct epoll_event *ev);
-/* The listener's entry goes away (close, dup2 over it): its parked connections go too. */
+/* The listener's entry goes away (close, dup2 over it): its parked connections go too, now or,
+ * when another thread (or the thread this signal handler interrupted) holds the park's lock,
+ * as that holder unlocks. Never waits: async-signal-safe. */
 void shim_park_release(struct shim_park *p);
 /* The program closed one of the park's own fds. */
 void shim_park_lost_fd(struct shim_park *p);

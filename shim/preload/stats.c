@@ -170,6 +170,12 @@ void shim_stats_changed(void)
 	}
 }
 
+void shim_stats_touch(void)
+{
+	if (shim_config()->stats_path[0] != '\0')
+		atomic_store_explicit(&g_dirty, true, memory_order_relaxed);
+}
+
 void shim_stats_atfork_child(void)
 {
 	/* The writer thread stayed in the parent; this process counts, and writes, its own. */

@@ -73,6 +73,7 @@ static void test_clear_range_bounds(void **state)
 static void test_copy_replaces_target(void **state)
 {
 	struct shim_fd *e;
+	struct shim_tlvs *t;
 	(void)state;
 	conn(100, 4711);
 	conn(200, 9);
@@ -84,18 +85,29 @@ static void test_copy_replaces_target(void **state)
 	/* Copying an fd the table does not know clears the target: dup2 over a rewritten fd. */
 	shim_fd_copy(101, 200);
 	assert_int_equal(shim_fd_kind(200), SHIM_FD_NONE);
-	/* TLVs kept on a connection are duplicated, not shared (each entry frees its own). */
+	/* TLVs kept on a connection are shared by its copies, counted (dup allocates nothing),
+	 * and outlive the entry that made them. */
 	e = shim_fd_peek(100);
-	e->ext = malloc(sizeof(struct shim_tlvs) + 3);
-	((struct shim_tlvs *)e->ext)->len = 3;
-	memcpy(((struct shim_tlvs *)e->ext)->data, "\x01\x00\x00", 3);
+	t = shim_tlvs_new(3);
+	assert_non_null(t);
+	memcpy(t->data, "\x01\x00\x00", 3);
+	e->ext = t;
 	shim_fd_copy(100, 300);
-	assert_non_null(shim_fd_peek(300)->ext);
-	assert_ptr_not_equal(shim_fd_peek(300)->ext, e->ext);
-	assert_memory_equal(((struct shim_tlvs *)shim_fd_peek(300)->ext)->data, "\x01\x00\x00", 3);
+	assert_ptr_equal(shim_fd_peek(300)->ext, t);
+	assert_int_equal(atomic_load(&t->refs), 2);
 	shim_fd_clear(100);
-	shim_fd_clear(300);
 	assert_null(shim_fd_peek(100)->ext);
+	assert_int_equal(atomic_load(&t->refs), 1);
+	assert_memory_equal(((struct shim_tlvs *)shim_fd_peek(300)->ext)->data, "\x01\x00\x00", 3);
+	/* A block on its way out (count zero: its last entry is being cleared) is not shared. */
+	atomic_store(&t->refs, 0);
+	shim_fd_copy(300, 301);
+	assert_int_equal(shim_fd_kind(301), SHIM_FD_CONN);
+	assert_null(shim_fd_peek(301)->ext);
+	atomic_store(&t->refs, 1);
+	shim_fd_clear(300);
+	shim_fd_clear(301);
+	assert_null(shim_fd_peek(300)->ext);
 }
 
 static void test_internal_and_listener_side_effects(void **state)
