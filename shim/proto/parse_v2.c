@@ -225,7 +225,9 @@ int pp_parse_v2(const uint8_t *b, size_t len, unsigned versions, struct pp_heade
 		return parse_prefix(b, PP2_OFF_LEN, versions, out);
 	alen--;
 	total = PP2_HEADER_LEN + (size_t)pp_be16(b + PP2_OFF_LEN);
-	if (total < PP2_HEADER_LEN + alen && vc == (PP2_VERSION | PP2_CMD_PROXY))
+	/* A block too short is rare: said so, gcc tests it first and a valid header pays one
+	 * compare here (left to itself it may test vc first, two more instructions). */
+	if (__builtin_expect(total < PP2_HEADER_LEN + alen, 0) && vc == (PP2_VERSION | PP2_CMD_PROXY))
 		return pp_fail(out, PP_E_V2_SHORT_ADDR);
 	if (len < total)
 		return pp_incomplete(out, total - len);

@@ -30,6 +30,9 @@
 /* A TLV: type, big-endian length, value. */
 #define PP2_TLV_OFF_LEN 1
 #define PP2_TLV_HDR_LEN 3
+/* The SSL TLV's value: client bits, big-endian verify, then sub-TLVs. */
+#define PP2_SSL_OFF_VERIFY 1
+#define PP2_SSL_HDR_LEN 5
 
 static inline uint16_t pp_be16(const uint8_t *p)
 {
