@@ -103,10 +103,15 @@ uninstall:
 	  $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(MAN1))) \
 	  $(addprefix $(DESTDIR)$(MANDIR)/man7/,$(notdir $(MAN7)))
 
-# Unit tests of preload modules link just the module under test (stubs for the rest).
+# Unit tests of preload modules link just the module under test (stubs for the rest, or, for
+# pollmerge, nothing else: what it asks of the parks is a function the test passes).
 $(BUILD)/tests/test_fdtable: tests/unit/test_fdtable.c shim/preload/fdtable.c $(HDRS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Ishim -o $@ tests/unit/test_fdtable.c shim/preload/fdtable.c -lcmocka
+
+$(BUILD)/tests/test_pollmerge: tests/unit/test_pollmerge.c shim/preload/pollmerge.c $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Ishim -o $@ tests/unit/test_pollmerge.c shim/preload/pollmerge.c -lcmocka
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libproto.a $(HDRS)
 	@mkdir -p $(@D)

@@ -126,10 +126,19 @@ struct pp_header {
 	/* v2: the TLV area (after the address block, up to the header's end); NULL/0 if none. */
 	const uint8_t *tlv;
 	uint16_t tlv_len;
+	/* On PP_INCOMPLETE only (unspecified after any other result): how many more bytes to
+	 * wait for, > 0. A complete header needs at least that many more (len + need never runs
+	 * past the end of a valid header these bytes start), and pp_parse() gives the same
+	 * answer until they are there, so a caller can sleep until then. A v2 header past its
+	 * 16-byte fixed part: exactly the rest of its announced length. Before that, and for v1,
+	 * 1: the next byte may already decide. (Last in the struct: the fields before it keep
+	 * their offsets.) */
+	uint32_t need;
 };
 
 /* Parses the header at the start of buf. Returns its length (> 0) when buf starts with a
- * complete valid header of a selected version, or PP_INCOMPLETE, PP_NOT_PROXY, PP_INVALID.
+ * complete valid header of a selected version, or PP_INCOMPLETE (out->need: the bytes still
+ * needed at least), PP_NOT_PROXY, PP_INVALID (out->error: the rule broken).
  * Stateless and allocation-free; never reads at or past buf + len, nor past the header's end. */
 int pp_parse(const void *buf, size_t len, unsigned versions, struct pp_header *out);
 

@@ -187,10 +187,12 @@ enum shim_verdict shim_header_step(const struct shim_conn_ref *c, struct shim_pr
 				   pp_strerror(h.error));
 			goto out;
 		}
-		/* PP_INCOMPLETE. A v2 header announces its size: wait for all of it, and peek it
-		 * into a buffer of that size when it is larger than the stack one. */
-		if ((size_t)n >= PP2_HEADER_LEN && buf[0] == 0x0D) {
-			pr->want = PP2_HEADER_LEN + ((size_t)buf[14] << 8 | buf[15]);
+		/* PP_INCOMPLETE: the parser says how many more bytes to wait for before its answer
+		 * can change (1, or for a v2 header past its fixed part the rest of its announced
+		 * size). Wait for them, and peek the header into a buffer of that size when it is
+		 * larger than the stack one. */
+		pr->want = (size_t)n + h.need;
+		if (pr->want > cap) {
 			if (pr->want > cap && (size_t)n == cap) {
 				uint8_t *big = peek_buffer(pr->want);
 				if (!big) {

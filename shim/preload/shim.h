@@ -299,7 +299,7 @@ struct shim_conn_ref {
 };
 struct shim_progress {
 	size_t seen; /* bytes queued at the last peek */
-	size_t want; /* the whole header's size once known (v2), else 0 */
+	size_t want; /* seen + what pp_parse() still needed (v2 past 16 bytes: the whole header) */
 };
 /* One look without waiting: peek, parse, and consume the header when it is complete.
  * eof: the peer has shut down, so an incomplete header is final. */

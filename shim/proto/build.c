@@ -142,7 +142,7 @@ static void put_unix(uint8_t *field, const struct sockaddr *sa)
 int pp_build_v2(void *buf, size_t cap, int command, const struct sockaddr *src,
 		const struct sockaddr *dst, const struct pp_tlv *tlvs, size_t ntlvs, unsigned flags)
 {
-	uint8_t *b = buf;
+	uint8_t *b = buf, *a = b + PP2_OFF_ADDR;
 	uint8_t fam = PP2_FAM_UNSPEC;
 	size_t alen = 0, total, off;
 
@@ -177,22 +177,22 @@ int pp_build_v2(void *buf, size_t cap, int command, const struct sockaddr *src,
 		if ((tlvs[i].len && !tlvs[i].value) || tlvs[i].type == PP2_TYPE_CRC32C ||
 		    (tlvs[i].type == PP2_TYPE_UNIQUE_ID && tlvs[i].len > PP2_UNIQUE_ID_MAX))
 			return -EINVAL;
-		total += 3 + (size_t)tlvs[i].len;
+		total += PP2_TLV_HDR_LEN + (size_t)tlvs[i].len;
 		if (total > PP2_MAX_LEN)
 			return -EINVAL;
 	}
 	if (flags & PP_BUILD_CRC32C)
-		total += 7;
+		total += PP2_TLV_HDR_LEN + 4; /* the CRC32C TLV */
 	if (total > PP2_MAX_LEN)
 		return -EINVAL;
 	if (total > cap)
 		return -ENOSPC;
 
 	memcpy(b, PP2_SIGNATURE, PP2_SIGNATURE_LEN);
-	b[12] = (uint8_t)(PP2_VERSION | command);
-	b[13] = fam;
-	pp_put_be16(b + 14, (uint16_t)(total - PP2_HEADER_LEN));
-	off = PP2_HEADER_LEN;
+	b[PP2_OFF_VER_CMD] = (uint8_t)(PP2_VERSION | command);
+	b[PP2_OFF_FAM] = fam;
+	pp_put_be16(b + PP2_OFF_LEN, (uint16_t)(total - PP2_HEADER_LEN));
+	off = PP2_OFF_ADDR;
 	if (command == PP_CMD_PROXY) {
 		switch (src->sa_family) {
 		case AF_INET: {
@@ -200,10 +200,10 @@ int pp_build_v2(void *buf, size_t cap, int command, const struct sockaddr *src,
 
 			memcpy(&s, src, sizeof(s));
 			memcpy(&d, dst, sizeof(d));
-			memcpy(b + 16, &s.sin_addr, 4);
-			memcpy(b + 20, &d.sin_addr, 4);
-			memcpy(b + 24, &s.sin_port, 2);
-			memcpy(b + 26, &d.sin_port, 2);
+			memcpy(a + PP2_IN_SRC_ADDR, &s.sin_addr, 4);
+			memcpy(a + PP2_IN_DST_ADDR, &d.sin_addr, 4);
+			memcpy(a + PP2_IN_SRC_PORT, &s.sin_port, 2);
+			memcpy(a + PP2_IN_DST_PORT, &d.sin_port, 2);
 			break;
 		}
 		case AF_INET6: {
@@ -211,31 +211,31 @@ int pp_build_v2(void *buf, size_t cap, int command, const struct sockaddr *src,
 
 			memcpy(&s, src, sizeof(s));
 			memcpy(&d, dst, sizeof(d));
-			memcpy(b + 16, &s.sin6_addr, 16);
-			memcpy(b + 32, &d.sin6_addr, 16);
-			memcpy(b + 48, &s.sin6_port, 2);
-			memcpy(b + 50, &d.sin6_port, 2);
+			memcpy(a + PP2_IN6_SRC_ADDR, &s.sin6_addr, 16);
+			memcpy(a + PP2_IN6_DST_ADDR, &d.sin6_addr, 16);
+			memcpy(a + PP2_IN6_SRC_PORT, &s.sin6_port, 2);
+			memcpy(a + PP2_IN6_DST_PORT, &d.sin6_port, 2);
 			break;
 		}
 		default:
-			put_unix(b + 16, src);
-			put_unix(b + 16 + PP2_UNIX_PATH_LEN, dst);
+			put_unix(a + PP2_UNIX_SRC, src);
+			put_unix(a + PP2_UNIX_DST, dst);
 			break;
 		}
 		off += alen;
 	}
 	for (size_t i = 0; i < ntlvs; i++) {
 		b[off] = tlvs[i].type;
-		pp_put_be16(b + off + 1, tlvs[i].len);
+		pp_put_be16(b + off + PP2_TLV_OFF_LEN, tlvs[i].len);
 		if (tlvs[i].len)
-			memcpy(b + off + 3, tlvs[i].value, tlvs[i].len);
-		off += 3 + (size_t)tlvs[i].len;
+			memcpy(b + off + PP2_TLV_HDR_LEN, tlvs[i].value, tlvs[i].len);
+		off += PP2_TLV_HDR_LEN + (size_t)tlvs[i].len;
 	}
 	if (flags & PP_BUILD_CRC32C) {
 		b[off] = PP2_TYPE_CRC32C;
-		pp_put_be16(b + off + 1, 4);
-		memset(b + off + 3, 0, 4);
-		pp_put_be32(b + off + 3, pp_crc32c(0, b, total));
+		pp_put_be16(b + off + PP2_TLV_OFF_LEN, 4);
+		memset(b + off + PP2_TLV_HDR_LEN, 0, 4);
+		pp_put_be32(b + off + PP2_TLV_HDR_LEN, pp_crc32c(0, b, total));
 	}
 	return (int)total;
 }

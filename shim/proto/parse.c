@@ -7,8 +7,8 @@ int pp_parse(const void *buf, size_t len, unsigned versions, struct pp_header *o
 
 	out->error = PP_E_OK;
 	if (len == 0)
-		return PP_INCOMPLETE;
-	if (b[0] == 0x0D)
+		return pp_incomplete(out, 1);
+	if (b[0] == PP2_SIG_BYTE0)
 		return pp_parse_v2(b, len, versions, out);
 	if (b[0] == 'P')
 		return pp_parse_v1(b, len, versions, out);

@@ -398,12 +398,12 @@ int pp_parse_v1_ref(const uint8_t *b, size_t len, unsigned versions, struct pp_h
 	/* Any mismatch inside "PROXY" means this cannot be a PROXY header at all. */
 	for (const char *lit = "PROXY"; *lit; lit++, p++) {
 		if (p == end)
-			return PP_INCOMPLETE;
+			return pp_incomplete(out, 1);
 		if (*p != (uint8_t)*lit)
 			return PP_NOT_PROXY;
 	}
 	if (p == end)
-		return PP_INCOMPLETE;
+		return pp_incomplete(out, 1);
 	if (*p != ' ')
 		return pp_fail(out, (enum pp_error)bad(*p, PP_E_V1_SYNTAX));
 	p++;
@@ -412,7 +412,8 @@ int pp_parse_v1_ref(const uint8_t *b, size_t len, unsigned versions, struct pp_h
 
 	r = body(&p, end, &fam, &a);
 	if (r == NEED)
-		return len >= PP1_MAX_LEN ? pp_fail(out, PP_E_V1_TOO_LONG) : PP_INCOMPLETE;
+		/* Every next byte may decide (a CR, a bad one): the line's length is not known. */
+		return len >= PP1_MAX_LEN ? pp_fail(out, PP_E_V1_TOO_LONG) : pp_incomplete(out, 1);
 	if (r != 0)
 		return pp_fail(out, (enum pp_error)r);
 

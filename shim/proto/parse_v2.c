@@ -15,8 +15,8 @@
 #include "pp_internal.h"
 
 static const uint8_t pp2_sig[PP2_SIGNATURE_LEN] = PP2_SIGNATURE;
-/* By whole byte 14 (family and transport): 1 + the address block size for the 12 valid values, 0 for the rest, so
- * one load checks both nibbles on the common path. */
+/* By the whole fam byte (family and transport): 1 + the address block size for the 12 valid
+ * values, 0 for the rest, so one load checks both nibbles on the common path. */
 #define FT(fam, size) [fam] = (size) + 1, [(fam) | 1] = (size) + 1, [(fam) | 2] = (size) + 1
 static const uint16_t pp2_ft_alen1[256] = {
 	FT(0x00, 0), FT(0x10, PP2_ADDR_LEN_INET), FT(0x20, PP2_ADDR_LEN_INET6),
@@ -24,7 +24,7 @@ static const uint16_t pp2_ft_alen1[256] = {
 };
 #undef FT
 
-/* Bytes 13 and 14. Returns PP_E_OK or the broken rule. */
+/* The ver_cmd and fam bytes. Returns PP_E_OK or the broken rule. */
 static enum pp_error check_ver_cmd(uint8_t vc)
 {
 	if ((vc & 0xF0) != PP2_VERSION)
@@ -43,7 +43,7 @@ static enum pp_error check_fam(uint8_t ft)
 	return PP_E_OK;
 }
 
-/* Fewer than 16 bytes: decide whatever the bytes present already decide, in the same order
+/* Fewer than 16 bytes (or a fixed part that fails, given as its first 14): decide whatever the bytes present already decide, in the same order
  * as the full check below, so a prefix never contradicts the complete header. */
 static int parse_prefix(const uint8_t *b, size_t len, unsigned versions, struct pp_header *out)
 {
@@ -53,15 +53,17 @@ static int parse_prefix(const uint8_t *b, size_t len, unsigned versions, struct 
 	for (size_t i = 0; i < n; i++)
 		if (b[i] != pp2_sig[i])
 			return PP_NOT_PROXY;
+	/* Not past the fixed part: the next byte may already decide (a signature byte, a
+	 * nibble), so it is the only one asked for. */
 	if (len < PP2_SIGNATURE_LEN)
-		return PP_INCOMPLETE;
+		return pp_incomplete(out, 1);
 	if (!(versions & PP_V2))
 		return pp_fail(out, PP_E_VERSION_NOT_ALLOWED);
-	if (len > 12 && (e = check_ver_cmd(b[12])) != PP_E_OK)
+	if (len > PP2_OFF_VER_CMD && (e = check_ver_cmd(b[PP2_OFF_VER_CMD])) != PP_E_OK)
 		return pp_fail(out, e);
-	if (len > 13 && (e = check_fam(b[13])) != PP_E_OK)
+	if (len > PP2_OFF_FAM && (e = check_fam(b[PP2_OFF_FAM])) != PP_E_OK)
 		return pp_fail(out, e);
-	return PP_INCOMPLETE;
+	return pp_incomplete(out, 1);
 }
 
 /* Walks the TLV area [off, end). Records where the CRC32C value is (0 if none). */
@@ -72,11 +74,11 @@ static enum pp_error check_tlvs(const uint8_t *b, size_t off, size_t end, size_t
 		size_t n;
 		uint8_t type;
 
-		if (end - off < 3)
+		if (end - off < PP2_TLV_HDR_LEN)
 			return PP_E_V2_TLV;
 		type = b[off];
-		n = pp_be16(b + off + 1);
-		if (end - off - 3 < n)
+		n = pp_be16(b + off + PP2_TLV_OFF_LEN);
+		if (end - off - PP2_TLV_HDR_LEN < n)
 			return PP_E_V2_TLV;
 		if (type == PP2_TYPE_CRC32C) {
 			if (n != 4)
@@ -84,11 +86,11 @@ static enum pp_error check_tlvs(const uint8_t *b, size_t off, size_t end, size_t
 			/* Two checksums cannot both be "the" zeroed field: refuse to pick one. */
 			if (*crc_at)
 				return PP_E_V2_CRC;
-			*crc_at = off + 3;
+			*crc_at = off + PP2_TLV_HDR_LEN;
 		} else if (type == PP2_TYPE_UNIQUE_ID && n > PP2_UNIQUE_ID_MAX) {
 			return PP_E_V2_UNIQUE_ID;
 		}
-		off += 3 + n;
+		off += PP2_TLV_HDR_LEN + n;
 	}
 	return PP_E_OK;
 }
@@ -142,24 +144,28 @@ static uint8_t unix_path_len(const uint8_t *p)
 /* The addresses of a PROXY header whose block is complete. */
 static void put_addrs(const uint8_t *b, unsigned fam, struct pp_header *out)
 {
+	/* Offsets from b, not from a pointer to the block: gcc folds them into the loads, where
+	 * the pointer cost one instruction per header (tests/bench/parse_instructions.sh). */
+#define A(off) (b + PP2_OFF_ADDR + (off))
 	switch (fam) {
 	case PP_FAM_INET:
-		put_in(&out->src, b + 16, b + 24);
-		put_in(&out->dst, b + 20, b + 26);
+		put_in(&out->src, A(PP2_IN_SRC_ADDR), A(PP2_IN_SRC_PORT));
+		put_in(&out->dst, A(PP2_IN_DST_ADDR), A(PP2_IN_DST_PORT));
 		break;
 	case PP_FAM_INET6:
-		put_in6(&out->src, b + 16, b + 48);
-		put_in6(&out->dst, b + 32, b + 50);
+		put_in6(&out->src, A(PP2_IN6_SRC_ADDR), A(PP2_IN6_SRC_PORT));
+		put_in6(&out->dst, A(PP2_IN6_DST_ADDR), A(PP2_IN6_DST_PORT));
 		break;
 	case PP_FAM_UNIX:
-		out->unix_src = (const char *)b + 16;
-		out->unix_dst = (const char *)b + 16 + PP2_UNIX_PATH_LEN;
-		out->unix_src_len = unix_path_len(b + 16);
-		out->unix_dst_len = unix_path_len(b + 16 + PP2_UNIX_PATH_LEN);
+		out->unix_src = (const char *)A(PP2_UNIX_SRC);
+		out->unix_dst = (const char *)A(PP2_UNIX_DST);
+		out->unix_src_len = unix_path_len(A(PP2_UNIX_SRC));
+		out->unix_dst_len = unix_path_len(A(PP2_UNIX_DST));
 		break;
 	default:
 		break;
 	}
+#undef A
 }
 
 /* Everything past the address block, kept out of the common path: a LOCAL block shorter
@@ -210,19 +216,21 @@ int pp_parse_v2(const uint8_t *b, size_t len, unsigned versions, struct pp_heade
 	memcpy(&s4, pp2_sig + 8, 4);
 	if ((w8 ^ s8) | (w4 ^ s4))
 		return PP_NOT_PROXY;
-	vc = b[12];
-	ft = b[13];
+	vc = b[PP2_OFF_VER_CMD];
+	ft = b[PP2_OFF_FAM];
 	/* Any failure among versions, byte 13 and byte 14: let the prefix check, which tests
 	 * them one by one in wire order, name the rule. */
 	alen = pp2_ft_alen1[ft];
-	if (!(versions & PP_V2) || vc - 0x20u > 1 || !alen)
-		return parse_prefix(b, 14, versions, out);
+	if (!(versions & PP_V2) || vc - (unsigned)PP2_VERSION > PP2_CMD_PROXY || !alen)
+		return parse_prefix(b, PP2_OFF_LEN, versions, out);
 	alen--;
-	total = PP2_HEADER_LEN + (size_t)pp_be16(b + 14);
-	if (total < PP2_HEADER_LEN + alen && vc == (PP2_VERSION | PP2_CMD_PROXY))
+	total = PP2_HEADER_LEN + (size_t)pp_be16(b + PP2_OFF_LEN);
+	/* A block too short is rare: said so, gcc tests it first and a valid header pays one
+	 * compare here (left to itself it may test vc first, two more instructions). */
+	if (__builtin_expect(total < PP2_HEADER_LEN + alen, 0) && vc == (PP2_VERSION | PP2_CMD_PROXY))
 		return pp_fail(out, PP_E_V2_SHORT_ADDR);
 	if (len < total)
-		return PP_INCOMPLETE;
+		return pp_incomplete(out, total - len);
 
 	out->len = (uint32_t)total;
 	out->version = 2;

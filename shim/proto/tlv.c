@@ -14,15 +14,15 @@ int pp_tlv_next(struct pp_tlv_iter *it, struct pp_tlv *out)
 		size_t left = (size_t)(it->end - it->pos);
 		uint16_t n;
 
-		if (left < 3)
+		if (left < PP2_TLV_HDR_LEN)
 			return -1;
-		n = pp_be16(it->pos + 1);
-		if (left - 3 < n)
+		n = pp_be16(it->pos + PP2_TLV_OFF_LEN);
+		if (left - PP2_TLV_HDR_LEN < n)
 			return -1;
 		out->type = it->pos[0];
 		out->len = n;
-		out->value = it->pos + 3;
-		it->pos += 3 + (size_t)n;
+		out->value = it->pos + PP2_TLV_HDR_LEN;
+		it->pos += PP2_TLV_HDR_LEN + (size_t)n;
 		if (out->type != PP2_TYPE_NOOP)
 			return 1;
 	}
@@ -53,9 +53,9 @@ static int ssl_value(const struct pp_header *h, struct pp_tlv *ssl)
 	struct pp_tlv sub;
 	int r;
 
-	if (!pp_tlv_find(h, PP2_TYPE_SSL, ssl) || ssl->len < 5)
+	if (!pp_tlv_find(h, PP2_TYPE_SSL, ssl) || ssl->len < PP2_SSL_HDR_LEN)
 		return 0;
-	pp_tlv_iter_init(&it, ssl->value + 5, ssl->len - 5u);
+	pp_tlv_iter_init(&it, ssl->value + PP2_SSL_HDR_LEN, ssl->len - (unsigned)PP2_SSL_HDR_LEN);
 	while ((r = pp_tlv_next(&it, &sub)) == 1)
 		;
 	return r == 0;
@@ -68,7 +68,7 @@ int pp_tlv_ssl(const struct pp_header *h, uint8_t *client, uint32_t *verify)
 	if (!ssl_value(h, &ssl))
 		return 0;
 	*client = ssl.value[0];
-	*verify = pp_be32(ssl.value + 1);
+	*verify = pp_be32(ssl.value + PP2_SSL_OFF_VERIFY);
 	return 1;
 }
 
@@ -79,7 +79,7 @@ int pp_tlv_find_ssl(const struct pp_header *h, uint8_t subtype, struct pp_tlv *o
 
 	if (!ssl_value(h, &ssl))
 		return 0;
-	pp_tlv_iter_init(&it, ssl.value + 5, ssl.len - 5u);
+	pp_tlv_iter_init(&it, ssl.value + PP2_SSL_HDR_LEN, ssl.len - (unsigned)PP2_SSL_HDR_LEN);
 	return next_of(&it, subtype, out);
 }
 

@@ -1,7 +1,8 @@
 /* libFuzzer harness for pp_parse(): any bytes, every version mask. Checks what must hold for
  * every input: results in range, pointers inside the header, prefixes consistent with the
- * whole (PP_INCOMPLETE, or already the same answer), trailing bytes never changing a header,
- * and the TLV accessors safe on whatever was accepted. Each prefix is parsed from a heap copy
+ * whole (PP_INCOMPLETE, or already the same answer), what an incomplete header still needs
+ * (more than nothing, never past its end, exactly the rest once v2's fixed part is in),
+ * trailing bytes never changing a header, and the TLV accessors safe on whatever was accepted. Each prefix is parsed from a heap copy
  * of exactly that size, so ASan catches any read past it. */
 #include <netinet/in.h>
 #include <stdint.h>
@@ -24,13 +25,35 @@ static int parse_copy(const uint8_t *data, size_t n, unsigned v, struct pp_heade
 	return r;
 }
 
-static void check_prefix(const uint8_t *data, size_t k, unsigned v, int full, enum pp_error err)
+/* After PP_INCOMPLETE on k bytes with need d, the answer stays the same up to k + d - 1
+ * bytes (a caller may sleep until d more bytes are in). */
+static void check_need_holds(const uint8_t *data, size_t size, size_t k, unsigned v,
+			     const struct pp_header *h)
+{
+	struct pp_header h2;
+
+	CHECK(h->need > 0);
+	if (h->need > 1 && k + h->need - 1 <= size) {
+		CHECK(parse_copy(data, k + h->need - 1, v, &h2) == PP_INCOMPLETE);
+		CHECK(h2.need == 1);
+	}
+}
+
+static void check_prefix(const uint8_t *data, size_t size, size_t k, unsigned v, int full,
+			 enum pp_error err)
 {
 	struct pp_header h;
 	int r = parse_copy(data, k, v, &h);
 
+	if (r == PP_INCOMPLETE)
+		check_need_holds(data, size, k, v, &h);
+
 	if (full > 0) {
 		CHECK(r == PP_INCOMPLETE);
+		/* what it still needs: something, never past the header's end, and for v2 past
+		 * its fixed part exactly the rest */
+		CHECK(k + h.need <= (size_t)full);
+		CHECK(data[0] != PP2_SIG_BYTE0 || k < PP2_HEADER_LEN || k + h.need == (size_t)full);
 		return;
 	}
 	CHECK(r == PP_INCOMPLETE || r == full);
@@ -98,6 +121,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			CHECK(h.error > PP_E_OK && h.error < PP_E_MAX);
 		else
 			CHECK(h.error == PP_E_OK);
+		if (r == PP_INCOMPLETE) {
+			/* a v2 header past its fixed part announced its size: need is the rest;
+			 * anything else may be decided by its next byte */
+			if (data[0] == PP2_SIG_BYTE0 && size >= PP2_HEADER_LEN)
+				CHECK(size + h.need == PP2_HEADER_LEN + (size_t)pp_be16(data + PP2_OFF_LEN));
+			else
+				CHECK(h.need == 1);
+		}
 		if (r > 0) {
 			size_t hl = (size_t)r;
 
@@ -134,13 +165,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				CHECK(h3.error == PP_E_VERSION_NOT_ALLOWED);
 			}
 			if (hl > 0)
-				check_prefix(data, hl - 1, masks[m], r, h.error);
-			check_prefix(data, hl / 2, masks[m], r, h.error);
+				check_prefix(data, size, hl - 1, masks[m], r, h.error);
+			check_prefix(data, size, hl / 2, masks[m], r, h.error);
 		} else if (size > 0) {
-			check_prefix(data, size - 1, masks[m], r, h.error);
-			check_prefix(data, size / 2, masks[m], r, h.error);
+			check_prefix(data, size, size - 1, masks[m], r, h.error);
+			check_prefix(data, size, size / 2, masks[m], r, h.error);
 			if (size > 17)
-				check_prefix(data, 16, masks[m], r, h.error);
+				check_prefix(data, size, 16, masks[m], r, h.error);
 		}
 	}
 	return 0;

@@ -73,6 +73,24 @@ static inline int feed_prefix_wanted(size_t k, size_t n)
 	return n <= 4096 || k < 600 || n - k < 600 || k % 251 == 0;
 }
 
+/* What pp_parse() reported needing after a PP_INCOMPLETE on the first k bytes of `in`: more
+ * than nothing, and, when the input is a valid header of `full` bytes (0: it is not), never
+ * past its end, and exactly the rest of it for v2 once the 16 fixed bytes are in. */
+static inline void feed_check_need(const char *name, const uint8_t *in, size_t k, size_t full,
+				   const struct pp_header *h)
+{
+	if (h->need == 0)
+		fail_msg("%s: prefix %zu: PP_INCOMPLETE with need 0", name, k);
+	if (!full)
+		return;
+	if (k + h->need > full)
+		fail_msg("%s: prefix %zu of a %zu-byte header: need %u overshoots", name, k, full,
+			 h->need);
+	if (in[0] == 0x0D && k >= PP2_HEADER_LEN && k + h->need != full)
+		fail_msg("%s: prefix %zu of a %zu-byte v2 header: need %u, want exactly %zu", name, k,
+			 full, h->need, full - k);
+}
+
 /* Checks input `in` (n bytes, maybe with bytes after the header) against its expected
  * result: `ret` (a header length, or PP_INVALID/PP_NOT_PROXY/PP_INCOMPLETE) and `err`.
  * Every proper prefix of the header must be PP_INCOMPLETE, or, for a rejected input, already
@@ -92,6 +110,7 @@ static inline void feed_check(const char *name, const void *in, size_t n, unsign
 			if (r != PP_INCOMPLETE)
 				fail_msg("%s: prefix %zu of %zu: got %d (%s), want PP_INCOMPLETE", name,
 					 k, n, r, pp_strerror(h.error));
+			feed_check_need(name, (const uint8_t *)in, k, ret > 0 ? (size_t)ret : 0, &h);
 			continue;
 		}
 		if (r != ret || (ret == PP_INVALID && h.error != err))

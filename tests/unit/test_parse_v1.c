@@ -342,6 +342,29 @@ static void test_fast_path_matches_reference(void **state)
 			same_as_ref(cases[i].in, cases[i].len);
 }
 
+/* What a prefix of a line asks for: one byte at a time, since any next byte may decide
+ * (a CR, a byte that breaks a rule) and the line's length is not known before its CRLF;
+ * never past the end of the line (every valid table entry checks that at every prefix, in
+ * feed_check()). */
+static void test_need(void **state)
+{
+	static const char *const lines[] = {
+		"PROXY UNKNOWN\r\n",
+		"PROXY TCP6 ::1 :: 1 0\r\n",
+		"PROXY TCP4 255.255.255.255 255.255.255.255 65535 65535\r\n",
+	};
+	struct pp_header h;
+	(void)state;
+
+	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
+		for (size_t k = 0; k < strlen(lines[i]); k++) {
+			if (feed_parse(lines[i], k, PP_V1, &h, NULL) != PP_INCOMPLETE)
+				fail_msg("line %zu: prefix %zu not PP_INCOMPLETE", i, k);
+			if (h.need != 1)
+				fail_msg("line %zu: prefix %zu: need %u, want 1", i, k, h.need);
+		}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -349,6 +372,7 @@ int main(void)
 		cmocka_unit_test(test_app_bytes_after),
 		cmocka_unit_test(test_every_byte_everywhere),
 		cmocka_unit_test(test_fast_path_matches_reference),
+		cmocka_unit_test(test_need),
 	};
 	return cmocka_run_group_tests(tests, feed_setup, feed_teardown);
 }

@@ -525,6 +525,50 @@ static void test_trailing_not_counted(void **state)
 	assert_int_equal(pp_parse(buf + 16, n - 16, PP_ANY, &h), 28);
 }
 
+/* What a prefix asks for: one byte at a time while the next one may decide (signature,
+ * nibbles, the length field), then, once the 16 fixed bytes are in, exactly the rest of the
+ * length they announce, whatever the family, TLVs and CRC32C. */
+static void test_need(void **state)
+{
+	uint8_t buf[512];
+	size_t sizes[5], n;
+	struct pp_header h;
+	(void)state;
+
+	for (int c = 0; c < 5; c++) {
+		switch (c) {
+		case 0: n = v2(buf, 0x20, 0x00, 0, NULL, 0); break;
+		case 1: n = v2(buf, 0x21, 0x11, 12, IN4, 12); break;
+		case 2: n = v2(buf, 0x21, 0x21, 36, IN6, 36); break;
+		case 3: /* TCP4, ALPN and a CRC32C */
+			n = v2(buf, 0x21, 0x11, 0, IN4, 12);
+			n = tlv(buf, n, PP2_TYPE_ALPN, "h2", 2);
+			n = tlv(buf, n, PP2_TYPE_CRC32C, NULL, 4);
+			n = finish(buf, n, n - 4);
+			break;
+		default: /* UNIX, 216 bytes of addresses */
+			memset(buf + 16, 0, PP2_ADDR_LEN_UNIX);
+			n = v2(buf, 0x21, 0x31, PP2_ADDR_LEN_UNIX, NULL, 0) + PP2_ADDR_LEN_UNIX;
+			break;
+		}
+		sizes[c] = n;
+		assert_int_equal(feed_parse(buf, n, PP_ANY, &h, NULL), (int)n);
+		for (size_t k = 0; k < n; k++) {
+			if (feed_parse(buf, k, PP_ANY, &h, NULL) != PP_INCOMPLETE)
+				fail_msg("need case %d: prefix %zu not PP_INCOMPLETE", c, k);
+			if (h.need != (k < 16 ? 1 : n - k))
+				fail_msg("need case %d: prefix %zu of %zu: need %u", c, k, n, h.need);
+		}
+	}
+	assert_int_equal(sizes[3], 16 + 12 + 5 + 7); /* the CRC case had TLVs */
+	/* the largest length field: all of it, from the fixed part alone */
+	v2(big, 0x20, 0x00, 65535, NULL, 0);
+	assert_int_equal(feed_parse(big, 16, PP_ANY, &h, NULL), PP_INCOMPLETE);
+	assert_int_equal(h.need, 65535);
+	assert_int_equal(feed_parse(big, 17, PP_V2, &h, NULL), PP_INCOMPLETE);
+	assert_int_equal(h.need, 65534);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -537,6 +581,7 @@ int main(void)
 		cmocka_unit_test(test_ssl_and_cloud),
 		cmocka_unit_test(test_max_len),
 		cmocka_unit_test(test_trailing_not_counted),
+		cmocka_unit_test(test_need),
 	};
 	return cmocka_run_group_tests(tests, feed_setup, feed_teardown);
 }
