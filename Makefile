@@ -12,7 +12,7 @@ override CFLAGS += -std=gnu11 $(WARN) -Iinclude -fPIC -D_GNU_SOURCE
 LDHARD  := -Wl,-z,relro,-z,now,-z,noexecstack
 
 PROTO_SRC   := $(wildcard shim/proto/*.c)
-PRELOAD_SRC := $(wildcard shim/preload/*.c)
+PRELOAD_SRC := $(wildcard shim/preload/*.c shim/core/*.c)
 UNIT_SRC    := $(wildcard tests/unit/test_*.c)
 HDRS        := $(wildcard include/*.h shim/*/*.h)
 
