@@ -108,6 +108,11 @@ $(BUILD)/tests/test_fdtable: tests/unit/test_fdtable.c shim/preload/fdtable.c $(
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Ishim -o $@ tests/unit/test_fdtable.c shim/preload/fdtable.c -lcmocka
 
+# The settings from an explicit environment and fixture files (tests/unit/fixtures/).
+$(BUILD)/tests/test_settings: tests/unit/test_settings.c shim/core/settings.c $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Ishim -o $@ tests/unit/test_settings.c shim/core/settings.c -lcmocka
+
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libproto.a $(HDRS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Ishim -o $@ $< $(BUILD)/libproto.a -lcmocka
