@@ -90,6 +90,9 @@ static const char help_tail[] =
 	"SEE ALSO\n"
 	"    libproxyshim(7), proxyshim-send(1)\n";
 
+/* The settings, from the library's table: the options that set a variable are its rows with
+ * a flag. */
+static const struct shim_setting shim_settings[SHIM_NSETTINGS] = SHIM_SETTINGS_ROWS;
 #define NVARS SHIM_NSETTINGS
 
 struct opts {

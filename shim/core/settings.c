@@ -15,6 +15,8 @@
 #include "proxyshim.h"
 #include "settings.h"
 
+const struct shim_setting shim_settings[SHIM_NSETTINGS] = SHIM_SETTINGS_ROWS;
+
 static bool is_sep(char c)
 {
 	return c == ',' || c == ' ' || c == '\t';

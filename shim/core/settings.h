@@ -10,6 +10,9 @@
 
 #include "settings_table.h"
 
+/* The rows of settings_table.h, by enum shim_setting_id. */
+extern const struct shim_setting shim_settings[SHIM_NSETTINGS];
+
 enum shim_mode { SHIM_MODE_STRICT = 0, SHIM_MODE_OPTIONAL = 1 };
 enum shim_log_level { SHIM_LOG_OFF = 0, SHIM_LOG_ERROR, SHIM_LOG_WARN, SHIM_LOG_INFO, SHIM_LOG_DEBUG };
 

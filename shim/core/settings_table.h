@@ -90,12 +90,11 @@ struct shim_setting {
 	const char *flag, *meta, *help;
 };
 
-/* The rows as data, for loops that need no field of struct shim_config. */
-static const struct shim_setting shim_settings[SHIM_NSETTINGS] __attribute__((unused)) = {
+/* The rows as data, for loops that need no field of struct shim_config: the library's
+ * shim_settings[] (core/settings.h) is this, and so is the wrapper's own copy (it does not
+ * link the library). */
 #define SHIM_SETTING_ROW(ID, KIND, WORDS, LO, HI, DEFAULT, WHY, RANK, FIELD, BASE, FLAG, META, HRANK, HELP) \
 	{"PROXYSHIM_" #ID, SHIM_SK_##KIND, RANK, HRANK, WORDS, LO, HI, DEFAULT, WHY, FLAG, META, HELP},
-	SHIM_SETTINGS(SHIM_SETTING_ROW)
-#undef SHIM_SETTING_ROW
-};
+#define SHIM_SETTINGS_ROWS {SHIM_SETTINGS(SHIM_SETTING_ROW)}
 
 #endif
