@@ -313,7 +313,7 @@ static int env_refuse_unknown(struct shim_settings_src *s)
 	hint = suggest(s->err.name);
 	snprintf(s->err.why, sizeof(s->err.why), "not a proxyshim variable%s%s%s",
 		 hint ? " (did you mean " : "", hint ? hint : "", hint ? "?)" : "");
-	return -1;
+	return -EINVAL;
 }
 
 /* ---- the file ---- */
@@ -456,15 +456,15 @@ static int fail(struct shim_config *c, struct shim_settings_src *s, unsigned id,
 		c->active = false;
 		c->refuse_listen = true;
 		c->inactive_reason = "bad config file";
-		return 1;
+		return -EINVAL;
 	}
 	snprintf(s->err.name, sizeof(s->err.name), "%s", name);
 	s->err.value = value;
 	snprintf(s->err.why, sizeof(s->err.why), "%s", why);
-	return -1;
+	return -EINVAL;
 }
 
-/* Checks and applies setting id: 0, 1 after a bad file value, -1 after a bad environment one. */
+/* Checks and applies setting id: 0 or -EINVAL (said in c->file_error or s->err). */
 static int apply(struct shim_config *c, struct shim_settings_src *s, unsigned id)
 {
 	const struct shim_setting *t = &shim_settings[id];
@@ -558,8 +558,8 @@ int shim_settings_load(struct shim_config *c, struct shim_settings_src *s, char 
 					rc = apply(c, s, id);
 					break;
 				}
-		if (rc < 0)
-			return -1;
+		if (rc < 0 && s->err.name[0])
+			return rc; /* the environment's */
 		if (rc == 0 && !c->active)
 			c->inactive_reason = "PROXYSHIM_TRUSTED is not set";
 	}

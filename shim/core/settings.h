@@ -86,7 +86,7 @@ struct shim_settings_io {
 };
 
 /* Loads the settings of envp (NULL-terminated) and the file into c and s, which must be zeroed
- * (static storage is: no page is touched that a setting does not need). Returns 0, or -1 when
+ * (static storage is: no page is touched that a setting does not need). Returns 0, or -EINVAL when
  * the environment holds a bad value or an unknown PROXYSHIM_* name (s->err says which: the
  * caller says it and exits). A bad file is not an error here: it sets c->file_error and
  * c->refuse_listen, with c->ports the scope of the refusal. */

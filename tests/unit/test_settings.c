@@ -2,6 +2,7 @@
  * valid and invalid values from an explicit environment, the configuration file (fixtures in
  * tests/unit/fixtures/, run from the top of the tree as `make unit` does), and the
  * "NAME=value" lines of proxyshim_settings(). */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -86,7 +87,7 @@ static void assert_env_bad(const char *name, const char *value)
 	struct loaded *l;
 	snprintf(entry, sizeof(entry), "%s=%s", name, value);
 	l = load(entry, NULL);
-	if (l->rc != -1)
+	if (l->rc != -EINVAL)
 		fail_msg("%s was accepted", entry);
 	assert_string_equal(l->s.err.name, name);
 	assert_string_equal(l->s.err.value, value);
@@ -306,7 +307,7 @@ static void test_messages(void **state)
 	struct loaded *l;
 	(void)state;
 	l = load("PROXYSHIM_TIMEOUT_MS=0", NULL);
-	assert_int_equal(l->rc, -1);
+	assert_int_equal(l->rc, -EINVAL);
 	assert_string_equal(l->s.err.name, "PROXYSHIM_TIMEOUT_MS");
 	assert_string_equal(l->s.err.value, "0");
 	assert_string_equal(l->s.err.why, "expected milliseconds, 1 to 600000");
@@ -454,7 +455,7 @@ static void test_unknown_names(void **state)
 	struct loaded *l;
 	(void)state;
 	l = load("PROXYSHIM_TIMEOUT=5", NULL);
-	assert_int_equal(l->rc, -1);
+	assert_int_equal(l->rc, -EINVAL);
 	assert_string_equal(l->s.err.name, "PROXYSHIM_TIMEOUT");
 	assert_string_equal(l->s.err.value, "5");
 	assert_string_equal(l->s.err.why, "not a proxyshim variable (did you mean PROXYSHIM_TIMEOUT_MS?)");
