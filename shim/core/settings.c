@@ -598,7 +598,7 @@ int shim_settings_format(const struct shim_config *c, const struct shim_settings
 	for (unsigned id = 0; id < SHIM_NSETTINGS; id++) {
 		const struct shim_setting *t = &shim_settings[id];
 		char text[1024] = "";
-		size_t tused = 0;
+		size_t tused = 0, pcap;
 		unsigned k;
 
 		switch (t->kind) {
@@ -617,7 +617,7 @@ int shim_settings_format(const struct shim_config *c, const struct shim_settings
 			snprintf(text, sizeof(text), "%u", field_get(c, id));
 			break;
 		case SHIM_SK_PATH:
-			snprintf(text, sizeof(text), "%s", field_path(c, id, &tused));
+			snprintf(text, sizeof(text), "%s", field_path(c, id, &pcap));
 			break;
 		case SHIM_SK_PORTS:
 			if (c->all_ports) {
