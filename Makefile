@@ -12,7 +12,7 @@ override CFLAGS += -std=gnu11 $(WARN) -Iinclude -fPIC -D_GNU_SOURCE
 LDHARD  := -Wl,-z,relro,-z,now,-z,noexecstack
 
 PROTO_SRC   := $(wildcard shim/proto/*.c)
-PRELOAD_SRC := $(wildcard shim/preload/*.c)
+PRELOAD_SRC := $(wildcard shim/preload/*.c shim/core/*.c)
 UNIT_SRC    := $(wildcard tests/unit/test_*.c)
 HDRS        := $(wildcard include/*.h shim/*/*.h)
 
@@ -112,6 +112,11 @@ $(BUILD)/tests/test_fdtable: tests/unit/test_fdtable.c shim/preload/fdtable.c $(
 $(BUILD)/tests/test_pollmerge: tests/unit/test_pollmerge.c shim/preload/pollmerge.c $(HDRS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Ishim -o $@ tests/unit/test_pollmerge.c shim/preload/pollmerge.c -lcmocka
+
+# The settings from an explicit environment and fixture files (tests/unit/fixtures/).
+$(BUILD)/tests/test_settings: tests/unit/test_settings.c shim/core/settings.c $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Ishim -o $@ tests/unit/test_settings.c shim/core/settings.c -lcmocka
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libproto.a $(HDRS)
 	@mkdir -p $(@D)

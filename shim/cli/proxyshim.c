@@ -25,8 +25,10 @@
 #define REEXEC_MARK "PROXYSHIM_CHECK_REEXEC"
 
 #include "cli.h"
+#include "../core/settings_table.h"
 
-static const char help_text[] =
+/* --help: this, the options that set a variable (from the settings table), then help_tail. */
+static const char help_head[] =
 	"NAME\n"
 	"    proxyshim - run a server so that it sees the client address of PROXY protocol headers\n"
 	"\n"
@@ -52,21 +54,9 @@ static const char help_text[] =
 	"    secure-execution mode, where the shim stays inert; proxyshim warns and runs it.\n"
 	"    Scripts (#!) are run; their interpreter inherits the environment.\n"
 	"\n"
-	"OPTIONS\n"
-	"    --trusted CIDRS     PROXYSHIM_TRUSTED: the peers allowed to send a header, IPv4/IPv6\n"
-	"                        addresses and CIDRs separated by commas or spaces, or *.\n"
-	"                        Without it (and without the variable) the shim does nothing.\n"
-	"    --version V         PROXYSHIM_VERSION: v1, v2 or any (default any).\n"
-	"    --mode M            PROXYSHIM_MODE: strict (default) or optional.\n"
-	"    --ports LIST        PROXYSHIM_PORTS: local ports and ranges, e.g. 443,8000-8099\n"
-	"                        (default: every TCP port).\n"
-	"    --timeout-ms N      PROXYSHIM_TIMEOUT_MS: the longest a header may take, 1 to 600000\n"
-	"                        (default 1000).\n"
-	"    --consume C         PROXYSHIM_CONSUME: accept (default) or lazy, for protocols in\n"
-	"                        which the server speaks first (SSH, SMTP, FTP) behind balancers\n"
-	"                        that send the header only with the client's first bytes.\n"
-	"    --log LEVEL         PROXYSHIM_LOG: off, error, warn (default), info or debug.\n"
-	"    --stats FILE        PROXYSHIM_STATS: write Prometheus counters to FILE.\n"
+	"OPTIONS\n";
+
+static const char help_tail[] =
 	"    --check             Validate the configuration with the library's own validator and\n"
 	"                        print the effective settings, one NAME=value a line, after a\n"
 	"                        library= line naming the library found. With -- COMMAND, also\n"
@@ -100,23 +90,41 @@ static const char help_text[] =
 	"SEE ALSO\n"
 	"    libproxyshim(7), proxyshim-send(1)\n";
 
-/* The options that set a variable, in the order --help lists them. */
-static const struct {
-	const char *opt;
-	const char *var;
-} var_opts[] = {
-	{"--trusted", "PROXYSHIM_TRUSTED"},   {"--version", "PROXYSHIM_VERSION"},
-	{"--mode", "PROXYSHIM_MODE"},         {"--ports", "PROXYSHIM_PORTS"},
-	{"--timeout-ms", "PROXYSHIM_TIMEOUT_MS"}, {"--consume", "PROXYSHIM_CONSUME"},
-	{"--log", "PROXYSHIM_LOG"},           {"--stats", "PROXYSHIM_STATS"},
-};
-#define NVARS (sizeof(var_opts) / sizeof(var_opts[0]))
+/* The settings, from the library's table: the options that set a variable are its rows with
+ * a flag. */
+static const struct shim_setting shim_settings[SHIM_NSETTINGS] = SHIM_SETTINGS_ROWS;
+#define NVARS SHIM_NSETTINGS
 
 struct opts {
-	const char *values[NVARS]; /* NULL: not given */
+	const char *values[NVARS]; /* by setting; NULL: not given */
 	int check;
 	char **cmd; /* NULL-terminated, NULL when none */
 };
+
+/* The options that set a variable, each with its lines from the table: "--flag META", then
+ * "NAME: " and the help text, its further lines under its first. */
+static void print_help(void)
+{
+	fputs(help_head, stdout);
+	for (int rank = 0; rank < NVARS; rank++)
+		for (size_t k = 0; k < NVARS; k++) {
+			const struct shim_setting *t = &shim_settings[k];
+			char opt[32];
+			const char *h;
+
+			if (t->flag == NULL || t->help_rank != rank)
+				continue;
+			snprintf(opt, sizeof(opt), "%s %s", t->flag, t->meta);
+			printf("    %-20s%s: ", opt, t->name);
+			for (h = t->help; *h; h++) {
+				putchar(*h);
+				if (*h == '\n')
+					fputs("                        ", stdout);
+			}
+			putchar('\n');
+		}
+	fputs(help_tail, stdout);
+}
 
 static void parse_args(int argc, char **argv, struct opts *o)
 {
@@ -134,7 +142,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		if (arg[0] != '-' || arg[1] == '\0')
 			break;
 		if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
-			fputs(help_text, stdout);
+			print_help();
 			exit(fflush(stdout) == 0 ? 0 : 1);
 		}
 		if (strcmp(arg, "--check") == 0) {
@@ -142,12 +150,13 @@ static void parse_args(int argc, char **argv, struct opts *o)
 			continue;
 		}
 		for (k = 0; k < NVARS; k++)
-			if ((v = opt_value(argv, argc, &i, var_opts[k].opt)) != NULL)
+			if (shim_settings[k].flag != NULL &&
+			    (v = opt_value(argv, argc, &i, shim_settings[k].flag)) != NULL)
 				break;
 		if (k == NVARS)
 			usage_error("unknown option '%s' (see --help)", arg);
 		if (o->values[k] != NULL)
-			usage_error("%s given twice", var_opts[k].opt);
+			usage_error("%s given twice", shim_settings[k].flag);
 		o->values[k] = v;
 	}
 	if (i < argc)
@@ -391,8 +400,8 @@ static void set_vars(const struct opts *o)
 	size_t k;
 
 	for (k = 0; k < NVARS; k++)
-		if (o->values[k] != NULL && setenv(var_opts[k].var, o->values[k], 1) != 0)
-			die(1, "setenv %s: %s", var_opts[k].var, strerror(errno));
+		if (o->values[k] != NULL && setenv(shim_settings[k].name, o->values[k], 1) != 0)
+			die(1, "setenv %s: %s", shim_settings[k].name, strerror(errno));
 }
 
 /* LD_PRELOAD with the library first, and any earlier copy of that same path dropped. */

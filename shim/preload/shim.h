@@ -91,50 +91,11 @@ static inline int shim_fd_status(int fd)
 	return fl;
 }
 
-/* ---- config.c: environment, read once, validated, frozen ---- */
-enum shim_mode { SHIM_MODE_STRICT = 0, SHIM_MODE_OPTIONAL = 1 };
-enum shim_log_level { SHIM_LOG_OFF = 0, SHIM_LOG_ERROR, SHIM_LOG_WARN, SHIM_LOG_INFO, SHIM_LOG_DEBUG };
-
-struct shim_cidr {
-	uint8_t family; /* AF_INET or AF_INET6 */
-	uint8_t prefix;
-	uint8_t addr[16]; /* network order, host bits cleared */
-};
-
-struct shim_config {
-	bool active;     /* a trusted set is configured and the process is not set-uid */
-	bool trust_any;  /* PROXYSHIM_TRUSTED contains '*' */
-	bool all_ports;  /* PROXYSHIM_PORTS unset */
-	bool defer_accept;
-	bool lazy;              /* PROXYSHIM_CONSUME=lazy: the header is read on the first read */
-	bool local_from_header; /* PROXYSHIM_LOCAL_ADDR=header: getsockname() gives the header's dst */
-	bool keep_tlvs;         /* PROXYSHIM_KEEP_TLVS=1: TLVs kept for proxyshim_tlv() */
-	bool refuse_listen;     /* the config file is bad: listen() fails, saying why */
-	bool untrusted_reject;  /* PROXYSHIM_UNTRUSTED=reject: untrusted peers may not send a header */
-	uint8_t mode;      /* enum shim_mode */
-	uint8_t log_level; /* enum shim_log_level */
-	unsigned versions; /* PP_V1 | PP_V2 */
-	unsigned timeout_ms;
-	unsigned max_parked; /* connections parked at once in the process */
-	unsigned tlv_max;    /* bytes of TLVs kept per connection */
-	unsigned ncidrs;
-	struct shim_cidr *cidrs;
-	const char *inactive_reason; /* why active is false, said once on the first listen() */
-	uint64_t ports[65536 / 64];  /* bit set of covered local ports */
-	char stats_path[256];        /* PROXYSHIM_STATS, or "" */
-	char file_error[512];        /* why the config file was refused, or "" */
-};
+/* ---- config.c: the settings (core/settings.h), read once, validated, frozen ---- */
+#include "../core/settings.h"
 
 /* The frozen configuration; loads it on first use (before the constructor if need be). */
 const struct shim_config *shim_config(void);
-/* Parsers, also used by the tests and the wrapper's --check: 0 or -EINVAL. */
-int shim_parse_trusted(const char *s, struct shim_cidr *out, unsigned cap, unsigned *n, bool *any);
-int shim_parse_ports(const char *s, uint64_t *bits);
-
-static inline bool shim_port_covered(const struct shim_config *c, uint16_t port)
-{
-	return c->all_ports || (c->ports[port >> 6] >> (port & 63)) & 1u;
-}
 
 /* ---- trust.c ---- */
 bool shim_trusted(const struct shim_config *c, const struct sockaddr *peer);

@@ -123,13 +123,10 @@ def rendered(name):
 
 
 def library_variables():
-    """Every PROXYSHIM_* name config.c reads."""
-    src = open(os.path.join(ROOT, "shim/preload/config.c")).read()
-    # The names that are not settings (the handoff's, the tools') are listed apart.
-    reserved = re.search(r"reserved_names\[\] = \{(.*?)\};", src, re.S)
-    assert reserved, "config.c's reserved_names"
-    names = set(re.findall(r'"(PROXYSHIM_[A-Z_]+)"', src)) - set(re.findall(r'"(PROXYSHIM_[A-Z_]+)"', reserved.group(1)))
-    assert {"PROXYSHIM_TRUSTED", "PROXYSHIM_MODE", "PROXYSHIM_TIMEOUT_MS"} <= names
+    """Every PROXYSHIM_* setting: the rows of the settings table."""
+    src = open(os.path.join(ROOT, "shim/core/settings_table.h")).read()
+    names = {"PROXYSHIM_" + n for n in re.findall(r"(?m)^\s*X\(([A-Z_]+),", src)}
+    assert {"PROXYSHIM_TRUSTED", "PROXYSHIM_MODE", "PROXYSHIM_TIMEOUT_MS", "PROXYSHIM_CONFIG"} <= names
     return names
 
 
