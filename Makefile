@@ -108,6 +108,11 @@ $(BUILD)/tests/test_fdtable: tests/unit/test_fdtable.c shim/preload/fdtable.c $(
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Ishim -o $@ tests/unit/test_fdtable.c shim/preload/fdtable.c -lcmocka
 
+# The exec handoff's text alone: no hooks, no table, no system call.
+$(BUILD)/tests/test_handoff: tests/unit/test_handoff.c shim/preload/handoff.c $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Ishim -o $@ tests/unit/test_handoff.c shim/preload/handoff.c -lcmocka
+
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libproto.a $(HDRS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Ishim -o $@ $< $(BUILD)/libproto.a -lcmocka

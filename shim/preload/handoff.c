@@ -70,9 +70,11 @@ int shim_handoff_uint(const char **p, unsigned long long *out)
 	if (*s < '0' || *s > '9')
 		return -EINVAL;
 	while (*s >= '0' && *s <= '9') {
-		if (v > (~0ull - 9) / 10)
+		unsigned d = (unsigned)(*s++ - '0');
+		/* Exact: every value encode() writes, up to ULLONG_MAX itself, reads back. */
+		if (v > (~0ull - d) / 10)
 			return -EINVAL;
-		v = v * 10 + (unsigned)(*s++ - '0');
+		v = v * 10 + d;
 	}
 	*p = s;
 	*out = v;
