@@ -108,6 +108,14 @@ $(BUILD)/tests/test_fdtable: tests/unit/test_fdtable.c shim/preload/fdtable.c $(
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Ishim -o $@ tests/unit/test_fdtable.c shim/preload/fdtable.c -lcmocka
 
+# Trust matching over entries parsed by config.c. config.c is not a leaf: its constructor calls
+# shim_resolve (real.c), shim_proc_enter (proc.c -> park.c, stats.c -> the hooks) and
+# shim_handoff_adopt (exec.c -> the exec hooks, fdtable.c), and it calls log.c, which calls it
+# back: linking it links the whole preload library (and the protocol code under it).
+$(BUILD)/tests/test_trust: tests/unit/test_trust.c $(PRELOAD_SRC) $(BUILD)/libproto.a $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Ishim -o $@ tests/unit/test_trust.c $(PRELOAD_SRC) $(BUILD)/libproto.a -lcmocka -ldl -lpthread
+
 # The exec handoff's text alone: no hooks, no table, no system call.
 $(BUILD)/tests/test_handoff: tests/unit/test_handoff.c shim/preload/handoff.c $(HDRS)
 	@mkdir -p $(@D)
