@@ -116,6 +116,11 @@ $(BUILD)/tests/test_trust: tests/unit/test_trust.c $(PRELOAD_SRC) $(BUILD)/libpr
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Ishim -o $@ tests/unit/test_trust.c $(PRELOAD_SRC) $(BUILD)/libproto.a -lcmocka -ldl -lpthread
 
+# Addresses: addr.c calls nothing of the library's.
+$(BUILD)/tests/test_addr: tests/unit/test_addr.c shim/preload/addr.c $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Ishim -o $@ tests/unit/test_addr.c shim/preload/addr.c -lcmocka
+
 # The exec handoff's text alone: no hooks, no table, no system call.
 $(BUILD)/tests/test_handoff: tests/unit/test_handoff.c shim/preload/handoff.c $(HDRS)
 	@mkdir -p $(@D)
