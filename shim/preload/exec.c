@@ -1,7 +1,8 @@
 /* Exec handoff: a process that re-executes itself (sshd) or another program keeps the header's
  * addresses of every connection that survives the exec. The state travels in one environment
  * variable of the new image only (the caller's environment is not touched); the new image's
- * shim adopts an entry only if its fd is still the same socket, then drops the variable. */
+ * shim adopts an entry only if its fd is still the same socket, then drops the variable.
+ * This file: the exec and spawn hooks, and adoption; the variable's text is handoff.c's. */
 #include <dirent.h>
 #include <errno.h>
 #include <signal.h>
