@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from util import (BUILD, SEND, connect_from, shim_env, start_listening, v1_header, v2_header,
+from util import (BUILD, SEND, connect_from, shut_wr, shim_env, start_listening, v1_header, v2_header,
                   wait_json)
 
 APIPROG = os.path.join(BUILD, "progs", "apiprog")
@@ -71,7 +71,7 @@ def send_raw(port, data, source=TRUSTED, delay=0.0):
     if delay:
         time.sleep(delay)
     s.sendall(data)
-    s.shutdown(socket.SHUT_WR)
+    shut_wr(s)
     while s.recv(4096):
         pass
     s.close()

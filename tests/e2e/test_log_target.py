@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from util import BUILD, connect_from, recv_all, shim_env, start_listening, v1_header, wait_json
+from util import BUILD, connect_from, shut_wr, recv_all, shim_env, start_listening, v1_header, wait_json
 
 FD2SERVER = os.path.join(BUILD, "progs", "fd2server")
 TRUSTED = "127.0.0.2"
@@ -93,7 +93,7 @@ def talk(port, data, half_close=True, banner=False, timeout=10.0):
         if data:
             s.sendall(data)
         if half_close:
-            s.shutdown(socket.SHUT_WR)
+            shut_wr(s)
         return first + recv_all(s)
     finally:
         s.close()

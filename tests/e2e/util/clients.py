@@ -1,4 +1,5 @@
 """Plain clients (connect, send, read to EOF) and stalling peers."""
+import errno
 import json
 import os
 import socket
@@ -8,7 +9,7 @@ import time
 
 from .procs import Proc
 
-__all__ = ["IP_BIND_ADDRESS_NO_PORT", "connect", "connect_from", "recv_all", "exchange",
+__all__ = ["IP_BIND_ADDRESS_NO_PORT", "connect", "connect_from", "recv_all", "shut_wr", "exchange",
            "start_stallers", "stallers_result"]
 
 IP_BIND_ADDRESS_NO_PORT = 24  # linux/in.h
@@ -52,6 +53,17 @@ def connect(port, host="127.0.0.1", source=None, timeout=5.0, port_at_connect=Fa
         s.bind((source, 0))
     s.connect((host, port))
     return s
+
+
+def shut_wr(s):
+    """shutdown(SHUT_WR), where a server that closed the connection first (a refused header) is
+    not an error: the kernel answers ENOTCONN once the reset has arrived, and what follows reads
+    EOF as it would have."""
+    try:
+        s.shutdown(socket.SHUT_WR)
+    except OSError as e:
+        if e.errno != errno.ENOTCONN:
+            raise
 
 
 def recv_all(s, how=False):
