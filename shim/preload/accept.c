@@ -82,9 +82,8 @@ static int take_one(struct shim_fd *l, int lfd, struct sockaddr *addr, socklen_t
 		struct sockaddr_storage ss;
 		socklen_t sl = sizeof(ss);
 		struct shim_conn_ref ref;
-		struct shim_progress pr = {0, 0};
+		struct shim_progress pr = {0};
 		enum shim_verdict v;
-		struct shim_fd *e;
 		int fd;
 
 		if (SHIM_UNLIKELY(shim_park_pending(l))) {
@@ -125,7 +124,7 @@ static int take_one(struct shim_fd *l, int lfd, struct sockaddr *addr, socklen_t
 			/* The first read or getpeername() takes the header (lazy.c). */
 			if (shim_lazy_mark(fd, ref.peer, ref.lport) == 0)
 				goto real_peer;
-			v = shim_header_none(&ref, pr.seen, "nomem");
+			v = shim_header_none(&ref, pr.seen, SHIM_REASON_NOMEM);
 		}
 		if (v == SHIM_INCOMPLETE) {
 			if (shim_park_add(l, lfd, fd, &ss, sl, &pr) == 0)
@@ -134,18 +133,17 @@ static int take_one(struct shim_fd *l, int lfd, struct sockaddr *addr, socklen_t
 			 * bounded; a non-blocking one must never wait, so the connection goes. */
 			int fl = shim_fd_status(lfd);
 			if (fl >= 0 && (fl & O_NONBLOCK))
-				v = shim_header_none(&ref, pr.seen, "overflow");
+				v = shim_header_none(&ref, pr.seen, SHIM_REASON_OVERFLOW);
 			else
-				v = shim_take_header(&ref, shim_now_ms() + c->timeout_ms);
+				v = shim_take_header(&ref, &pr, shim_now_ms() + c->timeout_ms);
 		}
 		switch (v) {
 		case SHIM_REJECT:
 			real_close(fd);
 			continue;
 		case SHIM_ACCEPT_HEADER:
-			e = shim_fd_peek(fd);
-			if (e && atomic_load_explicit(&e->kind, memory_order_acquire) == SHIM_FD_CONN) {
-				shim_addr_to_user(&e->peer, addr, addrlen);
+			if (pr.rewritten) {
+				shim_addr_to_user(&pr.client, addr, addrlen);
 				errno = saved;
 				return fd;
 			}

@@ -87,3 +87,9 @@ SHIM_EXPORT ssize_t proxyshim_tlv(int fd, unsigned type, void *buf, size_t len)
 	errno = saved;
 	return tlv.len;
 }
+
+/* The effective settings as "NAME=value" lines, for `proxyshim --check` and debugging. */
+SHIM_EXPORT int proxyshim_settings(char *buf, size_t cap)
+{
+	return shim_settings_format(shim_config(), shim_config_src(), buf, cap);
+}

@@ -17,7 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "handoff.h"
+#include "../core/handoff.h"
 #include "shim.h"
 
 #define MAX_ARGS 4096

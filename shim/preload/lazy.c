@@ -37,7 +37,7 @@ int shim_lazy_settle(int fd, struct shim_fd *e, enum shim_settle how)
 {
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
-	struct shim_progress pr = {0, 0};
+	struct shim_progress pr = {0};
 	struct shim_conn_ref ref;
 	enum shim_verdict v;
 	uint64_t deadline;
@@ -70,7 +70,7 @@ int shim_lazy_settle(int fd, struct shim_fd *e, enum shim_settle how)
 			how = SHIM_SETTLE_WAIT;
 	}
 	if (how == SHIM_SETTLE_WAIT) {
-		v = shim_take_header(&ref, deadline);
+		v = shim_take_header(&ref, &pr, deadline);
 	} else {
 		v = shim_header_step(&ref, &pr, false);
 		if (v == SHIM_INCOMPLETE) {
@@ -80,7 +80,7 @@ int shim_lazy_settle(int fd, struct shim_fd *e, enum shim_settle how)
 				errno = EAGAIN;
 				return -1;
 			}
-			v = shim_header_none(&ref, pr.seen, "timeout");
+			v = shim_header_none(&ref, pr.seen, SHIM_REASON_TIMEOUT);
 		} else {
 			shim_header_lowat_reset(fd);
 		}

@@ -50,6 +50,7 @@ struct epreg {
 };
 
 struct shim_park {
+	struct shim_ext ext;        /* first: what the listener's, parked and internal entries hold */
 	pthread_mutex_t lock;
 	struct shim_park *next_all; /* every park ever made, for the fork handler */
 	unsigned gen;               /* the process generation it belongs to (bumped by fork) */
@@ -68,7 +69,6 @@ struct shim_park {
 	struct epreg regs[MAX_REGS];
 };
 
-_Atomic unsigned shim_parked_total;
 static _Atomic unsigned g_gen;
 static struct shim_park *_Atomic g_all;
 
@@ -105,6 +105,7 @@ static struct shim_park *park_new(void)
 }
 
 static void release_locked(struct shim_park *p);
+static const struct shim_ext_ops park_ops;
 
 /* A release asked for by close() or dup2() (shim_park_release) is carried out by whoever
  * holds the lock. */
@@ -158,6 +159,8 @@ static struct shim_park *park_of(struct shim_fd *l, bool create)
 	if (!p)
 		return NULL;
 	pthread_mutex_init(&p->lock, NULL);
+	p->ext.ops = &park_ops;
+	shim_park_register(); /* a park made before the constructor ran (another library's) */
 	p->epfd = p->tfd = -1;
 	p->gen = atomic_load(&g_gen);
 	p->lport = ntohs(l->local.port);
@@ -213,9 +216,11 @@ static uint64_t fd_ino(int fd)
 static void close_own(struct shim_park *p, int fd, uint64_t ino)
 {
 	struct shim_fd *e = shim_fd_peek(fd);
+	unsigned kind;
 	if (fd < 0)
 		return;
-	if (e && atomic_load(&e->kind) == SHIM_FD_INTERNAL && shim_fd_ext(e) == p) {
+	kind = e ? atomic_load(&e->kind) : SHIM_FD_NONE;
+	if ((kind == SHIM_FD_INTERNAL || kind == SHIM_FD_PARKED) && shim_fd_ext(e) == p) {
 		shim_fd_forget(fd);
 		if (fd_ino(fd) == ino)
 			real_close(fd);
@@ -285,12 +290,12 @@ static int setup_locked(struct shim_park *p)
 	if (p->epfd < 0)
 		return -1;
 	p->epfd_ino = fd_ino(p->epfd);
-	shim_fd_mark_internal(p->epfd, p);
+	shim_fd_mark_owned(p->epfd, &p->ext, SHIM_FD_INTERNAL);
 	p->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
 	if (p->tfd < 0)
 		goto fail;
 	p->tfd_ino = fd_ino(p->tfd);
-	shim_fd_mark_internal(p->tfd, p);
+	shim_fd_mark_owned(p->tfd, &p->ext, SHIM_FD_INTERNAL);
 	ev.data.fd = p->tfd;
 	if (real_epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->tfd, &ev) < 0)
 		goto fail;
@@ -324,7 +329,7 @@ static void remove_locked(struct shim_park *p, unsigned i)
 	struct shim_fd *e = shim_fd_peek(p->v[i].fd);
 	real_epoll_ctl(p->epfd, EPOLL_CTL_DEL, p->v[i].fd, NULL);
 	/* A header just read has turned the entry into the connection's own: keep that. */
-	if (e && atomic_load(&e->kind) == SHIM_FD_INTERNAL)
+	if (e && atomic_load(&e->kind) == SHIM_FD_PARKED)
 		shim_fd_forget(p->v[i].fd);
 	memmove(&p->v[i], &p->v[i + 1], (n - i - 1) * sizeof(p->v[0]));
 	atomic_store(&p->n, n - 1);
@@ -401,7 +406,7 @@ int shim_park_add(struct shim_fd *l, int lfd, int fd, const struct sockaddr_stor
 	p->v[n].pr = *pr;
 	p->v[n].peerlen = peerlen;
 	memcpy(&p->v[n].peer, peer, sizeof(*peer));
-	shim_fd_mark_internal(fd, p);
+	shim_fd_mark_owned(fd, &p->ext, SHIM_FD_PARKED);
 	atomic_store(&p->n, n + 1);
 	atomic_fetch_add(&shim_parked_total, 1);
 	shim_stats_changed();
@@ -435,13 +440,13 @@ static int hand_over_locked(struct shim_park *p, unsigned i, enum shim_verdict v
 	int fd = p->v[i].fd;
 	struct sockaddr_storage peer = p->v[i].peer;
 	socklen_t peerlen = p->v[i].peerlen;
-	struct shim_fd *e;
+	bool rewritten = v == SHIM_ACCEPT_HEADER && p->v[i].pr.rewritten;
+	struct shim_addr client = p->v[i].pr.client;
 
 	remove_locked(p, i);
 	shim_header_lowat_reset(fd);
-	e = shim_fd_peek(fd);
-	if (v == SHIM_ACCEPT_HEADER && e && atomic_load(&e->kind) == SHIM_FD_CONN)
-		shim_addr_to_user(&e->peer, addr, addrlen);
+	if (rewritten)
+		shim_addr_to_user(&client, addr, addrlen);
 	else
 		shim_sa_to_user(&peer, peerlen, addr, addrlen);
 	return fd;
@@ -492,7 +497,7 @@ int shim_park_service(struct shim_fd *l, struct sockaddr *addr, socklen_t *addrl
 	timeout = shim_config()->timeout_ms;
 	while (atomic_load(&p->n) > 0 && p->v[0].since_ms + timeout <= now) {
 		struct shim_conn_ref c = {p->v[0].fd, (const struct sockaddr *)&p->v[0].peer, p->lport};
-		enum shim_verdict v = shim_header_none(&c, p->v[0].pr.seen, "timeout");
+		enum shim_verdict v = shim_header_none(&c, p->v[0].pr.seen, SHIM_REASON_TIMEOUT);
 		if (v == SHIM_PASS && out < 0)
 			out = hand_over_locked(p, 0, v, addr, addrlen);
 		else
@@ -610,6 +615,24 @@ void shim_park_release(struct shim_park *p)
 void shim_park_lost_fd(struct shim_park *p)
 {
 	atomic_store(&p->lost, true);
+}
+
+/* The table lets go of an entry holding p: its listener (release the park) or one of its own
+ * fds, parked or internal (the program closed it: notice at the next use). */
+static void park_drop(struct shim_ext *x, unsigned kind)
+{
+	struct shim_park *p = (struct shim_park *)x;
+	if (kind == SHIM_FD_LISTENER)
+		shim_park_release(p);
+	else
+		shim_park_lost_fd(p);
+}
+
+static const struct shim_ext_ops park_ops = {.drop = park_drop};
+
+void shim_park_register(void)
+{
+	shim_proc_on_new(shim_park_atfork_child);
 }
 
 int shim_park_pollfd(int fd)

@@ -24,7 +24,7 @@ SPOOF = ("6.6.6.6", 666)
 
 
 def sa_hash_v4(ip, port):
-    """shim_sa_hash() of an IPv4 peer (shim/preload/addr.c), on this little-endian machine."""
+    """shim_sa_hash() of an IPv4 peer (shim/core/addr.c), on this little-endian machine."""
     s_addr = struct.unpack("<I", socket.inet_aton(ip))[0]
     sin_port = struct.unpack("<H", struct.pack("!H", port))[0]
     h = (socket.AF_INET << 48 | s_addr << 16 | sin_port) & (2 ** 64 - 1)

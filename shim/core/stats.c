@@ -12,7 +12,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "shim.h"
+#include "config.h"
+#include "proc.h"
+#include "stats.h"
+#include "sys.h"
+
+_Atomic unsigned shim_parked_total;
 
 /* pthread_create moved into libc under GLIBC_2.34; the old version is still there. */
 #if defined(__GLIBC__) && defined(__x86_64__)
@@ -32,12 +37,9 @@ static _Atomic uint64_t g_log_dropped;
 static _Atomic bool g_dirty;
 static _Atomic bool g_started; /* the writer thread runs in this process */
 
-enum shim_reason shim_reason_of(const char *name)
+const char *shim_reason_name(enum shim_reason r)
 {
-	for (int i = 1; i < SHIM_REASON_MAX; i++)
-		if (strcmp(name, reason_names[i]) == 0)
-			return (enum shim_reason)i;
-	return SHIM_REASON_ERROR;
+	return (unsigned)r < SHIM_REASON_MAX ? reason_names[r] : "error";
 }
 
 static void write_file(void)

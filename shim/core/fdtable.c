@@ -4,7 +4,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "shim.h"
+#include "conn.h"
 
 #define DIR_SIZE (1u << 17) /* 2^31 fds in all: the kernel's own ceiling */
 
@@ -54,7 +54,7 @@ struct shim_tlvs *shim_tlvs_new(size_t len)
 	errno = saved;
 	if (t == MAP_FAILED)
 		return NULL;
-	t->magic = SHIM_TLVS_MAGIC;
+	t->ext.ops = &shim_tlvs_ops;
 	atomic_init(&t->refs, 1);
 	t->size = size;
 	t->len = (uint16_t)len;
@@ -104,6 +104,15 @@ void shim_tlvs_put(struct shim_tlvs *t)
 	limbo_reclaim();
 }
 
+/* A connection's entry goes: its reference goes with it. */
+static void tlvs_drop(struct shim_ext *x, unsigned kind)
+{
+	(void)kind;
+	shim_tlvs_put((struct shim_tlvs *)x);
+}
+
+const struct shim_ext_ops shim_tlvs_ops = {.drop = tlvs_drop};
+
 void shim_tlvs_pin(void)
 {
 	atomic_fetch_add(&g_tlv_readers, 1);
@@ -146,24 +155,20 @@ static void entry_clear(struct shim_fd *e)
 	/* Sequentially consistent: park.c's park_of() relies on kind going before ext. */
 	kind = atomic_exchange_explicit(&e->kind, SHIM_FD_NONE, memory_order_seq_cst);
 	ext = __atomic_exchange_n(&e->ext, NULL, __ATOMIC_SEQ_CST);
-	if (!ext)
-		return;
-	if (kind == SHIM_FD_LISTENER)
-		shim_park_release(ext);
-	else if (kind == SHIM_FD_INTERNAL)
-		shim_park_lost_fd(ext);
-	else if (kind == SHIM_FD_CONN && ((struct shim_tlvs *)ext)->magic == SHIM_TLVS_MAGIC)
-		shim_tlvs_put(ext);
+	if (ext) {
+		struct shim_ext *x = ext;
+		x->ops->drop(x, kind);
+	}
 }
 
-void shim_fd_mark_internal(int fd, void *park)
+void shim_fd_mark_owned(int fd, struct shim_ext *owner, unsigned kind)
 {
 	struct shim_fd *e = shim_fd_get(fd);
 	if (!e)
 		return;
 	entry_clear(e);
-	shim_fd_set_ext(e, park);
-	atomic_store_explicit(&e->kind, SHIM_FD_INTERNAL, memory_order_release);
+	shim_fd_set_ext(e, owner);
+	atomic_store_explicit(&e->kind, (uint8_t)kind, memory_order_release);
 }
 
 void shim_fd_forget(int fd)
@@ -211,7 +216,7 @@ void shim_fd_copy(int oldfd, int newfd)
 	/* The shim's own fds and epoll marks stay with the original; a duplicated listener
 	 * gets a parking place of its own when it first needs one. */
 	if (kind == SHIM_FD_NONE || kind == SHIM_FD_INTERNAL || kind == SHIM_FD_EPOLL ||
-	    kind == SHIM_FD_CLAIMED) {
+	    kind == SHIM_FD_CLAIMED || kind == SHIM_FD_PARKED) {
 		shim_fd_clear(newfd);
 		return;
 	}

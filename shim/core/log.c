@@ -3,6 +3,7 @@
  * connection: when fd 2 is one (an inetd-style child, a daemon that closed stderr and then
  * accepted) it goes to syslog's /dev/log, or is dropped and counted. */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -10,7 +11,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "shim.h"
+#include "config.h"
+#include "conn.h"
+#include "log.h"
+#include "stats.h"
+#include "sys.h"
 
 #define LOG_BURST 50
 
@@ -36,7 +41,7 @@ static bool stderr_suitable(void)
 	int domain = 0;
 	socklen_t len = sizeof(domain);
 
-	if (kind == SHIM_FD_CONN || kind == SHIM_FD_INTERNAL)
+	if (kind == SHIM_FD_CONN || kind == SHIM_FD_PARKED || kind == SHIM_FD_INTERNAL)
 		return false;
 	if (getsockopt(2, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0)
 		return domain == AF_UNIX;
@@ -83,7 +88,7 @@ static bool to_syslog(int level, const char *msg, size_t n)
 		w = sendto(fd, dgram, (size_t)k + n, MSG_DONTWAIT | MSG_NOSIGNAL,
 			   (const struct sockaddr *)&dev_log, sizeof(dev_log));
 	while (w < 0 && errno == EINTR);
-	SHIM_NEED(close);
+	shim_resolve(); /* real_close: a line may come before the front-end's start */
 	real_close(fd);
 	return w == (ssize_t)((size_t)k + n);
 }

@@ -10,7 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "shim.h"
+#include "proc.h"
+#include "stats.h"
 
 #define STATE_READY 2u
 
@@ -27,11 +28,28 @@ static int current_pid(void)
 	return (int)syscall(SYS_getpid);
 }
 
+/* What front-ends keep per process (preload/park.c: parked connections), reset first. */
+#define MAX_ON_NEW 4
+static void (*_Atomic g_on_new[MAX_ON_NEW])(void);
+
+void shim_proc_on_new(void (*fn)(void))
+{
+	for (unsigned i = 0; i < MAX_ON_NEW; i++) {
+		void (*cur)(void) = NULL;
+		if (atomic_compare_exchange_strong(&g_on_new[i], &cur, fn) || cur == fn)
+			return;
+	}
+}
+
 /* A new process: what the parent owned is reset (park.c closes its copies of the parent's
  * parked connections; stats.c forgets the parent's counts and its writer thread). */
 static void new_process(void)
 {
-	shim_park_atfork_child();
+	for (unsigned i = 0; i < MAX_ON_NEW; i++) {
+		void (*fn)(void) = atomic_load(&g_on_new[i]);
+		if (fn)
+			fn();
+	}
 	shim_stats_atfork_child();
 }
 
