@@ -69,9 +69,13 @@ static struct shim_tlvs *keep_tlvs(const struct pp_header *h)
 {
 	struct shim_tlvs *t;
 	size_t max = shim_config()->tlv_max, keep = 0;
-	const uint8_t *p = h->tlv, *end = h->tlv + h->tlv_len;
+	const uint8_t *p = h->tlv, *end;
 
-	while (p && end - p >= 3) {
+	/* No TLV area (v1, a v2 header without TLVs): tlv is NULL, and NULL + 0 is undefined. */
+	if (!p || h->tlv_len == 0)
+		return NULL;
+	end = p + h->tlv_len;
+	while (end - p >= 3) {
 		size_t one = 3 + ((size_t)p[1] << 8 | p[2]);
 		if (one > (size_t)(end - p) || keep + one > max)
 			break;
