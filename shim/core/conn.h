@@ -6,16 +6,23 @@
 #include "base.h"
 
 /* Every fd the shim knows has one entry, and the entry is the one owner of what the shim holds
- * for that fd. Its kind is its state; docs/DESIGN.md ("States") draws the transitions:
+ * for that fd. Its kind is its state (a CONN's flags say which one); docs/DESIGN.md
+ * ("Connection states") draws a connection's transitions in full:
  *
- *   NONE ------ listen() on a covered port ----> CLAIMED --> LISTENER (or back to NONE)
- *   NONE ------ accept(): header complete -----> CONN (REWRITTEN, or not for LOCAL/UNKNOWN)
- *   NONE ------ accept(): header incomplete ---> PARKED --> handed over as CONN, or closed
- *   NONE ------ accept() in lazy mode ---------> CONN + PENDING --> CONN, or CONN + FAILED
- *   NONE ------ the shim's own epoll/timer fd -> INTERNAL
- *   NONE ------ epoll_ctl() adds a listener ---> EPOLL
- *   any -------- close(), dup2() over it ------> NONE (the extension's drop() runs)
- *   any -------- dup(), dup2() from it --------> the copy: CONN and LISTENER carried, others NONE
+ *   NONE -- listen(), or accept() on an inherited one --> CLAIMED --> LISTENER
+ *   NONE -- accept(), header complete with an address --> CONN REWRITTEN
+ *           (LOCAL, UNKNOWN, no TCP address: stays NONE)
+ *   NONE -- accept(), header incomplete ----------------> PARKED
+ *   PARKED -- header read: with an address -------------> CONN REWRITTEN
+ *                          without, or a pass ----------> NONE (handed over with the real peer)
+ *                          refused, timed out, the cap -> closed
+ *   NONE -- accept(), header incomplete, lazy mode -----> CONN PENDING
+ *   CONN PENDING -- first read, getpeername(), the API -> CONN REWRITTEN, NONE, or CONN FAILED
+ *   NONE -- the shim's own epoll/timer fd --------------> INTERNAL
+ *   NONE -- epoll_ctl() adds a covered listener --------> EPOLL
+ *   any --- close(), close_range(), dup2() over it -----> NONE (the extension's drop() runs)
+ *   any --- dup(), dup2() from it: the copy is ---------> CONN or LISTENER as the original;
+ *                                                         NONE for the other kinds
  */
 enum shim_fd_kind {
 	SHIM_FD_NONE = 0,     /* unknown to the shim: not looked at yet, or nothing to do */

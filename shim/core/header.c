@@ -64,7 +64,7 @@ static void to_listener_family(struct shim_addr *a, const struct sockaddr_storag
 }
 
 /* A copy of the header's TLVs for proxyshim_tlv(): whole TLVs, up to PROXYSHIM_TLV_MAX bytes,
- * in a block of its own pages (shim.h: close() and dup2() let go of it without free()). */
+ * in a block of its own pages (core/conn.h: close() and dup2() let go of it without free()). */
 static struct shim_tlvs *keep_tlvs(const struct pp_header *h)
 {
 	struct shim_tlvs *t;

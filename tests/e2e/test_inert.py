@@ -2,7 +2,7 @@
 execution (set-uid, AT_SECURE), adopts nothing from PROXYSHIM_HANDOFF and rewrites nothing,
 however the variable was crafted; it still removes the variable from the environment.
 
-The crafted variable is what an attacker would write: the entry layout of shim/preload/exec.c
+The crafted variable is what an attacker would write: the entry layout of shim/core/handoff.c
 (fd:inode:hex of flags, version, command, real-peer hash, peer, local), naming fd 0 with its
 real inode and the real peer's hash, so that an adopting shim would answer 6.6.6.6:666."""
 import json
