@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include "proc.h"
-#include "stats.h"
 
 #define STATE_READY 2u
 
@@ -41,8 +40,9 @@ void shim_proc_on_new(void (*fn)(void))
 	}
 }
 
-/* A new process: what the parent owned is reset (park.c closes its copies of the parent's
- * parked connections; stats.c forgets the parent's counts and its writer thread). */
+/* A new process: what the parent owned is reset by whoever registered it (preload/park.c
+ * closes its copies of the parent's parked connections; stats.c forgets the parent's counts
+ * and its writer thread). */
 static void new_process(void)
 {
 	for (unsigned i = 0; i < MAX_ON_NEW; i++) {
@@ -50,7 +50,6 @@ static void new_process(void)
 		if (fn)
 			fn();
 	}
-	shim_stats_atfork_child();
 }
 
 static struct shim_proc *page(void)

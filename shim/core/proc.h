@@ -11,8 +11,9 @@ struct shim_proc {
 extern struct shim_proc *_Atomic shim_proc_cur SHIM_HIDDEN;
 extern bool shim_proc_pidcheck SHIM_HIDDEN; /* no MADV_WIPEONFORK here: compare pids instead */
 void shim_proc_enter(void);
-/* Registers fn to run first thing in each new process, before the counters are reset (at most
- * 4; once per fn). Front-ends register what they keep per process (parking). */
+/* Registers fn to run first thing in each new process (at most 4; once per fn): whatever is
+ * kept per process registers its reset (preload/park.c at start-up, stats.c at its first
+ * count). */
 void shim_proc_on_new(void (*fn)(void));
 /* Call before touching per-process state (parking, the counters): in a process that has not
  * been seen yet, resets what the parent owned. One load and a branch otherwise. */

@@ -142,9 +142,21 @@ static void start(void)
 	write_file();
 }
 
+/* Before counting: a new process's first count is its own. The reset is registered with
+ * proc.c on first use (nothing to reset before), so proc.c needs nothing of this file. */
+static _Atomic bool g_registered;
+static inline void this_process(void)
+{
+	if (SHIM_UNLIKELY(!atomic_load_explicit(&g_registered, memory_order_relaxed))) {
+		shim_proc_on_new(shim_stats_atfork_child);
+		atomic_store(&g_registered, true);
+	}
+	shim_proc_check();
+}
+
 void shim_stat(enum shim_result r, enum shim_reason why, unsigned version, size_t header_bytes)
 {
-	shim_proc_check(); /* before counting: a new process's first count is its own */
+	this_process();
 	if (version > 2)
 		version = 0;
 	atomic_fetch_add_explicit(&g_counts[r][why][version], 1, memory_order_relaxed);
@@ -155,6 +167,7 @@ void shim_stat(enum shim_result r, enum shim_reason why, unsigned version, size_
 
 void shim_stat_log_dropped(void)
 {
+	this_process();
 	atomic_fetch_add_explicit(&g_log_dropped, 1, memory_order_relaxed);
 	shim_stats_changed();
 }
@@ -163,7 +176,7 @@ void shim_stats_changed(void)
 {
 	if (SHIM_LIKELY(shim_config()->stats_path[0] == '\0'))
 		return;
-	shim_proc_check(); /* a child counts, and writes, its own */
+	this_process(); /* a child counts, and writes, its own */
 	atomic_store_explicit(&g_dirty, true, memory_order_relaxed);
 	if (SHIM_UNLIKELY(!atomic_load_explicit(&g_started, memory_order_relaxed))) {
 		int saved = errno;
