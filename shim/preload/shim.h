@@ -37,6 +37,16 @@ void *shim_dlsym(const char *name, const void *own_hook);
 			shim_resolve();                                                     \
 	} while (0)
 
+/* ---- the hook boundary (STYLE.md): a hook saves errno once at its entry (int saved = errno)
+ * and owns it from there; internal helpers may change errno freely and report failure as a
+ * negative errno. This ends a hook with such a result r: on success r, errno back to saved;
+ * on failure -1 with errno -r, as libc would set it. ---- */
+static inline int shim_hook_ret(int saved, int r)
+{
+	errno = r < 0 ? -r : saved;
+	return r < 0 ? -1 : r;
+}
+
 /* ---- lazy.c: PROXYSHIM_CONSUME=lazy ---- */
 enum shim_settle {
 	SHIM_SETTLE_READ,     /* a read: wait only if the socket is blocking */
