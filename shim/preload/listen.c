@@ -138,8 +138,8 @@ static bool refused(int fd, const struct shim_config *c)
 /* The hook owns errno (shim.h): classifying the socket asks the kernel things that may fail. */
 SHIM_EXPORT int listen(int fd, int backlog)
 {
-	const struct shim_config *c = shim_config();
 	int r, saved = errno;
+	const struct shim_config *c = shim_config(); /* the first call may read the settings file */
 	SHIM_NEED(listen);
 	if (SHIM_UNLIKELY(c->refuse_listen) && refused(fd, c)) {
 		/* A bad config file: this server must not run half configured (config.c). */
