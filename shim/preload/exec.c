@@ -25,12 +25,15 @@
 
 extern char **environ;
 
-/* fstat() became a symbol of its own in glibc 2.33; the system call keeps older ones working. */
+/* fd's inode when it is a socket: 0, or a negative errno. fstat() became a symbol of its own
+ * in glibc 2.33; the system call keeps older ones working. */
 static int sock_inode(int fd, unsigned long long *ino)
 {
 	struct stat st;
-	if (syscall(SYS_fstat, fd, &st) < 0 || !S_ISSOCK(st.st_mode))
-		return -1;
+	if (syscall(SYS_fstat, fd, &st) < 0)
+		return -errno;
+	if (!S_ISSOCK(st.st_mode))
+		return -ENOTSOCK;
 	*ino = (unsigned long long)st.st_ino;
 	return 0;
 }
