@@ -45,7 +45,8 @@ enum shim_fd_kind {
 struct shim_ext;
 struct shim_ext_ops {
 	/* The entry of the given kind holding x goes (close(), dup2() over it, close_range()).
-	 * Called from hooks that may run in a signal handler: never waits, never allocates. */
+	 * Called from hooks that may run in a signal handler: never waits, never allocates, and
+	 * leaves errno as it found it (close() saves none of its own). */
 	void (*drop)(struct shim_ext *x, unsigned kind);
 };
 struct shim_ext {

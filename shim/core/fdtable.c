@@ -1,5 +1,7 @@
 /* Per-fd state with no fixed limit on fd numbers: a directory of pages, each page mapped on
- * first use and never freed, so lookups need no lock and a forked child inherits it as is. */
+ * first use and never freed, so lookups need no lock and a forked child inherits it as is.
+ * errno: making a page or a TLV block may change it (the hooks keep the program's); letting
+ * go of an entry (entry_clear, and the drop() it runs) never does. */
 #include <errno.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -22,10 +24,8 @@ struct shim_fd *shim_fd_get(int fd)
 	if (SHIM_LIKELY(page != NULL))
 		return &page[u & (PAGE_FDS - 1)];
 	/* Anonymous pages stay untouched (no RSS) until an entry in them is written. */
-	int saved = errno;
 	page = mmap(NULL, PAGE_FDS * sizeof(struct shim_fd), PROT_READ | PROT_WRITE,
 		    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	errno = saved;
 	if (page == MAP_FAILED)
 		return NULL;
 	if (!atomic_compare_exchange_strong(&shim_fd_dir[slot], &expected, page)) {
@@ -49,9 +49,7 @@ static struct shim_tlvs *_Atomic g_limbo;
 struct shim_tlvs *shim_tlvs_new(size_t len)
 {
 	size_t size = sizeof(struct shim_tlvs) + len;
-	int saved = errno;
 	struct shim_tlvs *t = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	errno = saved;
 	if (t == MAP_FAILED)
 		return NULL;
 	t->ext.ops = &shim_tlvs_ops;
@@ -88,7 +86,7 @@ static void limbo_reclaim(void)
 		limbo_push(t, last); /* the last reader to unpin reclaims them */
 		return;
 	}
-	saved = errno;
+	saved = errno; /* from close() and dup2(), maybe in a signal handler: keeps errno itself */
 	for (; t; t = next) {
 		next = t->next;
 		munmap(t, t->size);

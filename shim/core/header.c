@@ -1,7 +1,8 @@
 /* Where a connection's PROXY header is read: peek until pp_parse() has a complete header,
  * then consume exactly its length, so no byte of application data is ever taken. A header
  * that is not complete yet is waited for with SO_RCVLOWAT raised, so that poll() or epoll
- * wake only when the bytes it still needs have arrived. */
+ * wake only when the bytes it still needs have arrived.
+ * errno: changed freely here; the front-end's hooks keep the program's (preload/shim.h). */
 #include <errno.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -129,16 +130,14 @@ static enum shim_verdict record(const struct shim_conn_ref *c, const struct pp_h
  * called from a signal handler that interrupted malloc(). Such headers carry TLVs and are rare. */
 static uint8_t *peek_buffer(size_t n)
 {
-	int saved = errno;
 	void *b = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	errno = saved;
 	return b == MAP_FAILED ? NULL : b;
 }
 
 /* Consumes exactly n bytes that a peek has shown are queued. MSG_TRUNC has TCP discard them
  * without copying (a quarter of the call's cost); a kernel that ignores the flag copies them
  * into buf, which holds the same bytes already. A socket that refuses it (MPTCP answers
- * EOPNOTSUPP) is read the plain way. */
+ * EOPNOTSUPP) is read the plain way. 0, or a negative errno (-ECONNRESET: the bytes went). */
 static int consume(int fd, uint8_t *buf, size_t n)
 {
 	int trunc = MSG_TRUNC;
@@ -150,8 +149,10 @@ static int consume(int fd, uint8_t *buf, size_t n)
 			trunc = 0;
 			continue;
 		}
-		if (r <= 0)
-			return -1;
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			return -ECONNRESET;
 		n -= (size_t)r;
 	}
 	return 0;
@@ -163,7 +164,6 @@ enum shim_verdict shim_header_step(const struct shim_conn_ref *c, struct shim_pr
 	size_t cap = sizeof(small);
 	enum shim_verdict v;
 	struct pp_header h;
-	int saved = errno;
 
 	for (;;) {
 		ssize_t n = real_recv(c->fd, buf, cap, MSG_PEEK | MSG_DONTWAIT);
@@ -227,7 +227,6 @@ enum shim_verdict shim_header_step(const struct shim_conn_ref *c, struct shim_pr
 out:
 	if (buf != small)
 		munmap(buf, cap);
-	errno = saved;
 	return v;
 }
 
@@ -236,16 +235,13 @@ int shim_header_lowat(int fd, const struct shim_progress *pr)
 	/* The kernel caps SO_RCVLOWAT at half the receive buffer: headers above that wake
 	 * early and are simply peeked again. */
 	int lowat = (int)(pr->want > pr->seen + 1 ? pr->want : pr->seen + 1);
-	int saved = errno, r = setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat));
-	errno = saved;
-	return r;
+	return setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat)) == 0 ? 0 : -errno;
 }
 
 void shim_header_lowat_reset(int fd)
 {
-	int one = 1, saved = errno;
+	int one = 1;
 	setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
-	errno = saved;
 }
 
 uint64_t shim_now_ms(void)
@@ -260,7 +256,6 @@ enum shim_verdict shim_take_header(const struct shim_conn_ref *c, struct shim_pr
 	bool first = true;
 	bool eof = false, lowat = false;
 	enum shim_verdict v;
-	int saved = errno;
 
 	for (;;) {
 		size_t before = pr->seen;
@@ -294,6 +289,5 @@ enum shim_verdict shim_take_header(const struct shim_conn_ref *c, struct shim_pr
 out:
 	if (lowat)
 		shim_header_lowat_reset(c->fd);
-	errno = saved;
 	return v;
 }

@@ -31,12 +31,14 @@ struct shim_progress {
 	bool rewritten;
 	struct shim_addr client;
 };
+/* Everything here may change errno: a front-end's caller keeps the program's (the preload
+ * hooks save it once at their entry). */
 /* One look without waiting: peek, parse, and consume the header when it is complete.
  * eof: the peer has shut down, so an incomplete header is final. */
 enum shim_verdict shim_header_step(const struct shim_conn_ref *c, struct shim_progress *pr, bool eof);
 /* What becomes of a connection whose header did not come (why: timeout, eof, missing...). */
 enum shim_verdict shim_header_none(const struct shim_conn_ref *c, size_t seen, enum shim_reason why);
-/* Raises SO_RCVLOWAT so readiness means the next needed bytes are there; 0 or -1. */
+/* Raises SO_RCVLOWAT so readiness means the next needed bytes are there; 0 or a negative errno. */
 int shim_header_lowat(int fd, const struct shim_progress *pr);
 void shim_header_lowat_reset(int fd);
 /* Steps and waits in poll() until done or the deadline (CLOCK_MONOTONIC ms), going on from

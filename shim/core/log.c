@@ -107,6 +107,8 @@ static void emit(int level, const char *line, size_t n)
 		shim_stat_log_dropped();
 }
 
+/* Called from anywhere (a constructor, a hook's helpers, the park code under close()): keeps
+ * errno itself, so that a log line never changes what a caller is about to return. */
 void shim_log(int level, const char *fmt, ...)
 {
 	char line[512];
@@ -131,8 +133,7 @@ void shim_log(int level, const char *fmt, ...)
 	}
 	if (atomic_fetch_add(&g_count, 1) >= LOG_BURST) {
 		atomic_fetch_add(&g_dropped, 1);
-		errno = saved;
-		return;
+		goto out;
 	}
 	n = snprintf(line, sizeof(line), LINE_PREFIX "level=%s ", shim_log_level_name(level));
 	va_start(ap, fmt);
@@ -145,5 +146,6 @@ void shim_log(int level, const char *fmt, ...)
 		n = (int)sizeof(line) - 2;
 	line[n++] = '\n';
 	emit(level, line, (size_t)n);
+out:
 	errno = saved;
 }

@@ -76,6 +76,8 @@ static struct shim_proc *page(void)
 	return p;
 }
 
+/* Runs wherever a new process may first show: the constructor, any hook's first count or park
+ * lookup, and hooks that save no errno for it (fork()'s child, select()): keeps errno itself. */
 void shim_proc_enter(void)
 {
 	int saved = errno, me = current_pid();
@@ -87,8 +89,7 @@ void shim_proc_enter(void)
 		if (old != me && atomic_compare_exchange_strong(&p->pid, &old, me) && old != 0)
 			new_process();
 		atomic_store_explicit(&p->state, STATE_READY, memory_order_release);
-		errno = saved;
-		return;
+		goto out;
 	}
 	if (atomic_compare_exchange_strong(&p->state, &st, 1u)) {
 		if (atomic_load(&g_seen))
@@ -103,5 +104,6 @@ void shim_proc_enter(void)
 			nanosleep(&pause, NULL);
 		}
 	}
+out:
 	errno = saved;
 }

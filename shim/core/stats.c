@@ -97,25 +97,26 @@ static void write_file(void)
 		unlink(tmp);
 }
 
+/* The shim's own thread: its errno is nobody else's, nothing to keep. */
 static void *writer(void *arg)
 {
 	(void)arg;
 	for (;;) {
 		struct timespec one = {1, 0};
 		nanosleep(&one, NULL);
-		if (atomic_exchange(&g_dirty, false)) {
-			int saved = errno;
+		if (atomic_exchange(&g_dirty, false))
 			write_file();
-			errno = saved;
-		}
 	}
 	return NULL;
 }
 
 static void at_exit(void)
 {
+	/* In the program's thread, under no hook (exit()): keeps errno itself. */
+	int saved = errno;
 	if (atomic_load(&g_started))
 		write_file();
+	errno = saved;
 }
 
 static void start(void)
@@ -178,11 +179,8 @@ void shim_stats_changed(void)
 		return;
 	this_process(); /* a child counts, and writes, its own */
 	atomic_store_explicit(&g_dirty, true, memory_order_relaxed);
-	if (SHIM_UNLIKELY(!atomic_load_explicit(&g_started, memory_order_relaxed))) {
-		int saved = errno;
-		start();
-		errno = saved;
-	}
+	if (SHIM_UNLIKELY(!atomic_load_explicit(&g_started, memory_order_relaxed)))
+		start(); /* may change errno: the hooks above keep the program's */
 }
 
 void shim_stats_touch(void)

@@ -64,12 +64,11 @@ SHIM_REAL_LIST(SHIM_REAL_DECL)
  * system call that may come ahead of the front-end's start (reading the configuration file). */
 void shim_resolve(void);
 
-/* The fd's status flags (O_NONBLOCK ...), or -1; errno untouched either way. */
+/* The fd's status flags (O_NONBLOCK ...), or a negative errno. */
 static inline int shim_fd_status(int fd)
 {
-	int saved = errno, fl = real_fcntl(fd, F_GETFL);
-	errno = saved;
-	return fl;
+	int fl = real_fcntl(fd, F_GETFL);
+	return fl >= 0 ? fl : -errno;
 }
 
 #endif

@@ -9,7 +9,10 @@
  * held only with every signal blocked in the holding thread (park_lock), so no handler runs
  * on top of a holder; a close() or dup2() that releases a park never waits for the lock (a
  * flag, then a trylock: whoever holds the lock releases the park as it unlocks); and parks
- * and their arrays are mmap'd, never malloc'd. */
+ * and their arrays are mmap'd, never malloc'd.
+ *
+ * errno: the functions here change it freely and report failure as a negative errno; the hooks
+ * above them (accept(), epoll_ctl()) restore it. Only shim_park_release() keeps it itself. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -88,15 +91,12 @@ static struct shim_park *park_new(void)
 		return p;
 	for (;;) {
 		struct park_chunk *c = atomic_load(&g_chunk), *fresh;
-		int saved;
 		if (c) {
 			unsigned i = atomic_fetch_add(&c->used, 1);
 			if (i < CHUNK_PARKS)
 				return &c->v[i];
 		}
-		saved = errno;
 		fresh = mmap(NULL, sizeof(*fresh), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		errno = saved;
 		if (fresh == MAP_FAILED)
 			return NULL;
 		if (!atomic_compare_exchange_strong(&g_chunk, &c, fresh))
@@ -203,10 +203,7 @@ bool shim_park_blocking(const struct shim_fd *l)
 static uint64_t fd_ino(int fd)
 {
 	struct stat st;
-	int saved = errno;
-	uint64_t ino = syscall(SYS_fstat, fd, &st) == 0 ? (uint64_t)st.st_ino : 0;
-	errno = saved;
-	return ino;
+	return syscall(SYS_fstat, fd, &st) == 0 ? (uint64_t)st.st_ino : 0;
 }
 
 /* Closes one of the park's own fds, which the program has not closed behind its back: the
@@ -281,14 +278,16 @@ static void check_locked(struct shim_park *p)
 	}
 }
 
+/* The park's epoll and timer fds, made once: 0, or a negative errno. */
 static int setup_locked(struct shim_park *p)
 {
 	struct epoll_event ev = {.events = EPOLLIN};
+	int err;
 	if (p->epfd >= 0)
 		return 0;
 	p->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (p->epfd < 0)
-		return -1;
+		return -errno;
 	p->epfd_ino = fd_ino(p->epfd);
 	shim_fd_mark_owned(p->epfd, &p->ext, SHIM_FD_INTERNAL);
 	p->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
@@ -303,10 +302,11 @@ static int setup_locked(struct shim_park *p)
 		mirror(p, &p->regs[i], EPOLL_CTL_ADD);
 	return 0;
 fail:
+	err = errno;
 	close_own(p, p->tfd, p->tfd_ino);
 	close_own(p, p->epfd, p->epfd_ino);
 	p->tfd = p->epfd = -1;
-	return -1;
+	return -err;
 }
 
 static void arm_locked(struct shim_park *p)
@@ -356,14 +356,15 @@ static void log_overflow(const struct parked *c, uint16_t lport)
 	}
 }
 
-/* Room for more parked connections: mmap'd pages, doubled by mremap (no malloc in accept()). */
+/* Room for more parked connections: mmap'd pages, doubled by mremap (no malloc in accept()).
+ * 0, or a negative errno. */
 static int grow_locked(struct shim_park *p)
 {
 	size_t bytes = p->vbytes ? p->vbytes * 2 : 4096;
 	void *v = p->v ? mremap(p->v, p->vbytes, bytes, MREMAP_MAYMOVE)
 		       : mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (v == MAP_FAILED)
-		return -1;
+		return -errno;
 	p->v = v;
 	p->vbytes = bytes;
 	p->cap = (unsigned)(bytes / sizeof(*p->v));
@@ -375,16 +376,17 @@ int shim_park_add(struct shim_fd *l, int lfd, int fd, const struct sockaddr_stor
 {
 	struct shim_park *p = park_of(l, true);
 	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP};
-	int fl, saved = errno, ret = -1;
+	int fl, ret;
 	sigset_t old;
 	unsigned n;
 
 	if (!p)
-		return -1;
+		return -ENOMEM; /* no park: no memory for one, or the listener just closed */
 	fl = shim_fd_status(lfd);
 	park_lock(p, &old);
 	check_locked(p);
-	if (p->dead || setup_locked(p) < 0)
+	ret = p->dead ? -EBADF : setup_locked(p); /* dead: its listener is gone */
+	if (ret < 0)
 		goto out;
 	atomic_store_explicit(&p->blocking, fl >= 0 && !(fl & O_NONBLOCK), memory_order_relaxed);
 	n = atomic_load(&p->n);
@@ -394,12 +396,14 @@ int shim_park_add(struct shim_fd *l, int lfd, int fd, const struct sockaddr_stor
 		drop_locked(p, 0);
 		n--;
 	}
-	if (n == p->cap && grow_locked(p) < 0)
+	if (n == p->cap && (ret = grow_locked(p)) < 0)
 		goto out;
 	ev.data.fd = fd;
 	shim_header_lowat(fd, pr);
-	if (real_epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+	if (real_epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		ret = -errno;
 		goto out;
+	}
 	p->v[n].fd = fd;
 	p->v[n].ino = fd_ino(fd);
 	p->v[n].since_ms = shim_now_ms();
@@ -420,7 +424,6 @@ int shim_park_add(struct shim_fd *l, int lfd, int fd, const struct sockaddr_stor
 	}
 out:
 	park_unlock(p, &old);
-	errno = saved;
 	return ret;
 }
 
@@ -456,12 +459,12 @@ int shim_park_service(struct shim_fd *l, struct sockaddr *addr, socklen_t *addrl
 {
 	struct shim_park *p = park_of(l, false);
 	struct epoll_event evs[SERVICE_BATCH];
-	int saved = errno, out = -1, nev;
+	int out = -EAGAIN, nev;
 	uint64_t now, timeout;
 	sigset_t old;
 
 	if (!p)
-		return -1;
+		return -EAGAIN;
 	park_lock(p, &old);
 	check_locked(p);
 	if (p->epfd < 0 || atomic_load(&p->n) == 0)
@@ -506,7 +509,6 @@ int shim_park_service(struct shim_fd *l, struct sockaddr *addr, socklen_t *addrl
 	arm_locked(p);
 unlock:
 	park_unlock(p, &old);
-	errno = saved;
 	return out;
 }
 
@@ -530,7 +532,7 @@ int shim_park_wait(struct shim_fd *l, int lfd)
 		return 1;
 	r = real_poll(pf, 2, wait_ms);
 	if (r < 0)
-		return errno == EINTR ? -1 : 0;
+		return errno == EINTR ? -EINTR : 0;
 	if (pf[1].revents)
 		return 0;
 	return pf[0].revents ? 1 : 0;
@@ -597,6 +599,7 @@ static void release_locked(struct shim_park *p)
  * never waits for the lock. */
 void shim_park_release(struct shim_park *p)
 {
+	/* close() and dup2() may run in a signal handler that interrupted anything: keeps errno. */
 	int saved = errno;
 	sigset_t all, old;
 	sigfillset(&all);

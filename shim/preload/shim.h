@@ -37,16 +37,26 @@ void *shim_dlsym(const char *name, const void *own_hook);
 			shim_resolve();                                                     \
 	} while (0)
 
+/* ---- the hook boundary (STYLE.md): a hook saves errno once at its entry (int saved = errno)
+ * and owns it from there; internal helpers may change errno freely and report failure as a
+ * negative errno. This ends a hook with such a result r: on success r, errno back to saved;
+ * on failure -1 with errno -r, as libc would set it. ---- */
+static inline int shim_hook_ret(int saved, int r)
+{
+	errno = r < 0 ? -r : saved;
+	return r < 0 ? -1 : r;
+}
+
 /* ---- lazy.c: PROXYSHIM_CONSUME=lazy ---- */
 enum shim_settle {
 	SHIM_SETTLE_READ,     /* a read: wait only if the socket is blocking */
 	SHIM_SETTLE_NOWAIT,   /* a read with MSG_DONTWAIT */
 	SHIM_SETTLE_WAIT,     /* getpeername(): wait up to the deadline */
 };
-/* Marks fd's header as still to come. */
+/* Marks fd's header as still to come: 0, or -ENOMEM. */
 int shim_lazy_mark(int fd, const struct sockaddr *peer, uint16_t lport);
-/* Reads the pending header of fd (entry e): 0 when the program may go on, -1 with errno
- * EAGAIN (incomplete, non-blocking) or ECONNRESET (refused). */
+/* Reads the pending header of fd (entry e): 0 when the program may go on, -EAGAIN (incomplete,
+ * non-blocking) or -ECONNRESET (refused). May change errno: the calling hook restores it. */
 int shim_lazy_settle(int fd, struct shim_fd *e, enum shim_settle how);
 /* The entry of fd when its header is pending (or was refused): the read hooks' one check. */
 static inline struct shim_fd *shim_fd_unsettled(int fd)
@@ -66,16 +76,17 @@ void shim_handoff_adopt(void);
 
 /* ---- park.c: connections whose header is incomplete wait on their listener ---- */
 struct shim_park;
-/* Parks the trusted connection fd accepted on listener l (fd lfd): 0, or -1 when it could not. */
+/* Parks the trusted connection fd accepted on listener l (fd lfd): 0, or a negative errno when
+ * it could not (no fds, no memory, the listener closed). */
 int shim_park_add(struct shim_fd *l, int lfd, int fd, const struct sockaddr_storage *peer,
 		  socklen_t peerlen, const struct shim_progress *pr);
 /* True when l has parked connections (one load, no lock). */
 bool shim_park_pending(const struct shim_fd *l);
 /* Hands over one parked connection whose header has completed (returns its fd, address
- * written per accept()'s contract) after closing expired ones; -1 when none is ready. */
+ * written per accept()'s contract) after closing expired ones; -EAGAIN when none is ready. */
 int shim_park_service(struct shim_fd *l, struct sockaddr *addr, socklen_t *addrlen);
 /* For a blocking listener with parked connections: waits on the listener and the parked
- * connections at once. 1: the listener is readable; 0: look at the parked ones; -1: EINTR. */
+ * connections at once. 1: the listener is readable; 0: look at the parked ones; -EINTR. */
 int shim_park_wait(struct shim_fd *l, int lfd);
 bool shim_park_blocking(const struct shim_fd *l);
 /* The program added, changed or removed lfd in its epoll instance ep. */
@@ -92,7 +103,8 @@ void shim_park_atfork_child(void);
 /* Has shim_park_atfork_child() run in each new process (core/proc.h); idempotent. */
 void shim_park_register(void);
 /* ---- accept.c / listen.c ---- */
-/* Classifies the listener fd (once) and returns its entry, or NULL when the shim ignores it. */
+/* Classifies the listener fd (once) and returns its entry, or NULL when the shim ignores it.
+ * May change errno (the accept hooks restore it). */
 struct shim_fd *shim_listener(int fd);
 
 
