@@ -12,7 +12,10 @@ override CFLAGS += -std=gnu11 $(WARN) -Iinclude -fPIC -D_GNU_SOURCE
 LDHARD  := -Wl,-z,relro,-z,now,-z,noexecstack
 
 PROTO_SRC   := $(wildcard shim/proto/*.c)
-PRELOAD_SRC := $(wildcard shim/preload/*.c shim/core/*.c)
+# The core (no hooks): what both front-ends share. sys_direct.c gives it libc's functions where
+# nothing is interposed (unit tests); the preload library brings its own (preload/real.c).
+CORE_SRC    := $(filter-out shim/core/sys_direct.c,$(wildcard shim/core/*.c))
+PRELOAD_SRC := $(wildcard shim/preload/*.c) $(CORE_SRC)
 UNIT_SRC    := $(wildcard tests/unit/test_*.c)
 HDRS        := $(wildcard include/*.h shim/*/*.h)
 
@@ -38,12 +41,19 @@ $(BUILD)/obj/%.o: %.c $(HDRS) Makefile
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -fvisibility=hidden -c $< -o $@
 
+# The core and the protocol code under it, with libc's functions behind it: what the unit tests
+# link instead of the preload library (no hook, no stub).
+$(BUILD)/libcore.a: $(CORE_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/shim/core/sys_direct.o $(PROTO_OBJ)
+	@mkdir -p $(@D)
+	rm -f $@
+	$(AR) rcs $@ $^
+
 $(BUILD)/libproto.a: $(PROTO_OBJ)
 	@mkdir -p $(@D)
 	$(AR) rcs $@ $^
 
 $(BUILD)/libproxyshim.so: $(PRELOAD_OBJ) $(PROTO_OBJ) shim/preload/libproxyshim.map
-	$(CC) -shared -o $@ $(PRELOAD_OBJ) $(PROTO_OBJ) -Wl,--version-script=shim/preload/libproxyshim.map -Wl,-Bsymbolic-functions $(LDHARD) -ldl -lpthread
+	$(CC) -shared -o $@ $(PRELOAD_OBJ) $(PROTO_OBJ) -Wl,--version-script=shim/preload/libproxyshim.map -Wl,-Bsymbolic-functions -Wl,-z,defs $(LDHARD) -ldl -lpthread
 
 $(BUILD)/proxyshim-send: shim/cli/proxyshim-send.c $(BUILD)/libproto.a $(HDRS)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libproto.a $(LDHARD)
@@ -103,44 +113,17 @@ uninstall:
 	  $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(MAN1))) \
 	  $(addprefix $(DESTDIR)$(MANDIR)/man7/,$(notdir $(MAN7)))
 
-# Unit tests of preload modules link the module under test and what it calls. Exceptions:
-# test_fdtable stubs two of park.c (shim_park_release, shim_park_lost_fd): the table calls up
-# into parking from entry_clear, the cycle issue 13 removes; pollmerge links nothing else (what
-# it asks of the parks is a function the test passes).
-$(BUILD)/tests/test_fdtable: tests/unit/test_fdtable.c shim/preload/fdtable.c $(HDRS)
-	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -Ishim -o $@ tests/unit/test_fdtable.c shim/preload/fdtable.c -lcmocka
-
+# Unit tests of the core (test_fdtable, test_trust, test_addr, test_handoff, test_settings,
+# test_conn ...) link libcore.a: the core with libc's functions behind it, no hook and no stub.
+# pollmerge is the preload library's: it links alone (what it asks of the parks is a function
+# the test passes).
 $(BUILD)/tests/test_pollmerge: tests/unit/test_pollmerge.c shim/preload/pollmerge.c $(HDRS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Ishim -o $@ tests/unit/test_pollmerge.c shim/preload/pollmerge.c -lcmocka
 
-# The settings from an explicit environment and fixture files (tests/unit/fixtures/).
-$(BUILD)/tests/test_settings: tests/unit/test_settings.c shim/core/settings.c $(HDRS)
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libcore.a $(HDRS)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -Ishim -o $@ tests/unit/test_settings.c shim/core/settings.c -lcmocka
-
-# Trust matching over entries parsed by config.c. config.c is not a leaf: its constructor calls
-# shim_resolve (real.c), shim_proc_enter (proc.c -> park.c, stats.c -> the hooks) and
-# shim_handoff_adopt (exec.c -> the exec hooks, fdtable.c), and it calls log.c, which calls it
-# back: linking it links the whole preload library (and the protocol code under it).
-$(BUILD)/tests/test_trust: tests/unit/test_trust.c $(PRELOAD_SRC) $(BUILD)/libproto.a $(HDRS)
-	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -Ishim -o $@ tests/unit/test_trust.c $(PRELOAD_SRC) $(BUILD)/libproto.a -lcmocka -ldl -lpthread
-
-# Addresses: addr.c calls nothing of the library's.
-$(BUILD)/tests/test_addr: tests/unit/test_addr.c shim/preload/addr.c $(HDRS)
-	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -Ishim -o $@ tests/unit/test_addr.c shim/preload/addr.c -lcmocka
-
-# The exec handoff's text alone: no hooks, no table, no system call.
-$(BUILD)/tests/test_handoff: tests/unit/test_handoff.c shim/preload/handoff.c $(HDRS)
-	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -Ishim -o $@ tests/unit/test_handoff.c shim/preload/handoff.c -lcmocka
-
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libproto.a $(HDRS)
-	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -Ishim -o $@ $< $(BUILD)/libproto.a -lcmocka
+	$(CC) $(CFLAGS) -Ishim -o $@ $< $(BUILD)/libcore.a -lcmocka -ldl -lpthread
 
 # ---- tests ----
 deps:
@@ -181,7 +164,7 @@ fuzz: $(FUZZ_BIN)
 SAN_CC  ?= gcc
 SAN_LIB  = $(SAN_CC) -std=gnu11 $(WARN) -Iinclude -fPIC -D_GNU_SOURCE -fvisibility=hidden -shared \
 	   -o $@ $(PRELOAD_SRC) $(PROTO_SRC) -Wl,--version-script=shim/preload/libproxyshim.map \
-	   -Wl,-Bsymbolic-functions $(LDHARD) -ldl -lpthread
+	   -Wl,-Bsymbolic-functions -Wl,-z,defs $(LDHARD) -ldl -lpthread
 $(BUILD)/asan/libproxyshim.so: $(PRELOAD_SRC) $(PROTO_SRC) $(HDRS) shim/preload/libproxyshim.map
 	@mkdir -p $(@D)
 	$(SAN_LIB) -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined

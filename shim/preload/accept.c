@@ -13,18 +13,16 @@
 /* True when the bytes that have arrived on fd begin a PROXY header, v1 or v2, as far as they
  * go: a balancer may split its header, and a piece of one ("PROX") is refused at once rather
  * than waited for. Never waits: nothing queued yet (no TCP_DEFER_ACCEPT, lazy mode), EOF or an
- * error is "no", and the program finds out for itself. errno untouched. */
+ * error is "no", and the program finds out for itself. */
 static bool starts_header(int fd)
 {
 	static const char v1[] = "PROXY ";
 	uint8_t buf[PP2_SIGNATURE_LEN];
-	int saved = errno;
 	ssize_t n;
 
 	do
 		n = real_recv(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
 	while (n < 0 && errno == EINTR);
-	errno = saved;
 	if (n <= 0)
 		return false;
 	return memcmp(buf, v1, (size_t)n < sizeof(v1) - 1 ? (size_t)n : sizeof(v1) - 1) == 0 ||
@@ -55,7 +53,6 @@ static bool untrusted(const struct shim_config *c, int fd, const struct sockaddr
  * the call restarts only when every caught signal would have restarted it. */
 static bool restartable(void)
 {
-	int saved = errno;
 	bool all = true;
 	for (int sig = 1; sig < NSIG && all; sig++) {
 		struct sigaction sa;
@@ -64,43 +61,36 @@ static bool restartable(void)
 		if (sa.sa_handler != SIG_DFL && sa.sa_handler != SIG_IGN && !(sa.sa_flags & SA_RESTART))
 			all = false;
 	}
-	errno = saved;
 	return all;
 }
 
+/* The next connection on the covered listener l (fd lfd), its header taken: its fd, or a
+ * negative errno (the kernel's accept() answer, or -EINTR). May change errno on the way. */
 static int take_one(struct shim_fd *l, int lfd, struct sockaddr *addr, socklen_t *addrlen,
 		    int flags, bool four)
 {
-	int saved = errno;
 	const struct shim_config *c = shim_config();
 
-	if (addr && addrlen && (int)*addrlen < 0) {
-		errno = EINVAL;
-		return -1;
-	}
+	if (addr && addrlen && (int)*addrlen < 0)
+		return -EINVAL;
 	for (;;) {
 		struct sockaddr_storage ss;
 		socklen_t sl = sizeof(ss);
 		struct shim_conn_ref ref;
-		struct shim_progress pr = {0, 0};
+		struct shim_progress pr = {0};
 		enum shim_verdict v;
-		struct shim_fd *e;
 		int fd;
 
 		if (SHIM_UNLIKELY(shim_park_pending(l))) {
 			fd = shim_park_service(l, addr, addrlen);
-			if (fd >= 0) {
-				errno = saved;
+			if (fd >= 0)
 				return fd;
-			}
 			/* A blocking listener blocks on itself and its parked connections at once,
 			 * so a slow header never delays a complete one queued behind it. */
 			if (shim_park_blocking(l) && shim_park_pending(l)) {
 				int w = shim_park_wait(l, lfd);
-				if (w < 0 && !restartable()) {
-					errno = EINTR;
-					return -1;
-				}
+				if (w < 0 && !restartable())
+					return -EINTR;
 				if (w <= 0)
 					continue; /* parked ones to look at, or a restarted wait */
 			}
@@ -108,7 +98,7 @@ static int take_one(struct shim_fd *l, int lfd, struct sockaddr *addr, socklen_t
 		fd = four ? real_accept4(lfd, (struct sockaddr *)&ss, &sl, flags)
 			  : real_accept(lfd, (struct sockaddr *)&ss, &sl);
 		if (fd < 0)
-			return -1;
+			return -errno;
 		shim_fd_clear(fd);
 		if (!shim_trusted(c, (const struct sockaddr *)&ss)) {
 			if (untrusted(c, fd, (const struct sockaddr *)&ss, ntohs(l->local.port))) {
@@ -125,28 +115,26 @@ static int take_one(struct shim_fd *l, int lfd, struct sockaddr *addr, socklen_t
 			/* The first read or getpeername() takes the header (lazy.c). */
 			if (shim_lazy_mark(fd, ref.peer, ref.lport) == 0)
 				goto real_peer;
-			v = shim_header_none(&ref, pr.seen, "nomem");
+			v = shim_header_none(&ref, pr.seen, SHIM_REASON_NOMEM);
 		}
 		if (v == SHIM_INCOMPLETE) {
 			if (shim_park_add(l, lfd, fd, &ss, sl, &pr) == 0)
-				continue; /* the next connection, or EAGAIN on a non-blocking listener */
+				continue; /* the next connection, or -EAGAIN on a non-blocking listener */
 			/* Could not park (no fds, no memory): a blocking listener may wait here,
 			 * bounded; a non-blocking one must never wait, so the connection goes. */
 			int fl = shim_fd_status(lfd);
 			if (fl >= 0 && (fl & O_NONBLOCK))
-				v = shim_header_none(&ref, pr.seen, "overflow");
+				v = shim_header_none(&ref, pr.seen, SHIM_REASON_OVERFLOW);
 			else
-				v = shim_take_header(&ref, shim_now_ms() + c->timeout_ms);
+				v = shim_take_header(&ref, &pr, shim_now_ms() + c->timeout_ms);
 		}
 		switch (v) {
 		case SHIM_REJECT:
 			real_close(fd);
 			continue;
 		case SHIM_ACCEPT_HEADER:
-			e = shim_fd_peek(fd);
-			if (e && atomic_load_explicit(&e->kind, memory_order_acquire) == SHIM_FD_CONN) {
-				shim_addr_to_user(&e->peer, addr, addrlen);
-				errno = saved;
+			if (pr.rewritten) {
+				shim_addr_to_user(&pr.client, addr, addrlen);
 				return fd;
 			}
 			break;
@@ -155,25 +143,31 @@ static int take_one(struct shim_fd *l, int lfd, struct sockaddr *addr, socklen_t
 		}
 real_peer:
 		shim_sa_to_user(&ss, sl, addr, addrlen);
-		errno = saved;
 		return fd;
 	}
 }
 
+/* The hooks own errno (shim.h): classifying the listener and taking a header may change it. */
 SHIM_EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *addrlen)
 {
+	int saved = errno;
 	struct shim_fd *l;
 	SHIM_NEED(accept);
-	if (SHIM_LIKELY((l = shim_listener(fd)) == NULL))
+	if (SHIM_LIKELY((l = shim_listener(fd)) == NULL)) {
+		errno = saved;
 		return real_accept(fd, addr, addrlen);
-	return take_one(l, fd, addr, addrlen, 0, false);
+	}
+	return shim_hook_ret(saved, take_one(l, fd, addr, addrlen, 0, false));
 }
 
 SHIM_EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
 {
+	int saved = errno;
 	struct shim_fd *l;
 	SHIM_NEED(accept4);
-	if (SHIM_LIKELY((l = shim_listener(fd)) == NULL))
+	if (SHIM_LIKELY((l = shim_listener(fd)) == NULL)) {
+		errno = saved;
 		return real_accept4(fd, addr, addrlen, flags);
-	return take_one(l, fd, addr, addrlen, flags, true);
+	}
+	return shim_hook_ret(saved, take_one(l, fd, addr, addrlen, flags, true));
 }

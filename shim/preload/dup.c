@@ -1,10 +1,20 @@
 /* dup(), dup2(), dup3() and fcntl(F_DUPFD*): the new fd carries the old one's entry, replacing
  * what the target had (sshd moves its connection to fd 0 this way before it re-executes). */
+#include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <unistd.h>
 
 #include "shim.h"
+
+/* The new fd r carries fd's entry. The dup hooks' errno boundary: the call succeeded, so errno
+ * stays what it was, whatever the table did (a page to map for r). */
+static void carry(int fd, int r)
+{
+	int saved = errno;
+	shim_fd_copy(fd, r);
+	errno = saved;
+}
 
 SHIM_EXPORT int dup(int fd)
 {
@@ -12,7 +22,7 @@ SHIM_EXPORT int dup(int fd)
 	SHIM_NEED(dup);
 	r = real_dup(fd);
 	if (r >= 0)
-		shim_fd_copy(fd, r);
+		carry(fd, r);
 	return r;
 }
 
@@ -22,7 +32,7 @@ SHIM_EXPORT int dup2(int fd, int fd2)
 	SHIM_NEED(dup2);
 	r = real_dup2(fd, fd2);
 	if (r >= 0 && r != fd)
-		shim_fd_copy(fd, r);
+		carry(fd, r);
 	return r;
 }
 
@@ -32,7 +42,7 @@ SHIM_EXPORT int dup3(int fd, int fd2, int flags)
 	SHIM_NEED(dup3);
 	r = real_dup3(fd, fd2, flags);
 	if (r >= 0)
-		shim_fd_copy(fd, r);
+		carry(fd, r);
 	return r;
 }
 
@@ -40,7 +50,7 @@ static int fcntl_common(int (*real)(int, int, ...), int fd, int cmd, void *arg)
 {
 	int r = real(fd, cmd, arg);
 	if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC))
-		shim_fd_copy(fd, r);
+		carry(fd, r);
 	return r;
 }
 

@@ -17,7 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "handoff.h"
+#include "../core/handoff.h"
 #include "shim.h"
 
 #define MAX_ARGS 4096
@@ -25,12 +25,15 @@
 
 extern char **environ;
 
-/* fstat() became a symbol of its own in glibc 2.33; the system call keeps older ones working. */
+/* fd's inode when it is a socket: 0, or a negative errno. fstat() became a symbol of its own
+ * in glibc 2.33; the system call keeps older ones working. */
 static int sock_inode(int fd, unsigned long long *ino)
 {
 	struct stat st;
-	if (syscall(SYS_fstat, fd, &st) < 0 || !S_ISSOCK(st.st_mode))
-		return -1;
+	if (syscall(SYS_fstat, fd, &st) < 0)
+		return -errno;
+	if (!S_ISSOCK(st.st_mode))
+		return -ENOTSOCK;
 	*ino = (unsigned long long)st.st_ino;
 	return 0;
 }
@@ -59,7 +62,9 @@ struct handoff {
 };
 
 /* Builds the new image's environment: envp without any old handoff, plus ours. Memory comes
- * from mmap, which is safe in a vfork child; nothing is built when no connection is held. */
+ * from mmap, which is safe in a vfork child; nothing is built when no connection is held.
+ * Every exec and spawn hook starts with this: it is their errno boundary (what it does may
+ * fail quietly, and the real call that follows sets errno itself when it fails). */
 static void handoff_prepare(struct handoff *h, char *const envp[])
 {
 	size_t nconn, nenv = 0, cap, arr;
@@ -86,8 +91,7 @@ static void handoff_prepare(struct handoff *h, char *const envp[])
 	h->mem = mmap(NULL, h->memlen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (h->mem == MAP_FAILED) {
 		h->mem = NULL;
-		errno = saved;
-		return;
+		goto done;
 	}
 	out = h->mem;
 	b.buf = (char *)h->mem + arr;
@@ -103,15 +107,16 @@ static void handoff_prepare(struct handoff *h, char *const envp[])
 		out[nenv++] = b.buf;
 	out[nenv] = NULL;
 	h->envp = out;
+done:
 	errno = saved;
 }
 
+/* After the real call: errno is its answer, and stays so (munmap() of a whole mapping of ours
+ * does not fail). */
 static void handoff_done(struct handoff *h)
 {
-	int saved = errno;
 	if (h->mem)
 		munmap(h->mem, h->memlen);
-	errno = saved;
 }
 
 /* The environment the call passes on: given, or the copy with our handoff in it. */
@@ -322,10 +327,10 @@ static void adopt_by_inode(const char *v)
 	closedir(d);
 }
 
+/* From the constructor, which keeps errno (init.c). */
 void shim_handoff_adopt(void)
 {
 	const char *v = getenv(SHIM_HANDOFF_VAR), *entries;
-	int saved = errno;
 
 	if (!v)
 		return;
@@ -338,7 +343,6 @@ void shim_handoff_adopt(void)
 	}
 	/* Nothing stale may reach this image's own children. */
 	unsetenv(SHIM_HANDOFF_VAR);
-	errno = saved;
 }
 
 /* system(): glibc's runs /bin/sh through its internal spawn, which no hook sees. With

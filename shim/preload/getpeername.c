@@ -8,6 +8,7 @@ SHIM_EXPORT int getpeername(int fd, struct sockaddr *addr, socklen_t *addrlen)
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
 	struct shim_fd *e;
+	int saved;
 
 	SHIM_NEED(getpeername);
 	e = shim_fd_peek(fd);
@@ -16,10 +17,12 @@ SHIM_EXPORT int getpeername(int fd, struct sockaddr *addr, socklen_t *addrlen)
 		return real_getpeername(fd, addr, addrlen);
 	if (SHIM_UNLIKELY(e->flags & (SHIM_C_PENDING | SHIM_C_FAILED))) {
 		/* Lazy mode: the header, complete or within the timeout, decides the answer. */
+		saved = errno;
 		if (shim_lazy_settle(fd, e, SHIM_SETTLE_WAIT) < 0) {
 			errno = ENOTCONN;
 			return -1;
 		}
+		errno = saved;
 		if (atomic_load_explicit(&e->kind, memory_order_acquire) != SHIM_FD_CONN)
 			return real_getpeername(fd, addr, addrlen);
 	}

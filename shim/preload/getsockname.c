@@ -9,14 +9,21 @@ SHIM_EXPORT int getsockname(int fd, struct sockaddr *addr, socklen_t *addrlen)
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
 	struct shim_fd *e;
+	int saved, r;
 
 	SHIM_NEED(getsockname);
 	e = shim_fd_peek(fd);
 	if (SHIM_LIKELY(!e || atomic_load_explicit(&e->kind, memory_order_acquire) != SHIM_FD_CONN) ||
 	    !shim_config()->active || !shim_config()->local_from_header || !addr || !addrlen || (int)*addrlen < 0)
 		return real_getsockname(fd, addr, addrlen);
-	if ((e->flags & SHIM_C_PENDING) && shim_lazy_settle(fd, e, SHIM_SETTLE_WAIT) < 0)
-		return real_getsockname(fd, addr, addrlen);
+	if (e->flags & SHIM_C_PENDING) {
+		/* Lazy mode: the header first; refused, the kernel's own answer. */
+		saved = errno;
+		r = shim_lazy_settle(fd, e, SHIM_SETTLE_WAIT);
+		errno = saved;
+		if (r < 0)
+			return real_getsockname(fd, addr, addrlen);
+	}
 	/* The kernel answers first (its errors are the program's), into a buffer of ours so that
 	 * the caller's length still says how much the caller can take. */
 	struct sockaddr_storage local;

@@ -10,7 +10,7 @@ int shim_lazy_mark(int fd, const struct sockaddr *peer, uint16_t lport)
 {
 	struct shim_fd *e = shim_fd_get(fd);
 	if (!e)
-		return -1;
+		return -ENOMEM;
 	shim_fd_set_ext(e, NULL);
 	e->flags = SHIM_C_PENDING;
 	e->version = 0;
@@ -29,19 +29,17 @@ static int failed(struct shim_fd *e, int fd)
 		e->flags = SHIM_C_FAILED;
 		shutdown(fd, SHUT_RDWR);
 	}
-	errno = ECONNRESET;
-	return -1;
+	return -ECONNRESET;
 }
 
 int shim_lazy_settle(int fd, struct shim_fd *e, enum shim_settle how)
 {
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
-	struct shim_progress pr = {0, 0};
+	struct shim_progress pr = {0};
 	struct shim_conn_ref ref;
 	enum shim_verdict v;
 	uint64_t deadline;
-	int saved = errno;
 
 	if (e->flags & SHIM_C_FAILED)
 		return failed(e, fd);
@@ -51,13 +49,11 @@ int shim_lazy_settle(int fd, struct shim_fd *e, enum shim_settle how)
 		if (errno == ENOTCONN)
 			return failed(e, fd);
 		shim_fd_clear(fd);
-		errno = saved;
 		return 0;
 	}
 	if (shim_sa_hash((const struct sockaddr *)&ss) != e->real_hash) {
 		/* Gone, or no longer the connection the entry was made for: nothing to read. */
 		shim_fd_clear(fd);
-		errno = saved;
 		return 0;
 	}
 	ref.fd = fd;
@@ -70,17 +66,16 @@ int shim_lazy_settle(int fd, struct shim_fd *e, enum shim_settle how)
 			how = SHIM_SETTLE_WAIT;
 	}
 	if (how == SHIM_SETTLE_WAIT) {
-		v = shim_take_header(&ref, deadline);
+		v = shim_take_header(&ref, &pr, deadline);
 	} else {
 		v = shim_header_step(&ref, &pr, false);
 		if (v == SHIM_INCOMPLETE) {
 			if (shim_now_ms() < deadline) {
 				/* The bytes stay in the kernel; readiness waits for the ones still needed. */
 				shim_header_lowat(fd, &pr);
-				errno = EAGAIN;
-				return -1;
+				return -EAGAIN;
 			}
-			v = shim_header_none(&ref, pr.seen, "timeout");
+			v = shim_header_none(&ref, pr.seen, SHIM_REASON_TIMEOUT);
 		} else {
 			shim_header_lowat_reset(fd);
 		}
@@ -91,6 +86,5 @@ int shim_lazy_settle(int fd, struct shim_fd *e, enum shim_settle how)
 	 * (LOCAL, UNKNOWN, a pass in optional mode) leaves the real endpoints. */
 	if (e->flags & SHIM_C_PENDING)
 		shim_fd_clear(fd);
-	errno = saved;
 	return 0;
 }

@@ -75,7 +75,6 @@ struct shim_fd *shim_listener(int fd)
 	const struct shim_config *c = shim_config();
 	struct shim_fd *e;
 	unsigned kind;
-	int saved;
 
 	if (!c->active)
 		return NULL;
@@ -85,9 +84,7 @@ struct shim_fd *shim_listener(int fd)
 		return (e->flags & SHIM_L_COVERED) ? e : NULL;
 	if (kind != SHIM_FD_NONE && kind != SHIM_FD_CLAIMED)
 		return NULL; /* a connection, or the shim's own fd */
-	saved = errno;
 	e = classify(fd, c);
-	errno = saved;
 	return (e && (e->flags & SHIM_L_COVERED)) ? e : NULL;
 }
 
@@ -124,7 +121,7 @@ static bool refused(int fd, const struct shim_config *c)
 {
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss), il = sizeof(int);
-	int proto = 0, saved = errno;
+	int proto = 0;
 	bool r = false;
 	uint16_t port;
 
@@ -135,14 +132,14 @@ static bool refused(int fd, const struct shim_config *c)
 						     : ((struct sockaddr_in6 *)&ss)->sin6_port);
 		r = port ? shim_port_covered(c, port) : c->all_ports;
 	}
-	errno = saved;
 	return r;
 }
 
+/* The hook owns errno (shim.h): classifying the socket asks the kernel things that may fail. */
 SHIM_EXPORT int listen(int fd, int backlog)
 {
-	const struct shim_config *c = shim_config();
-	int r, saved;
+	int r, saved = errno;
+	const struct shim_config *c = shim_config(); /* the first call may read the settings file */
 	SHIM_NEED(listen);
 	if (SHIM_UNLIKELY(c->refuse_listen) && refused(fd, c)) {
 		/* A bad config file: this server must not run half configured (config.c). */
@@ -152,7 +149,6 @@ SHIM_EXPORT int listen(int fd, int backlog)
 	}
 	r = real_listen(fd, backlog);
 	if (r == 0) {
-		saved = errno;
 		on_listen(fd);
 		errno = saved;
 	}

@@ -9,7 +9,10 @@
  * held only with every signal blocked in the holding thread (park_lock), so no handler runs
  * on top of a holder; a close() or dup2() that releases a park never waits for the lock (a
  * flag, then a trylock: whoever holds the lock releases the park as it unlocks); and parks
- * and their arrays are mmap'd, never malloc'd. */
+ * and their arrays are mmap'd, never malloc'd.
+ *
+ * errno: the functions here change it freely and report failure as a negative errno; the hooks
+ * above them (accept(), epoll_ctl()) restore it. Only shim_park_release() keeps it itself. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -50,6 +53,7 @@ struct epreg {
 };
 
 struct shim_park {
+	struct shim_ext ext;        /* first: what the listener's, parked and internal entries hold */
 	pthread_mutex_t lock;
 	struct shim_park *next_all; /* every park ever made, for the fork handler */
 	unsigned gen;               /* the process generation it belongs to (bumped by fork) */
@@ -68,7 +72,6 @@ struct shim_park {
 	struct epreg regs[MAX_REGS];
 };
 
-_Atomic unsigned shim_parked_total;
 static _Atomic unsigned g_gen;
 static struct shim_park *_Atomic g_all;
 
@@ -88,15 +91,12 @@ static struct shim_park *park_new(void)
 		return p;
 	for (;;) {
 		struct park_chunk *c = atomic_load(&g_chunk), *fresh;
-		int saved;
 		if (c) {
 			unsigned i = atomic_fetch_add(&c->used, 1);
 			if (i < CHUNK_PARKS)
 				return &c->v[i];
 		}
-		saved = errno;
 		fresh = mmap(NULL, sizeof(*fresh), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		errno = saved;
 		if (fresh == MAP_FAILED)
 			return NULL;
 		if (!atomic_compare_exchange_strong(&g_chunk, &c, fresh))
@@ -105,6 +105,7 @@ static struct shim_park *park_new(void)
 }
 
 static void release_locked(struct shim_park *p);
+static const struct shim_ext_ops park_ops;
 
 /* A release asked for by close() or dup2() (shim_park_release) is carried out by whoever
  * holds the lock. */
@@ -158,6 +159,8 @@ static struct shim_park *park_of(struct shim_fd *l, bool create)
 	if (!p)
 		return NULL;
 	pthread_mutex_init(&p->lock, NULL);
+	p->ext.ops = &park_ops;
+	shim_park_register(); /* a park made before the constructor ran (another library's) */
 	p->epfd = p->tfd = -1;
 	p->gen = atomic_load(&g_gen);
 	p->lport = ntohs(l->local.port);
@@ -200,10 +203,7 @@ bool shim_park_blocking(const struct shim_fd *l)
 static uint64_t fd_ino(int fd)
 {
 	struct stat st;
-	int saved = errno;
-	uint64_t ino = syscall(SYS_fstat, fd, &st) == 0 ? (uint64_t)st.st_ino : 0;
-	errno = saved;
-	return ino;
+	return syscall(SYS_fstat, fd, &st) == 0 ? (uint64_t)st.st_ino : 0;
 }
 
 /* Closes one of the park's own fds, which the program has not closed behind its back: the
@@ -213,9 +213,11 @@ static uint64_t fd_ino(int fd)
 static void close_own(struct shim_park *p, int fd, uint64_t ino)
 {
 	struct shim_fd *e = shim_fd_peek(fd);
+	unsigned kind;
 	if (fd < 0)
 		return;
-	if (e && atomic_load(&e->kind) == SHIM_FD_INTERNAL && shim_fd_ext(e) == p) {
+	kind = e ? atomic_load(&e->kind) : SHIM_FD_NONE;
+	if ((kind == SHIM_FD_INTERNAL || kind == SHIM_FD_PARKED) && shim_fd_ext(e) == p) {
 		shim_fd_forget(fd);
 		if (fd_ino(fd) == ino)
 			real_close(fd);
@@ -276,21 +278,23 @@ static void check_locked(struct shim_park *p)
 	}
 }
 
+/* The park's epoll and timer fds, made once: 0, or a negative errno. */
 static int setup_locked(struct shim_park *p)
 {
 	struct epoll_event ev = {.events = EPOLLIN};
+	int err;
 	if (p->epfd >= 0)
 		return 0;
 	p->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (p->epfd < 0)
-		return -1;
+		return -errno;
 	p->epfd_ino = fd_ino(p->epfd);
-	shim_fd_mark_internal(p->epfd, p);
+	shim_fd_mark_owned(p->epfd, &p->ext, SHIM_FD_INTERNAL);
 	p->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
 	if (p->tfd < 0)
 		goto fail;
 	p->tfd_ino = fd_ino(p->tfd);
-	shim_fd_mark_internal(p->tfd, p);
+	shim_fd_mark_owned(p->tfd, &p->ext, SHIM_FD_INTERNAL);
 	ev.data.fd = p->tfd;
 	if (real_epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->tfd, &ev) < 0)
 		goto fail;
@@ -298,10 +302,11 @@ static int setup_locked(struct shim_park *p)
 		mirror(p, &p->regs[i], EPOLL_CTL_ADD);
 	return 0;
 fail:
+	err = errno;
 	close_own(p, p->tfd, p->tfd_ino);
 	close_own(p, p->epfd, p->epfd_ino);
 	p->tfd = p->epfd = -1;
-	return -1;
+	return -err;
 }
 
 static void arm_locked(struct shim_park *p)
@@ -324,7 +329,7 @@ static void remove_locked(struct shim_park *p, unsigned i)
 	struct shim_fd *e = shim_fd_peek(p->v[i].fd);
 	real_epoll_ctl(p->epfd, EPOLL_CTL_DEL, p->v[i].fd, NULL);
 	/* A header just read has turned the entry into the connection's own: keep that. */
-	if (e && atomic_load(&e->kind) == SHIM_FD_INTERNAL)
+	if (e && atomic_load(&e->kind) == SHIM_FD_PARKED)
 		shim_fd_forget(p->v[i].fd);
 	memmove(&p->v[i], &p->v[i + 1], (n - i - 1) * sizeof(p->v[0]));
 	atomic_store(&p->n, n - 1);
@@ -351,14 +356,15 @@ static void log_overflow(const struct parked *c, uint16_t lport)
 	}
 }
 
-/* Room for more parked connections: mmap'd pages, doubled by mremap (no malloc in accept()). */
+/* Room for more parked connections: mmap'd pages, doubled by mremap (no malloc in accept()).
+ * 0, or a negative errno. */
 static int grow_locked(struct shim_park *p)
 {
 	size_t bytes = p->vbytes ? p->vbytes * 2 : 4096;
 	void *v = p->v ? mremap(p->v, p->vbytes, bytes, MREMAP_MAYMOVE)
 		       : mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (v == MAP_FAILED)
-		return -1;
+		return -errno;
 	p->v = v;
 	p->vbytes = bytes;
 	p->cap = (unsigned)(bytes / sizeof(*p->v));
@@ -370,16 +376,17 @@ int shim_park_add(struct shim_fd *l, int lfd, int fd, const struct sockaddr_stor
 {
 	struct shim_park *p = park_of(l, true);
 	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP};
-	int fl, saved = errno, ret = -1;
+	int fl, ret;
 	sigset_t old;
 	unsigned n;
 
 	if (!p)
-		return -1;
+		return -ENOMEM; /* no park: no memory for one, or the listener just closed */
 	fl = shim_fd_status(lfd);
 	park_lock(p, &old);
 	check_locked(p);
-	if (p->dead || setup_locked(p) < 0)
+	ret = p->dead ? -EBADF : setup_locked(p); /* dead: its listener is gone */
+	if (ret < 0)
 		goto out;
 	atomic_store_explicit(&p->blocking, fl >= 0 && !(fl & O_NONBLOCK), memory_order_relaxed);
 	n = atomic_load(&p->n);
@@ -389,19 +396,21 @@ int shim_park_add(struct shim_fd *l, int lfd, int fd, const struct sockaddr_stor
 		drop_locked(p, 0);
 		n--;
 	}
-	if (n == p->cap && grow_locked(p) < 0)
+	if (n == p->cap && (ret = grow_locked(p)) < 0)
 		goto out;
 	ev.data.fd = fd;
 	shim_header_lowat(fd, pr);
-	if (real_epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+	if (real_epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		ret = -errno;
 		goto out;
+	}
 	p->v[n].fd = fd;
 	p->v[n].ino = fd_ino(fd);
 	p->v[n].since_ms = shim_now_ms();
 	p->v[n].pr = *pr;
 	p->v[n].peerlen = peerlen;
 	memcpy(&p->v[n].peer, peer, sizeof(*peer));
-	shim_fd_mark_internal(fd, p);
+	shim_fd_mark_owned(fd, &p->ext, SHIM_FD_PARKED);
 	atomic_store(&p->n, n + 1);
 	atomic_fetch_add(&shim_parked_total, 1);
 	shim_stats_changed();
@@ -415,7 +424,6 @@ int shim_park_add(struct shim_fd *l, int lfd, int fd, const struct sockaddr_stor
 	}
 out:
 	park_unlock(p, &old);
-	errno = saved;
 	return ret;
 }
 
@@ -435,13 +443,13 @@ static int hand_over_locked(struct shim_park *p, unsigned i, enum shim_verdict v
 	int fd = p->v[i].fd;
 	struct sockaddr_storage peer = p->v[i].peer;
 	socklen_t peerlen = p->v[i].peerlen;
-	struct shim_fd *e;
+	bool rewritten = v == SHIM_ACCEPT_HEADER && p->v[i].pr.rewritten;
+	struct shim_addr client = p->v[i].pr.client;
 
 	remove_locked(p, i);
 	shim_header_lowat_reset(fd);
-	e = shim_fd_peek(fd);
-	if (v == SHIM_ACCEPT_HEADER && e && atomic_load(&e->kind) == SHIM_FD_CONN)
-		shim_addr_to_user(&e->peer, addr, addrlen);
+	if (rewritten)
+		shim_addr_to_user(&client, addr, addrlen);
 	else
 		shim_sa_to_user(&peer, peerlen, addr, addrlen);
 	return fd;
@@ -451,12 +459,12 @@ int shim_park_service(struct shim_fd *l, struct sockaddr *addr, socklen_t *addrl
 {
 	struct shim_park *p = park_of(l, false);
 	struct epoll_event evs[SERVICE_BATCH];
-	int saved = errno, out = -1, nev;
+	int out = -EAGAIN, nev;
 	uint64_t now, timeout;
 	sigset_t old;
 
 	if (!p)
-		return -1;
+		return -EAGAIN;
 	park_lock(p, &old);
 	check_locked(p);
 	if (p->epfd < 0 || atomic_load(&p->n) == 0)
@@ -492,7 +500,7 @@ int shim_park_service(struct shim_fd *l, struct sockaddr *addr, socklen_t *addrl
 	timeout = shim_config()->timeout_ms;
 	while (atomic_load(&p->n) > 0 && p->v[0].since_ms + timeout <= now) {
 		struct shim_conn_ref c = {p->v[0].fd, (const struct sockaddr *)&p->v[0].peer, p->lport};
-		enum shim_verdict v = shim_header_none(&c, p->v[0].pr.seen, "timeout");
+		enum shim_verdict v = shim_header_none(&c, p->v[0].pr.seen, SHIM_REASON_TIMEOUT);
 		if (v == SHIM_PASS && out < 0)
 			out = hand_over_locked(p, 0, v, addr, addrlen);
 		else
@@ -501,7 +509,6 @@ int shim_park_service(struct shim_fd *l, struct sockaddr *addr, socklen_t *addrl
 	arm_locked(p);
 unlock:
 	park_unlock(p, &old);
-	errno = saved;
 	return out;
 }
 
@@ -525,7 +532,7 @@ int shim_park_wait(struct shim_fd *l, int lfd)
 		return 1;
 	r = real_poll(pf, 2, wait_ms);
 	if (r < 0)
-		return errno == EINTR ? -1 : 0;
+		return errno == EINTR ? -EINTR : 0;
 	if (pf[1].revents)
 		return 0;
 	return pf[0].revents ? 1 : 0;
@@ -592,6 +599,7 @@ static void release_locked(struct shim_park *p)
  * never waits for the lock. */
 void shim_park_release(struct shim_park *p)
 {
+	/* close() and dup2() may run in a signal handler that interrupted anything: keeps errno. */
 	int saved = errno;
 	sigset_t all, old;
 	sigfillset(&all);
@@ -610,6 +618,24 @@ void shim_park_release(struct shim_park *p)
 void shim_park_lost_fd(struct shim_park *p)
 {
 	atomic_store(&p->lost, true);
+}
+
+/* The table lets go of an entry holding p: its listener (release the park) or one of its own
+ * fds, parked or internal (the program closed it: notice at the next use). */
+static void park_drop(struct shim_ext *x, unsigned kind)
+{
+	struct shim_park *p = (struct shim_park *)x;
+	if (kind == SHIM_FD_LISTENER)
+		shim_park_release(p);
+	else
+		shim_park_lost_fd(p);
+}
+
+static const struct shim_ext_ops park_ops = {.drop = park_drop};
+
+void shim_park_register(void)
+{
+	shim_proc_on_new(shim_park_atfork_child);
 }
 
 int shim_park_pollfd(int fd)

@@ -21,6 +21,8 @@ static int park_lookup(int fd, void *ctx)
 	return shim_park_pollfd(fd);
 }
 
+/* The poll hooks' errno boundary: building and freeing the merged array may change errno
+ * (malloc, free); the program sees errno as on entry, or the real call's when it failed. */
 static int poll_parked(struct pollfd *fds, nfds_t n, int ms, const struct timespec *ts, const sigset_t *ss)
 {
 	struct shim_pollmerge m;
@@ -28,14 +30,16 @@ static int poll_parked(struct pollfd *fds, nfds_t n, int ms, const struct timesp
 	int r, saved = errno;
 
 	total = shim_pollmerge_build(&m, fds, n, park_lookup, NULL);
-	errno = saved;
 	if (total == 0) {
 		r = call_poll(fds, n, ts, ss, ms);
 	} else {
 		r = call_poll(m.all, total, ts, ss, ms);
 		r = shim_pollmerge_fold(&m, fds, r);
 	}
+	if (r < 0)
+		saved = errno; /* the call's own failure (EINTR...): the program's answer */
 	shim_pollmerge_free(&m);
+	errno = saved;
 	return r;
 }
 
@@ -87,7 +91,7 @@ static int select_parked(int nfds, fd_set *r, fd_set *w, fd_set *x, struct timev
 	/* The caller's sets may be only as long as nfds needs, in whole longs as the kernel reads. */
 	size_t bytes = ((size_t)nfds + 63) / 64 * 8;
 	struct shim_selectmerge m;
-	int res, saved;
+	int res;
 	fd_set rr;
 
 	if (!r || nfds <= 0 || nfds > FD_SETSIZE ||
@@ -96,11 +100,10 @@ static int select_parked(int nfds, fd_set *r, fd_set *w, fd_set *x, struct timev
 	/* Write and except sets are passed as they are: bits at or above nfds are never looked
 	 * at by the program, and the parking fds are in none of them. */
 	res = call_select(m.top, &rr, w, x, tv, ts, ss, p);
-	saved = errno;
+	/* Neither the merge nor the fold changes errno: the call's stays. */
 	res = shim_selectmerge_fold(&m, &rr, res);
 	if (res >= 0)
 		memcpy(r, &rr, bytes);
-	errno = saved;
 	return res;
 }
 

@@ -1,6 +1,5 @@
 /* The poll()/select() merge with the parking epoll fds, as plain functions over the caller's
  * arrays (pollmerge.h); poll.c wraps them around the real calls. */
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -67,15 +66,12 @@ int shim_pollmerge_fold(const struct shim_pollmerge *m, struct pollfd *fds, int 
 
 void shim_pollmerge_free(struct shim_pollmerge *m)
 {
-	int saved = errno;
-
 	if (m->all != m->all_stack)
 		free(m->all);
 	if (m->hit != m->hit_stack)
 		free(m->hit);
 	m->all = m->all_stack;
 	m->hit = m->hit_stack;
-	errno = saved;
 }
 
 int shim_selectmerge_build(struct shim_selectmerge *m, const fd_set *r, int nfds, size_t bytes,

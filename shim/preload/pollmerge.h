@@ -41,7 +41,7 @@ nfds_t shim_pollmerge_build(struct shim_pollmerge *m, const struct pollfd *fds, 
  * when its park's fd was readable (only POLLIN: a park's other bits are its own); returns the
  * number of the program's entries with revents, or r itself when r < 0 (fds untouched). */
 int shim_pollmerge_fold(const struct shim_pollmerge *m, struct pollfd *fds, int r);
-/* Frees what build allocated; errno unchanged. */
+/* Frees what build allocated. Build and free may change errno: the caller (poll.c) keeps it. */
 void shim_pollmerge_free(struct shim_pollmerge *m);
 
 #define SHIM_SELECTMERGE_MAX 16 /* listeners with parks merged per call; more are left alone */

@@ -8,12 +8,16 @@
 
 #include "shim.h"
 
-/* Out of line and cold, so that a hook's common path is the inlined check and a jump. */
+/* Out of line and cold, so that a hook's common path is the inlined check and a jump. It is
+ * the read hooks' errno boundary: saved here, not on every read, since only this half changes
+ * it. 0, errno as on entry: go on with the real call; -1 with errno set: the hook's answer. */
 __attribute__((noinline, cold)) static int settle_slow(int fd, struct shim_fd *e, int flags)
 {
+	int saved = errno;
 	if (!shim_config()->active)
 		return 0; /* an inactive shim reads no header, whatever the table holds */
-	return shim_lazy_settle(fd, e, (flags & MSG_DONTWAIT) ? SHIM_SETTLE_NOWAIT : SHIM_SETTLE_READ);
+	return shim_hook_ret(saved, shim_lazy_settle(fd, e, (flags & MSG_DONTWAIT) ? SHIM_SETTLE_NOWAIT
+										: SHIM_SETTLE_READ));
 }
 
 static inline int settle(int fd, int flags)

@@ -706,7 +706,7 @@ def report_memory(ires, check):
         r0, r1 = ires["rss_" + k]
         print("I   testserver %s: VmRSS %d kB after 2000 connections, %d kB after %d more" % (
             "without the shim" if k == "plain" else "under the shim (v2)", r0, r1, RSS_CONNS))
-    print("I   shim state per connection: sizeof(struct shim_fd) = %d bytes (shim/preload/shim.h)" % ires["shim_fd"])
+    print("I   shim state per connection: sizeof(struct shim_fd) = %d bytes (shim/core/conn.h)" % ires["shim_fd"])
     check("I RSS, heap growth over 1M EAGAIN (kB, B)", "%d, %d" % (grow_rss, grow_heap), "0, 0",
           grow_rss <= 0 and grow_heap <= 0)
     check("I shim state per open connection (B)", "%d" % ires["shim_fd"], "<= 64", ires["shim_fd"] <= 64)

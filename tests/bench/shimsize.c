@@ -1,4 +1,4 @@
-/* shimsize: the shim's per-connection state, from the library's own definition (shim.h). */
+/* shimsize: the shim's per-connection state, from the library's own definition (core/conn.h). */
 #include <stdio.h>
 
 #include "preload/shim.h"

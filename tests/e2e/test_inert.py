@@ -2,7 +2,7 @@
 execution (set-uid, AT_SECURE), adopts nothing from PROXYSHIM_HANDOFF and rewrites nothing,
 however the variable was crafted; it still removes the variable from the environment.
 
-The crafted variable is what an attacker would write: the entry layout of shim/preload/exec.c
+The crafted variable is what an attacker would write: the entry layout of shim/core/handoff.c
 (fd:inode:hex of flags, version, command, real-peer hash, peer, local), naming fd 0 with its
 real inode and the real peer's hash, so that an adopting shim would answer 6.6.6.6:666."""
 import json
@@ -24,7 +24,7 @@ SPOOF = ("6.6.6.6", 666)
 
 
 def sa_hash_v4(ip, port):
-    """shim_sa_hash() of an IPv4 peer (shim/preload/addr.c), on this little-endian machine."""
+    """shim_sa_hash() of an IPv4 peer (shim/core/addr.c), on this little-endian machine."""
     s_addr = struct.unpack("<I", socket.inet_aton(ip))[0]
     sin_port = struct.unpack("<H", struct.pack("!H", port))[0]
     h = (socket.AF_INET << 48 | s_addr << 16 | sin_port) & (2 ** 64 - 1)

@@ -1,4 +1,4 @@
-/* Addresses (shim/preload/addr.c): the stored form and back, copied out the way the kernel
+/* Addresses (shim/core/addr.c): the stored form and back, copied out the way the kernel
  * does (at most the caller's addrlen, addrlen set to the full size, nothing written past it),
  * the real peer's digest, and the log's string form. */
 #include <arpa/inet.h>
@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "preload/shim.h"
+#include "core/addr.h"
 
 #define CANARY 0xA5
 

@@ -1,4 +1,4 @@
-/* The preload library's per-fd table: no fixed limit on fd numbers, entries cleared singly
+/* The core's per-fd table: no fixed limit on fd numbers, entries cleared singly
  * and by range (close_range), carried by dup, and walked by kind (exec handoff). */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -9,20 +9,22 @@
 
 #include <cmocka.h>
 
-#include "preload/shim.h"
+#include "core/conn.h"
 
-/* The table tells the parking code when a listener or one of its fds goes; count the calls. */
+/* An owner as parking is one (preload/park.c): an extension whose drop() the table calls when
+ * an entry holding it goes. A listener's going releases it; a parked or internal fd's going
+ * tells it it lost one. Count the calls. */
 static int released, lost;
-void shim_park_release(struct shim_park *p)
+static void owner_drop(struct shim_ext *x, unsigned kind)
 {
-	(void)p;
-	released++;
+	(void)x;
+	if (kind == SHIM_FD_LISTENER)
+		released++;
+	else
+		lost++;
 }
-void shim_park_lost_fd(struct shim_park *p)
-{
-	(void)p;
-	lost++;
-}
+static const struct shim_ext_ops owner_ops = {.drop = owner_drop};
+static struct shim_ext owner1 = {&owner_ops}, owner2 = {&owner_ops}, owner3 = {&owner_ops};
 
 static struct shim_fd *conn(int fd, uint16_t port)
 {
@@ -115,19 +117,19 @@ static void test_internal_and_listener_side_effects(void **state)
 	struct shim_fd *l;
 	(void)state;
 	released = lost = 0;
-	shim_fd_mark_internal(400, (void *)0x1);
+	shim_fd_mark_owned(400, &owner1, SHIM_FD_INTERNAL);
 	assert_int_equal(shim_fd_kind(400), SHIM_FD_INTERNAL);
 	shim_fd_forget(400); /* the shim closing its own fd: no alarm */
 	assert_int_equal(lost, 0);
-	shim_fd_mark_internal(400, (void *)0x1);
+	shim_fd_mark_owned(400, &owner1, SHIM_FD_INTERNAL);
 	shim_fd_clear(400); /* the program closing it */
 	assert_int_equal(lost, 1);
 	/* A duplicate of the shim's own fd is the program's, not the shim's. */
-	shim_fd_mark_internal(401, (void *)0x1);
+	shim_fd_mark_owned(401, &owner1, SHIM_FD_INTERNAL);
 	shim_fd_copy(401, 402);
 	assert_int_equal(shim_fd_kind(402), SHIM_FD_NONE);
 	l = shim_fd_get(500);
-	l->ext = (void *)0x2;
+	l->ext = &owner2;
 	atomic_store(&l->kind, SHIM_FD_LISTENER);
 	shim_fd_clear_range(499, 501);
 	assert_int_equal(released, 1);
@@ -139,20 +141,21 @@ struct kind_case {
 	const char *name;
 	uint8_t kind, flags;
 	bool tlvs; /* conn: kept TLVs */
-	void *ext; /* listener, internal: the park (the stubs above only count it) */
+	void *ext; /* listener, parked, internal: their owner (counting its drops) */
 };
 
 static const struct kind_case kinds[] = {
 	{"none", SHIM_FD_NONE, 0, false, NULL},
-	{"listener", SHIM_FD_LISTENER, SHIM_L_COVERED, false, (void *)0x2},
+	{"listener", SHIM_FD_LISTENER, SHIM_L_COVERED, false, &owner2},
 	{"listener, never parked", SHIM_FD_LISTENER, SHIM_L_COVERED, false, NULL},
 	{"conn rewritten", SHIM_FD_CONN, SHIM_C_REWRITTEN, false, NULL},
 	{"conn rewritten, TLVs", SHIM_FD_CONN, SHIM_C_REWRITTEN, true, NULL},
 	{"conn pending", SHIM_FD_CONN, SHIM_C_PENDING, false, NULL},
 	{"conn failed", SHIM_FD_CONN, SHIM_C_FAILED, false, NULL},
-	{"internal", SHIM_FD_INTERNAL, 0, false, (void *)0x1},
+	{"internal", SHIM_FD_INTERNAL, 0, false, &owner1},
 	{"epoll", SHIM_FD_EPOLL, 0, false, NULL},
 	{"claimed", SHIM_FD_CLAIMED, 0, false, NULL},
+	{"parked", SHIM_FD_PARKED, 0, false, &owner1},
 };
 #define NKINDS (sizeof(kinds) / sizeof(kinds[0]))
 
@@ -196,7 +199,7 @@ static void make_kind(int fd, const struct kind_case *k, uint16_t port)
 static void expect_clear_effect(const struct kind_case *k, int released0, int lost0)
 {
 	assert_int_equal(released - released0, k->kind == SHIM_FD_LISTENER && k->ext ? 1 : 0);
-	assert_int_equal(lost - lost0, k->kind == SHIM_FD_INTERNAL && k->ext ? 1 : 0);
+	assert_int_equal(lost - lost0, (k->kind == SHIM_FD_INTERNAL || k->kind == SHIM_FD_PARKED) && k->ext ? 1 : 0);
 }
 
 /* dup2(src, dst) for every kind of src over every kind of dst: connections and listeners are
@@ -337,7 +340,7 @@ static void test_clear_range_every_kind(void **state)
 	for (size_t i = 0; i < NKINDS; i++) {
 		make_kind(2000 + (int)i, &kinds[i], (uint16_t)i);
 		want_r += kinds[i].kind == SHIM_FD_LISTENER && kinds[i].ext;
-		want_l += kinds[i].kind == SHIM_FD_INTERNAL && kinds[i].ext;
+		want_l += (kinds[i].kind == SHIM_FD_INTERNAL || kinds[i].kind == SHIM_FD_PARKED) && kinds[i].ext;
 	}
 	shim_fd_clear_range(2000, 2000 + NKINDS - 1);
 	for (size_t i = 0; i < NKINDS; i++) {
@@ -350,7 +353,7 @@ static void test_clear_range_every_kind(void **state)
 
 /* The shim taking an fd number for its own: what the number held goes first (a close the
  * program did not tell us about); forget() hands it back without a word to the park. */
-static void test_mark_internal_and_forget(void **state)
+static void test_mark_owned_and_forget(void **state)
 {
 	(void)state;
 	for (size_t i = 0; i < NKINDS; i++) {
@@ -359,10 +362,10 @@ static void test_mark_internal_and_forget(void **state)
 		make_kind(3000, &kinds[i], 9);
 		r0 = released;
 		l0 = lost;
-		shim_fd_mark_internal(3000, (void *)0x3);
+		shim_fd_mark_owned(3000, &owner3, SHIM_FD_INTERNAL);
 		expect_clear_effect(&kinds[i], r0, l0);
 		assert_int_equal(shim_fd_kind(3000), SHIM_FD_INTERNAL);
-		assert_ptr_equal(shim_fd_ext(shim_fd_peek(3000)), (void *)0x3);
+		assert_ptr_equal(shim_fd_ext(shim_fd_peek(3000)), &owner3);
 		r0 = released;
 		l0 = lost;
 		shim_fd_forget(3000);
@@ -376,8 +379,8 @@ static void test_mark_internal_and_forget(void **state)
 	shim_fd_forget(60 * (int)PAGE_FDS);
 	shim_fd_forget(-1);
 	assert_null(shim_fd_peek(60 * (int)PAGE_FDS));
-	/* mark_internal on a negative fd does nothing. */
-	shim_fd_mark_internal(-2, (void *)0x3);
+	/* mark_owned on a negative fd does nothing. */
+	shim_fd_mark_owned(-2, &owner3, SHIM_FD_INTERNAL);
 }
 
 struct walk {
@@ -429,7 +432,7 @@ int main(void)
 		cmocka_unit_test(test_copy_to_new_page),
 		cmocka_unit_test(test_clear_range_pages),
 		cmocka_unit_test(test_clear_range_every_kind),
-		cmocka_unit_test(test_mark_internal_and_forget),
+		cmocka_unit_test(test_mark_owned_and_forget),
 		cmocka_unit_test(test_each_by_kind),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

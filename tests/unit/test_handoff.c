@@ -1,4 +1,4 @@
-/* The exec handoff's text (shim/preload/handoff.c): every kind of entry survives the round trip
+/* The exec handoff's text (shim/core/handoff.c): every kind of entry survives the round trip
  * field for field, and whatever else the variable holds is skipped, never misread. */
 #include <errno.h>
 #include <limits.h>
@@ -12,7 +12,8 @@
 
 #include <cmocka.h>
 
-#include "preload/handoff.h"
+#include "proxyshim.h"
+#include "core/handoff.h"
 
 struct rt_case {
 	const char *name;

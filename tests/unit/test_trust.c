@@ -1,4 +1,4 @@
-/* The trusted set (shim/preload/trust.c) over entries parsed as PROXYSHIM_TRUSTED is
+/* The trusted set (shim/core/trust.c) over entries parsed as PROXYSHIM_TRUSTED is
  * (shim_parse_trusted): the first and last address of every range in, the ones just outside
  * out; IPv4 entries match IPv4-mapped IPv6 peers and nothing else of IPv6. */
 #include <arpa/inet.h>
@@ -12,7 +12,8 @@
 
 #include <cmocka.h>
 
-#include "preload/shim.h"
+#include "core/config.h"
+#include "core/trust.h"
 
 #define MAX_PEERS 16
 struct peer_case {

@@ -1,10 +1,12 @@
 /* Per-fd state with no fixed limit on fd numbers: a directory of pages, each page mapped on
- * first use and never freed, so lookups need no lock and a forked child inherits it as is. */
+ * first use and never freed, so lookups need no lock and a forked child inherits it as is.
+ * errno: making a page or a TLV block may change it (the hooks keep the program's); letting
+ * go of an entry (entry_clear, and the drop() it runs) never does. */
 #include <errno.h>
 #include <string.h>
 #include <sys/mman.h>
 
-#include "shim.h"
+#include "conn.h"
 
 #define DIR_SIZE (1u << 17) /* 2^31 fds in all: the kernel's own ceiling */
 
@@ -22,10 +24,8 @@ struct shim_fd *shim_fd_get(int fd)
 	if (SHIM_LIKELY(page != NULL))
 		return &page[u & (PAGE_FDS - 1)];
 	/* Anonymous pages stay untouched (no RSS) until an entry in them is written. */
-	int saved = errno;
 	page = mmap(NULL, PAGE_FDS * sizeof(struct shim_fd), PROT_READ | PROT_WRITE,
 		    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	errno = saved;
 	if (page == MAP_FAILED)
 		return NULL;
 	if (!atomic_compare_exchange_strong(&shim_fd_dir[slot], &expected, page)) {
@@ -49,12 +49,10 @@ static struct shim_tlvs *_Atomic g_limbo;
 struct shim_tlvs *shim_tlvs_new(size_t len)
 {
 	size_t size = sizeof(struct shim_tlvs) + len;
-	int saved = errno;
 	struct shim_tlvs *t = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	errno = saved;
 	if (t == MAP_FAILED)
 		return NULL;
-	t->magic = SHIM_TLVS_MAGIC;
+	t->ext.ops = &shim_tlvs_ops;
 	atomic_init(&t->refs, 1);
 	t->size = size;
 	t->len = (uint16_t)len;
@@ -88,7 +86,7 @@ static void limbo_reclaim(void)
 		limbo_push(t, last); /* the last reader to unpin reclaims them */
 		return;
 	}
-	saved = errno;
+	saved = errno; /* from close() and dup2(), maybe in a signal handler: keeps errno itself */
 	for (; t; t = next) {
 		next = t->next;
 		munmap(t, t->size);
@@ -103,6 +101,15 @@ void shim_tlvs_put(struct shim_tlvs *t)
 	limbo_push(t, t);
 	limbo_reclaim();
 }
+
+/* A connection's entry goes: its reference goes with it. */
+static void tlvs_drop(struct shim_ext *x, unsigned kind)
+{
+	(void)kind;
+	shim_tlvs_put((struct shim_tlvs *)x);
+}
+
+const struct shim_ext_ops shim_tlvs_ops = {.drop = tlvs_drop};
 
 void shim_tlvs_pin(void)
 {
@@ -146,24 +153,20 @@ static void entry_clear(struct shim_fd *e)
 	/* Sequentially consistent: park.c's park_of() relies on kind going before ext. */
 	kind = atomic_exchange_explicit(&e->kind, SHIM_FD_NONE, memory_order_seq_cst);
 	ext = __atomic_exchange_n(&e->ext, NULL, __ATOMIC_SEQ_CST);
-	if (!ext)
-		return;
-	if (kind == SHIM_FD_LISTENER)
-		shim_park_release(ext);
-	else if (kind == SHIM_FD_INTERNAL)
-		shim_park_lost_fd(ext);
-	else if (kind == SHIM_FD_CONN && ((struct shim_tlvs *)ext)->magic == SHIM_TLVS_MAGIC)
-		shim_tlvs_put(ext);
+	if (ext) {
+		struct shim_ext *x = ext;
+		x->ops->drop(x, kind);
+	}
 }
 
-void shim_fd_mark_internal(int fd, void *park)
+void shim_fd_mark_owned(int fd, struct shim_ext *owner, unsigned kind)
 {
 	struct shim_fd *e = shim_fd_get(fd);
 	if (!e)
 		return;
 	entry_clear(e);
-	shim_fd_set_ext(e, park);
-	atomic_store_explicit(&e->kind, SHIM_FD_INTERNAL, memory_order_release);
+	shim_fd_set_ext(e, owner);
+	atomic_store_explicit(&e->kind, (uint8_t)kind, memory_order_release);
 }
 
 void shim_fd_forget(int fd)
@@ -211,7 +214,7 @@ void shim_fd_copy(int oldfd, int newfd)
 	/* The shim's own fds and epoll marks stay with the original; a duplicated listener
 	 * gets a parking place of its own when it first needs one. */
 	if (kind == SHIM_FD_NONE || kind == SHIM_FD_INTERNAL || kind == SHIM_FD_EPOLL ||
-	    kind == SHIM_FD_CLAIMED) {
+	    kind == SHIM_FD_CLAIMED || kind == SHIM_FD_PARKED) {
 		shim_fd_clear(newfd);
 		return;
 	}

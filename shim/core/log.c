@@ -3,6 +3,7 @@
  * connection: when fd 2 is one (an inetd-style child, a daemon that closed stderr and then
  * accepted) it goes to syslog's /dev/log, or is dropped and counted. */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -10,7 +11,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "shim.h"
+#include "config.h"
+#include "conn.h"
+#include "log.h"
+#include "stats.h"
+#include "sys.h"
 
 #define LOG_BURST 50
 
@@ -36,7 +41,7 @@ static bool stderr_suitable(void)
 	int domain = 0;
 	socklen_t len = sizeof(domain);
 
-	if (kind == SHIM_FD_CONN || kind == SHIM_FD_INTERNAL)
+	if (kind == SHIM_FD_CONN || kind == SHIM_FD_PARKED || kind == SHIM_FD_INTERNAL)
 		return false;
 	if (getsockopt(2, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0)
 		return domain == AF_UNIX;
@@ -83,7 +88,7 @@ static bool to_syslog(int level, const char *msg, size_t n)
 		w = sendto(fd, dgram, (size_t)k + n, MSG_DONTWAIT | MSG_NOSIGNAL,
 			   (const struct sockaddr *)&dev_log, sizeof(dev_log));
 	while (w < 0 && errno == EINTR);
-	SHIM_NEED(close);
+	shim_resolve(); /* real_close: a line may come before the front-end's start */
 	real_close(fd);
 	return w == (ssize_t)((size_t)k + n);
 }
@@ -102,6 +107,8 @@ static void emit(int level, const char *line, size_t n)
 		shim_stat_log_dropped();
 }
 
+/* Called from anywhere (a constructor, a hook's helpers, the park code under close()): keeps
+ * errno itself, so that a log line never changes what a caller is about to return. */
 void shim_log(int level, const char *fmt, ...)
 {
 	char line[512];
@@ -126,8 +133,7 @@ void shim_log(int level, const char *fmt, ...)
 	}
 	if (atomic_fetch_add(&g_count, 1) >= LOG_BURST) {
 		atomic_fetch_add(&g_dropped, 1);
-		errno = saved;
-		return;
+		goto out;
 	}
 	n = snprintf(line, sizeof(line), LINE_PREFIX "level=%s ", shim_log_level_name(level));
 	va_start(ap, fmt);
@@ -140,5 +146,6 @@ void shim_log(int level, const char *fmt, ...)
 		n = (int)sizeof(line) - 2;
 	line[n++] = '\n';
 	emit(level, line, (size_t)n);
+out:
 	errno = saved;
 }

@@ -10,7 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "shim.h"
+#include "proc.h"
 
 #define STATE_READY 2u
 
@@ -27,12 +27,29 @@ static int current_pid(void)
 	return (int)syscall(SYS_getpid);
 }
 
-/* A new process: what the parent owned is reset (park.c closes its copies of the parent's
- * parked connections; stats.c forgets the parent's counts and its writer thread). */
+/* What front-ends keep per process (preload/park.c: parked connections), reset first. */
+#define MAX_ON_NEW 4
+static void (*_Atomic g_on_new[MAX_ON_NEW])(void);
+
+void shim_proc_on_new(void (*fn)(void))
+{
+	for (unsigned i = 0; i < MAX_ON_NEW; i++) {
+		void (*cur)(void) = NULL;
+		if (atomic_compare_exchange_strong(&g_on_new[i], &cur, fn) || cur == fn)
+			return;
+	}
+}
+
+/* A new process: what the parent owned is reset by whoever registered it (preload/park.c
+ * closes its copies of the parent's parked connections; stats.c forgets the parent's counts
+ * and its writer thread). */
 static void new_process(void)
 {
-	shim_park_atfork_child();
-	shim_stats_atfork_child();
+	for (unsigned i = 0; i < MAX_ON_NEW; i++) {
+		void (*fn)(void) = atomic_load(&g_on_new[i]);
+		if (fn)
+			fn();
+	}
 }
 
 static struct shim_proc *page(void)
@@ -59,6 +76,8 @@ static struct shim_proc *page(void)
 	return p;
 }
 
+/* Runs wherever a new process may first show: the constructor, any hook's first count or park
+ * lookup, and hooks that save no errno for it (fork()'s child, select()): keeps errno itself. */
 void shim_proc_enter(void)
 {
 	int saved = errno, me = current_pid();
@@ -70,8 +89,7 @@ void shim_proc_enter(void)
 		if (old != me && atomic_compare_exchange_strong(&p->pid, &old, me) && old != 0)
 			new_process();
 		atomic_store_explicit(&p->state, STATE_READY, memory_order_release);
-		errno = saved;
-		return;
+		goto out;
 	}
 	if (atomic_compare_exchange_strong(&p->state, &st, 1u)) {
 		if (atomic_load(&g_seen))
@@ -86,5 +104,6 @@ void shim_proc_enter(void)
 			nanosleep(&pause, NULL);
 		}
 	}
+out:
 	errno = saved;
 }

@@ -7,13 +7,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "shim.h"
+#include "config.h"
+#include "sys.h"
 
 static struct shim_config g_cfg;
 static struct shim_settings_src g_src;
 static _Atomic int g_state; /* 0 unread, 1 being read, 2 frozen */
 
-/* The file is read through real_read: resolve now, maybe before the constructor. */
+/* The file is read through real_read: the front-end sets it now if it has not yet (the
+ * configuration may be read before the front-end's start). */
 static ssize_t file_read(int fd, void *buf, size_t n)
 {
 	shim_resolve();
@@ -60,21 +62,8 @@ const struct shim_config *shim_config(void)
 	return &g_cfg;
 }
 
-/* The one ordered start: settings, then every real symbol (published together, so a hook in
- * another thread never finds one missing; hooks called before this, from other libraries'
- * constructors, resolve them themselves), then this process's identity page, then the
- * connections an exec handed over. */
-__attribute__((constructor)) static void shim_init(void)
+const struct shim_settings_src *shim_config_src(void)
 {
 	shim_config();
-	shim_resolve();
-	shim_proc_check(); /* this process's page, before any child can be made */
-	shim_handoff_adopt();
-}
-
-/* The effective settings as "NAME=value" lines, for `proxyshim --check` and debugging. */
-SHIM_EXPORT int proxyshim_settings(char *buf, size_t cap)
-{
-	const struct shim_config *c = shim_config();
-	return shim_settings_format(c, &g_src, buf, cap);
+	return &g_src;
 }

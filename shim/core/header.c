@@ -1,7 +1,8 @@
 /* Where a connection's PROXY header is read: peek until pp_parse() has a complete header,
  * then consume exactly its length, so no byte of application data is ever taken. A header
  * that is not complete yet is waited for with SO_RCVLOWAT raised, so that poll() or epoll
- * wake only when the bytes it still needs have arrived. */
+ * wake only when the bytes it still needs have arrived.
+ * errno: changed freely here; the front-end's hooks keep the program's (preload/shim.h). */
 #include <errno.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -9,37 +10,44 @@
 #include <sys/mman.h>
 #include <time.h>
 
-#include "shim.h"
+#include "proxyshim.h"
+#include "addr.h"
+#include "config.h"
+#include "conn.h"
+#include "header.h"
+#include "log.h"
+#include "stats.h"
+#include "sys.h"
 
-/* The spec's design note: a header without TLVs fits in 536 bytes; larger ones are rare
- * and get a buffer of their exact size. */
+/* A header without TLVs fits in 536 bytes (docs/PROTOCOL.md, "General rules"); larger ones
+ * are rare and get a buffer of their exact size. */
 #define PEEK_SMALL 536
 
-static enum shim_verdict reject(const struct shim_conn_ref *c, const char *reason, const char *detail)
+static enum shim_verdict reject(const struct shim_conn_ref *c, enum shim_reason why, const char *detail)
 {
-	shim_stat(SHIM_R_REJECTED, shim_reason_of(reason), 0, 0);
+	shim_stat(SHIM_R_REJECTED, why, 0, 0);
 	if (shim_log_on(SHIM_LOG_WARN)) {
 		char peer[SHIM_ADDRSTR_LEN];
-		shim_log(SHIM_LOG_WARN, "event=reject reason=%s%s%s%s peer=%s port=%u", reason,
+		shim_log(SHIM_LOG_WARN, "event=reject reason=%s%s%s%s peer=%s port=%u", shim_reason_name(why),
 			 detail ? " detail=\"" : "", detail ? detail : "", detail ? "\"" : "",
 			 shim_sa_str(c->peer, peer), c->lport);
 	}
 	return SHIM_REJECT;
 }
 
-enum shim_verdict shim_header_none(const struct shim_conn_ref *c, size_t seen, const char *reason)
+enum shim_verdict shim_header_none(const struct shim_conn_ref *c, size_t seen, enum shim_reason why)
 {
 	/* Optional mode lets through a trusted connection that sent not one header byte. */
 	if (shim_config()->mode == SHIM_MODE_OPTIONAL && seen == 0) {
-		shim_stat(SHIM_R_PASSED, shim_reason_of(reason), 0, 0);
+		shim_stat(SHIM_R_PASSED, why, 0, 0);
 		if (shim_log_on(SHIM_LOG_DEBUG)) {
 			char peer[SHIM_ADDRSTR_LEN];
-			shim_log(SHIM_LOG_DEBUG, "event=pass reason=%s peer=%s port=%u", reason,
+			shim_log(SHIM_LOG_DEBUG, "event=pass reason=%s peer=%s port=%u", shim_reason_name(why),
 				 shim_sa_str(c->peer, peer), c->lport);
 		}
 		return SHIM_PASS;
 	}
-	return reject(c, reason, NULL);
+	return reject(c, why, NULL);
 }
 
 /* Stores the header's addresses as the program will see them on this listener's family:
@@ -57,14 +65,18 @@ static void to_listener_family(struct shim_addr *a, const struct sockaddr_storag
 }
 
 /* A copy of the header's TLVs for proxyshim_tlv(): whole TLVs, up to PROXYSHIM_TLV_MAX bytes,
- * in a block of its own pages (shim.h: close() and dup2() let go of it without free()). */
+ * in a block of its own pages (core/conn.h: close() and dup2() let go of it without free()). */
 static struct shim_tlvs *keep_tlvs(const struct pp_header *h)
 {
 	struct shim_tlvs *t;
 	size_t max = shim_config()->tlv_max, keep = 0;
-	const uint8_t *p = h->tlv, *end = h->tlv + h->tlv_len;
+	const uint8_t *p = h->tlv, *end;
 
-	while (p && end - p >= 3) {
+	/* No TLV area (v1, a v2 header without TLVs): tlv is NULL, and NULL + 0 is undefined. */
+	if (!p || h->tlv_len == 0)
+		return NULL;
+	end = p + h->tlv_len;
+	while (end - p >= 3) {
 		size_t one = 3 + ((size_t)p[1] << 8 | p[2]);
 		if (one > (size_t)(end - p) || keep + one > max)
 			break;
@@ -77,7 +89,8 @@ static struct shim_tlvs *keep_tlvs(const struct pp_header *h)
 	return t;
 }
 
-static enum shim_verdict record(const struct shim_conn_ref *c, const struct pp_header *h)
+static enum shim_verdict record(const struct shim_conn_ref *c, const struct pp_header *h,
+				struct shim_progress *pr)
 {
 	struct shim_fd *e;
 	int sfam = h->src.ss_family;
@@ -87,11 +100,12 @@ static enum shim_verdict record(const struct shim_conn_ref *c, const struct pp_h
 	if (h->command != PP_CMD_PROXY || h->transport != PP_TRANS_STREAM ||
 	    (sfam != AF_INET && sfam != AF_INET6)) {
 		shim_stat(SHIM_R_LOCAL, SHIM_REASON_NONE, h->version, h->len);
+		pr->rewritten = false;
 		return SHIM_ACCEPT_HEADER;
 	}
 	e = shim_fd_get(c->fd);
 	if (!e)
-		return reject(c, "nomem", NULL);
+		return reject(c, SHIM_REASON_NOMEM, NULL);
 	shim_fd_set_ext(e, shim_config()->keep_tlvs ? keep_tlvs(h) : NULL);
 	e->flags = SHIM_C_REWRITTEN;
 	e->version = h->version;
@@ -99,6 +113,8 @@ static enum shim_verdict record(const struct shim_conn_ref *c, const struct pp_h
 	e->real_hash = shim_sa_hash(c->peer);
 	to_listener_family(&e->peer, &h->src, c->peer->sa_family);
 	to_listener_family(&e->local, &h->dst, c->peer->sa_family);
+	pr->client = e->peer;
+	pr->rewritten = true;
 	atomic_store_explicit(&e->kind, SHIM_FD_CONN, memory_order_release);
 	shim_stat(SHIM_R_REWRITTEN, SHIM_REASON_NONE, h->version, h->len);
 	if (shim_log_on(SHIM_LOG_DEBUG)) {
@@ -114,16 +130,14 @@ static enum shim_verdict record(const struct shim_conn_ref *c, const struct pp_h
  * called from a signal handler that interrupted malloc(). Such headers carry TLVs and are rare. */
 static uint8_t *peek_buffer(size_t n)
 {
-	int saved = errno;
 	void *b = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	errno = saved;
 	return b == MAP_FAILED ? NULL : b;
 }
 
 /* Consumes exactly n bytes that a peek has shown are queued. MSG_TRUNC has TCP discard them
  * without copying (a quarter of the call's cost); a kernel that ignores the flag copies them
  * into buf, which holds the same bytes already. A socket that refuses it (MPTCP answers
- * EOPNOTSUPP) is read the plain way. */
+ * EOPNOTSUPP) is read the plain way. 0, or a negative errno (-ECONNRESET: the bytes went). */
 static int consume(int fd, uint8_t *buf, size_t n)
 {
 	int trunc = MSG_TRUNC;
@@ -135,8 +149,10 @@ static int consume(int fd, uint8_t *buf, size_t n)
 			trunc = 0;
 			continue;
 		}
-		if (r <= 0)
-			return -1;
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			return -ECONNRESET;
 		n -= (size_t)r;
 	}
 	return 0;
@@ -148,7 +164,6 @@ enum shim_verdict shim_header_step(const struct shim_conn_ref *c, struct shim_pr
 	size_t cap = sizeof(small);
 	enum shim_verdict v;
 	struct pp_header h;
-	int saved = errno;
 
 	for (;;) {
 		ssize_t n = real_recv(c->fd, buf, cap, MSG_PEEK | MSG_DONTWAIT);
@@ -158,12 +173,12 @@ enum shim_verdict shim_header_step(const struct shim_conn_ref *c, struct shim_pr
 			if (errno == EINTR)
 				continue;
 			if (errno != EAGAIN && errno != EWOULDBLOCK) {
-				v = reject(c, "error", strerror(errno));
+				v = reject(c, SHIM_REASON_ERROR, strerror(errno));
 				goto out;
 			}
 			n = 0;
 		} else if (n == 0) {
-			v = shim_header_none(c, pr->seen, "eof");
+			v = shim_header_none(c, pr->seen, SHIM_REASON_EOF);
 			goto out;
 		}
 		pr->seen = (size_t)n;
@@ -172,18 +187,18 @@ enum shim_verdict shim_header_step(const struct shim_conn_ref *c, struct shim_pr
 		r = pp_parse(buf, (size_t)n, shim_config()->versions, &h);
 		if (r > 0) {
 			if (consume(c->fd, buf, (size_t)r) < 0) {
-				v = reject(c, "error", "consume");
+				v = reject(c, SHIM_REASON_ERROR, "consume");
 				goto out;
 			}
-			v = record(c, &h);
+			v = record(c, &h, pr);
 			goto out;
 		}
 		if (r == PP_NOT_PROXY) {
-			v = shim_header_none(c, 0, "missing");
+			v = shim_header_none(c, 0, SHIM_REASON_MISSING);
 			goto out;
 		}
 		if (r == PP_INVALID) {
-			v = reject(c, h.error == PP_E_VERSION_NOT_ALLOWED ? "version" : "invalid",
+			v = reject(c, h.error == PP_E_VERSION_NOT_ALLOWED ? SHIM_REASON_VERSION : SHIM_REASON_INVALID,
 				   pp_strerror(h.error));
 			goto out;
 		}
@@ -196,7 +211,7 @@ enum shim_verdict shim_header_step(const struct shim_conn_ref *c, struct shim_pr
 			if (pr->want > cap && (size_t)n == cap) {
 				uint8_t *big = peek_buffer(pr->want);
 				if (!big) {
-					v = reject(c, "nomem", NULL);
+					v = reject(c, SHIM_REASON_NOMEM, NULL);
 					goto out;
 				}
 				if (buf != small)
@@ -208,11 +223,10 @@ enum shim_verdict shim_header_step(const struct shim_conn_ref *c, struct shim_pr
 		}
 		break;
 	}
-	v = eof ? shim_header_none(c, pr->seen, "eof") : SHIM_INCOMPLETE;
+	v = eof ? shim_header_none(c, pr->seen, SHIM_REASON_EOF) : SHIM_INCOMPLETE;
 out:
 	if (buf != small)
 		munmap(buf, cap);
-	errno = saved;
 	return v;
 }
 
@@ -221,16 +235,13 @@ int shim_header_lowat(int fd, const struct shim_progress *pr)
 	/* The kernel caps SO_RCVLOWAT at half the receive buffer: headers above that wake
 	 * early and are simply peeked again. */
 	int lowat = (int)(pr->want > pr->seen + 1 ? pr->want : pr->seen + 1);
-	int saved = errno, r = setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat));
-	errno = saved;
-	return r;
+	return setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat)) == 0 ? 0 : -errno;
 }
 
 void shim_header_lowat_reset(int fd)
 {
-	int one = 1, saved = errno;
+	int one = 1;
 	setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
-	errno = saved;
 }
 
 uint64_t shim_now_ms(void)
@@ -240,33 +251,31 @@ uint64_t shim_now_ms(void)
 	return (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
 }
 
-enum shim_verdict shim_take_header(const struct shim_conn_ref *c, uint64_t deadline)
+enum shim_verdict shim_take_header(const struct shim_conn_ref *c, struct shim_progress *pr, uint64_t deadline)
 {
-	struct shim_progress pr = {0, 0};
 	bool first = true;
 	bool eof = false, lowat = false;
 	enum shim_verdict v;
-	int saved = errno;
 
 	for (;;) {
-		size_t before = pr.seen;
-		v = shim_header_step(c, &pr, eof);
+		size_t before = pr->seen;
+		v = shim_header_step(c, pr, eof);
 		if (v != SHIM_INCOMPLETE)
 			break;
 		if (first) {
 			first = false;
-		} else if (pr.seen == before) {
+		} else if (pr->seen == before) {
 			/* Woken without progress (the capped SO_RCVLOWAT above): do not spin. */
 			struct timespec pause = {0, 1000000};
 			nanosleep(&pause, NULL);
 		}
-		lowat |= shim_header_lowat(c->fd, &pr) == 0;
+		lowat |= shim_header_lowat(c->fd, pr) == 0;
 		for (;;) {
 			struct pollfd p = {.fd = c->fd, .events = POLLIN | POLLRDHUP};
 			uint64_t now = shim_now_ms();
 			int r;
 			if (now >= deadline) {
-				v = shim_header_none(c, pr.seen, "timeout");
+				v = shim_header_none(c, pr->seen, SHIM_REASON_TIMEOUT);
 				goto out;
 			}
 			r = real_poll(&p, 1, (int)(deadline - now));
@@ -280,6 +289,5 @@ enum shim_verdict shim_take_header(const struct shim_conn_ref *c, uint64_t deadl
 out:
 	if (lowat)
 		shim_header_lowat_reset(c->fd);
-	errno = saved;
 	return v;
 }

@@ -1,12 +1,12 @@
 /* The exec handoff's text: what PROXYSHIM_HANDOFF carries from one image to the next, encoded
  * and decoded with no system call and no table access (adoption is exec.c's). */
-#ifndef SHIM_PRELOAD_HANDOFF_H
-#define SHIM_PRELOAD_HANDOFF_H
+#ifndef SHIM_CORE_HANDOFF_H
+#define SHIM_CORE_HANDOFF_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "shim.h"
+#include "conn.h"
 
 #define SHIM_HANDOFF_VAR "PROXYSHIM_HANDOFF"
 #define SHIM_HANDOFF_TAG "1" /* the entry layout below; another layout is ignored, not misread */

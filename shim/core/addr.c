@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "shim.h"
+#include "addr.h"
 
 void shim_addr_from_sa(struct shim_addr *a, const struct sockaddr *sa)
 {

@@ -12,7 +12,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "shim.h"
+#include "config.h"
+#include "proc.h"
+#include "stats.h"
+#include "sys.h"
+
+_Atomic unsigned shim_parked_total;
 
 /* pthread_create moved into libc under GLIBC_2.34; the old version is still there. */
 #if defined(__GLIBC__) && defined(__x86_64__)
@@ -32,12 +37,9 @@ static _Atomic uint64_t g_log_dropped;
 static _Atomic bool g_dirty;
 static _Atomic bool g_started; /* the writer thread runs in this process */
 
-enum shim_reason shim_reason_of(const char *name)
+const char *shim_reason_name(enum shim_reason r)
 {
-	for (int i = 1; i < SHIM_REASON_MAX; i++)
-		if (strcmp(name, reason_names[i]) == 0)
-			return (enum shim_reason)i;
-	return SHIM_REASON_ERROR;
+	return (unsigned)r < SHIM_REASON_MAX ? reason_names[r] : "error";
 }
 
 static void write_file(void)
@@ -95,25 +97,26 @@ static void write_file(void)
 		unlink(tmp);
 }
 
+/* The shim's own thread: its errno is nobody else's, nothing to keep. */
 static void *writer(void *arg)
 {
 	(void)arg;
 	for (;;) {
 		struct timespec one = {1, 0};
 		nanosleep(&one, NULL);
-		if (atomic_exchange(&g_dirty, false)) {
-			int saved = errno;
+		if (atomic_exchange(&g_dirty, false))
 			write_file();
-			errno = saved;
-		}
 	}
 	return NULL;
 }
 
 static void at_exit(void)
 {
+	/* In the program's thread, under no hook (exit()): keeps errno itself. */
+	int saved = errno;
 	if (atomic_load(&g_started))
 		write_file();
+	errno = saved;
 }
 
 static void start(void)
@@ -140,9 +143,21 @@ static void start(void)
 	write_file();
 }
 
+/* Before counting: a new process's first count is its own. The reset is registered with
+ * proc.c on first use (nothing to reset before), so proc.c needs nothing of this file. */
+static _Atomic bool g_registered;
+static inline void this_process(void)
+{
+	if (SHIM_UNLIKELY(!atomic_load_explicit(&g_registered, memory_order_relaxed))) {
+		shim_proc_on_new(shim_stats_atfork_child);
+		atomic_store(&g_registered, true);
+	}
+	shim_proc_check();
+}
+
 void shim_stat(enum shim_result r, enum shim_reason why, unsigned version, size_t header_bytes)
 {
-	shim_proc_check(); /* before counting: a new process's first count is its own */
+	this_process();
 	if (version > 2)
 		version = 0;
 	atomic_fetch_add_explicit(&g_counts[r][why][version], 1, memory_order_relaxed);
@@ -153,6 +168,7 @@ void shim_stat(enum shim_result r, enum shim_reason why, unsigned version, size_
 
 void shim_stat_log_dropped(void)
 {
+	this_process();
 	atomic_fetch_add_explicit(&g_log_dropped, 1, memory_order_relaxed);
 	shim_stats_changed();
 }
@@ -161,13 +177,10 @@ void shim_stats_changed(void)
 {
 	if (SHIM_LIKELY(shim_config()->stats_path[0] == '\0'))
 		return;
-	shim_proc_check(); /* a child counts, and writes, its own */
+	this_process(); /* a child counts, and writes, its own */
 	atomic_store_explicit(&g_dirty, true, memory_order_relaxed);
-	if (SHIM_UNLIKELY(!atomic_load_explicit(&g_started, memory_order_relaxed))) {
-		int saved = errno;
-		start();
-		errno = saved;
-	}
+	if (SHIM_UNLIKELY(!atomic_load_explicit(&g_started, memory_order_relaxed)))
+		start(); /* may change errno: the hooks above keep the program's */
 }
 
 void shim_stats_touch(void)

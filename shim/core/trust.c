@@ -2,7 +2,9 @@
  * match IPv4-mapped IPv6 peers, as seen on dual-stack listeners. */
 #include <string.h>
 
-#include "shim.h"
+#include <netinet/in.h>
+
+#include "trust.h"
 
 static bool prefix_match(const uint8_t *a, const uint8_t *net, unsigned prefix)
 {

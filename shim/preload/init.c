@@ -1,0 +1,20 @@
+/* The preload library's one ordered start, before main(): the settings (a bad environment
+ * value ends the process here, naming the variable), then every real symbol (published
+ * together, so a hook in another thread never finds one missing; hooks called before this,
+ * from other libraries' constructors, resolve them themselves), then this process's identity
+ * page with what parking resets in a child, then the connections an exec handed over. */
+#include <errno.h>
+
+#include "shim.h"
+
+__attribute__((constructor)) static void shim_init(void)
+{
+	/* Under no hook (before main(), or inside a program's dlopen()): keeps errno itself. */
+	int saved = errno;
+	shim_config();
+	shim_resolve();
+	shim_park_register();
+	shim_proc_check(); /* this process's page, before any child can be made */
+	shim_handoff_adopt();
+	errno = saved;
+}
