@@ -236,6 +236,10 @@ static void mirror(struct shim_park *p, struct epreg *r, int op)
 		r->added = op != EPOLL_CTL_DEL;
 	else if (op == EPOLL_CTL_ADD && errno == EEXIST)
 		r->added = true;
+	else if (op == EPOLL_CTL_MOD && errno == ENOENT)
+		/* Not the instance joined before: the program closed it and a new one got its
+		 * number (an event loop rebuilt). Join this one. */
+		r->added = real_epoll_ctl(r->ep, EPOLL_CTL_ADD, p->epfd, &ev) == 0;
 }
 
 /* Everything the park holds goes; the registrations (the program's intent) stay. */

@@ -114,3 +114,65 @@ def test_many_trickling_headers_at_once(ts, loop):
         check_line(by[data.hex()], "AF_INET", src[0], src[1], data)
     assert "event=reject" not in p.output()
     assert took < 10
+
+
+# A program that closes its epoll instance and makes a new one (an event loop rebuilt) gets the
+# same fd number back. The shim must watch the new instance for the listener's parked
+# connections, not take it for the old one it had already joined.
+EPOLL_AGAIN = r"""
+import select, socket, sys, time
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("127.0.0.1", 0))
+l.listen(16)
+l.setblocking(False)
+ep = select.epoll()
+ep.register(l.fileno(), select.EPOLLIN)
+print(l.getsockname()[1], ep.fileno(), flush=True)
+# The first connection sends half its header: accept() parks it and says EAGAIN.
+ep.poll(5)
+try:
+    l.accept()
+    print("accepted early", flush=True)
+except BlockingIOError:
+    pass
+old = ep.fileno()
+ep.close()
+ep = select.epoll()
+ep.register(l.fileno(), select.EPOLLIN)
+print("again", old, ep.fileno(), flush=True)
+t0 = time.monotonic()
+ev = ep.poll(5)
+print("woke", bool(ev), "after", round(time.monotonic() - t0, 2), flush=True)
+c, a = l.accept()
+print("peer", a[0], a[1], c.recv(100).decode(), flush=True)
+"""
+
+
+def test_epoll_instance_remade_with_the_same_fd_number_still_wakes(tmp_path):
+    import subprocess
+    import sys
+    from util import connect_from, shim_env
+    script = tmp_path / "epoll_again.py"
+    script.write_text(EPOLL_AGAIN)
+    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True,
+                         env=shim_env(TRUSTED=TRUSTED, TIMEOUT_MS=10000))
+    try:
+        port, _ = p.stdout.readline().split()
+        hdr = v1_header(SRC4, ("127.0.0.1", int(port)))
+        s = connect_from(int(port), TRUSTED)
+        s.sendall(hdr[:10])
+        line = p.stdout.readline()
+        assert line.startswith("again"), line
+        _, old, new = line.split()
+        assert old == new  # the kernel gave the number back: the case under test
+        time.sleep(0.2)
+        s.sendall(hdr[10:] + b"hi")
+        out = p.stdout.readline() + p.stdout.readline()
+        assert "woke True" in out, out + p.stdout.read()
+        assert "peer %s %d hi" % SRC4 in out, out
+        s.close()
+    finally:
+        p.kill()
+        p.wait()
