@@ -22,6 +22,20 @@ static bool is_sep(char c)
 	return c == ',' || c == ' ' || c == '\t';
 }
 
+/* The next word of a list separated by commas and blanks: false once there is none. */
+static bool next_token(const char **s, const char **tok, size_t *len)
+{
+	while (is_sep(**s))
+		(*s)++;
+	if (!**s)
+		return false;
+	*tok = *s;
+	while (**s && !is_sep(**s))
+		(*s)++;
+	*len = (size_t)(*s - *tok);
+	return true;
+}
+
 /* Digits only, no sign, no leading zeros beyond "0", at most max. */
 static int parse_uint(const char *s, size_t n, unsigned max, unsigned *out)
 {
@@ -84,17 +98,9 @@ int shim_parse_trusted(const char *s, struct shim_cidr *out, unsigned cap, unsig
 {
 	unsigned count = 0;
 	*any = false;
-	while (*s) {
-		const char *tok;
-		size_t len;
-		while (is_sep(*s))
-			s++;
-		if (!*s)
-			break;
-		tok = s;
-		while (*s && !is_sep(*s))
-			s++;
-		len = (size_t)(s - tok);
+	const char *tok;
+	size_t len;
+	while (next_token(&s, &tok, &len)) {
 		if (len == 1 && tok[0] == '*') {
 			*any = true;
 			continue;
@@ -113,18 +119,10 @@ int shim_parse_trusted(const char *s, struct shim_cidr *out, unsigned cap, unsig
 int shim_parse_ports(const char *s, uint64_t *bits)
 {
 	bool any = false;
-	while (*s) {
-		const char *tok, *dash;
-		size_t len;
+	const char *tok, *dash;
+	size_t len;
+	while (next_token(&s, &tok, &len)) {
 		unsigned lo, hi;
-		while (is_sep(*s))
-			s++;
-		if (!*s)
-			break;
-		tok = s;
-		while (*s && !is_sep(*s))
-			s++;
-		len = (size_t)(s - tok);
 		dash = memchr(tok, '-', len);
 		if (dash) {
 			if (parse_uint(tok, (size_t)(dash - tok), 65535, &lo) < 0 ||
