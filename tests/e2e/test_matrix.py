@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -373,12 +372,136 @@ class Apache:
         assert not re.search(r"^6\.6\.6\.6 ", self.log(), re.M)
 
 
+# ---- small servers in the installed runtimes: Perl, Tcl, Python asyncio; HAProxy as a server ----
+
+PERL_SRC = r"""
+use strict; use IO::Socket::INET;
+$| = 1;
+my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $ARGV[0], Listen => 50,
+                              ReuseAddr => 1) or die "listen: $!";
+while (my $c = $l->accept) {
+    my $line = 'peer ' . $c->peerhost . ' ' . $c->peerport;   # numeric: no reverse lookup
+    print "$line\n";
+    print $c "$line\n";
+    while (my $d = <$c>) { print $c $d }
+    close $c;
+}
+"""
+
+TCL_SRC = r"""
+proc echo {chan} {
+    set d [read $chan]
+    if {$d ne ""} { puts -nonewline $chan $d; flush $chan }
+    if {[eof $chan]} { close $chan }
+}
+proc accept {chan addr port} {
+    puts "peer $addr $port"; flush stdout
+    fconfigure $chan -translation binary -blocking 0
+    puts -nonewline $chan "peer $addr $port\n"; flush $chan
+    fileevent $chan readable [list echo $chan]
+}
+socket -server accept -myaddr 127.0.0.1 [lindex $argv 0]
+vwait forever
+"""
+
+ASYNCIO_SRC = r"""
+import asyncio, sys
+async def serve(reader, writer):
+    ip, port = writer.get_extra_info("peername")[:2]
+    line = "peer %s %d" % (ip, port)
+    print(line, flush=True)
+    writer.write((line + "\n").encode())
+    while True:
+        d = await reader.read(65536)
+        if not d:
+            break
+        writer.write(d)
+    await writer.drain()
+    writer.close()
+async def main():
+    srv = await asyncio.start_server(serve, "127.0.0.1", int(sys.argv[1]))
+    await srv.serve_forever()
+asyncio.run(main())
+"""
+
+
+class EchoServer:
+    """A program in some runtime that answers each connection with "peer ADDR PORT\\n" (and
+    prints it), then echoes what it reads until EOF."""
+
+    def __init__(self, servers, name, argv_of, src, ext):
+        self.name = name
+        self.port = free_port()
+        script = os.path.join(str(servers.tmp.mktemp(name)), "server." + ext)
+        with open(script, "w") as f:
+            f.write(src)
+        self.p = servers.start(argv_of(script) + [str(self.port)], self.port, name)
+
+    def via_header(self, fport, src):
+        got, me = exchange(fport, b"hello matrix\n", source=CLIENT, timeout=10)
+        line = b"peer %s %d" % (src[0].encode(), src[1])
+        assert got == line + b"\nhello matrix\n", got  # the header consumed, the data intact
+        self.p.wait_output(line.decode())
+
+    def spoof(self):
+        h = spoof_header(self.port)
+        got, me = exchange(self.port, h + b"hello matrix\n", source=UNTRUSTED, timeout=10)
+        line = b"peer %s %d" % (me[0].encode(), me[1])
+        assert got == line + b"\n" + h + b"hello matrix\n", got  # the header is only data
+        self.p.wait_output(line.decode())
+        assert "peer " + SPOOF[0] not in self.p.output()
+
+
+HAPROXY_SERVER = """
+global
+    log stdout format raw local0 info
+
+frontend web
+    mode http
+    bind 127.0.0.1:{port}
+    log global
+    timeout client 10s
+    log-format "peer %ci %cp %ST %r"
+    http-request return status 200 content-type text/plain lf-string "peer %[src] %[src_port]\\n"
+"""
+
+
+class HaproxyServer:
+    """HAProxy itself as the server under the shim (mode http, no accept-proxy): its reply
+    (%[src]) and its log (%ci %cp) name the client."""
+
+    def __init__(self, servers, name):
+        self.name = name
+        self.port = free_port()
+        cfg = os.path.join(str(servers.tmp.mktemp(name)), "haproxy.cfg")
+        with open(cfg, "w") as f:
+            f.write(HAPROXY_SERVER.format(port=self.port))
+        self.p = servers.start(["haproxy", "-db", "-f", cfg], self.port, name)
+
+    def via_header(self, fport, src):
+        got, me = http_get(fport, "/%s" % src[0], CLIENT)
+        assert got.startswith(b"HTTP/1.1 200") and got.endswith(b"\r\n\r\npeer %s %d\n" % (src[0].encode(), src[1])), got
+        wait_text(self.p.output, r"^peer %s %d 200 GET /%s HTTP/1\.0$" % (re.escape(src[0]), src[1], re.escape(src[0])))
+
+    def spoof(self):
+        got, me = http_get(self.port, "/spoofed", UNTRUSTED, prefix=spoof_header(self.port))
+        assert got.startswith(b"HTTP/1.1 400"), got  # the PROXY line was its request line
+        wait_text(self.p.output, r"^peer %s %d 400 <BADREQ>$" % (re.escape(me[0]), me[1]))
+        got, me = http_get(self.port, "/untrusted", UNTRUSTED)
+        assert got.endswith(b"\r\n\r\npeer %s %d\n" % (me[0].encode(), me[1])), got
+        assert "peer " + SPOOF[0] not in self.p.output()
+
+
 SERVERS = {
     "jvm-serversocket": lambda s: JvmSocket(s, "socket", "jvm-serversocket"),
     "jvm-httpserver": lambda s: JvmHttp(s, "http", "jvm-httpserver"),
     "postgresql": lambda s: Postgres(s, "postgresql"),
     "apache2-event": lambda s: Apache(s, "event", "apache2-event"),
     "apache2-worker": lambda s: Apache(s, "worker", "apache2-worker"),
+    "haproxy-http": lambda s: HaproxyServer(s, "haproxy-http"),
+    "perl-io-socket": lambda s: EchoServer(s, "perl-io-socket", lambda f: ["/usr/bin/perl", f], PERL_SRC, "pl"),
+    "tcl-socket": lambda s: EchoServer(s, "tcl-socket", lambda f: ["/usr/bin/tclsh", f], TCL_SRC, "tcl"),
+    "python-asyncio": lambda s: EchoServer(s, "python-asyncio", lambda f: ["/usr/bin/python3", f], ASYNCIO_SRC, "py"),
 }
 
 
