@@ -276,7 +276,8 @@ class Postgres:
         shutil.chown(d + "/hba.conf", "postgres", "postgres")
         self.p = servers.start(as_pg + [PG_BIN + "/postgres", "-D", d + "/data",
                                         "-c", "listen_addresses=127.0.0.1", "-c", "port=%d" % self.port,
-                                        "-c", "unix_socket_directories=" + d, "-c", "hba_file=%s/hba.conf" % d,
+                                        "-c", "unix_socket_directories=" + d,
+                                        "-c", "hba_file=%s/hba.conf" % d,
                                         "-c", "log_connections=on", "-c", "log_hostname=off",
                                         "-c", "ssl=off", "-c", "fsync=off", "-c", "shared_buffers=16MB",
                                         "-c", "max_connections=20"], self.port, name)
@@ -429,13 +430,13 @@ class EchoServer:
     """A program in some runtime that answers each connection with "peer ADDR PORT\\n" (and
     prints it), then echoes what it reads until EOF."""
 
-    def __init__(self, servers, name, argv_of, src, ext):
+    def __init__(self, servers, name, interpreter, src, ext):
         self.name = name
         self.port = free_port()
         script = os.path.join(str(servers.tmp.mktemp(name)), "server." + ext)
         with open(script, "w") as f:
             f.write(src)
-        self.p = servers.start(argv_of(script) + [str(self.port)], self.port, name)
+        self.p = servers.start([need(interpreter), script, str(self.port)], self.port, name)
 
     def via_header(self, fport, src):
         got, me = exchange(fport, b"hello matrix\n", source=CLIENT, timeout=10)
@@ -480,8 +481,10 @@ class HaproxyServer:
 
     def via_header(self, fport, src):
         got, me = http_get(fport, "/%s" % src[0], CLIENT)
-        assert got.startswith(b"HTTP/1.1 200") and got.endswith(b"\r\n\r\npeer %s %d\n" % (src[0].encode(), src[1])), got
-        wait_text(self.p.output, r"^peer %s %d 200 GET /%s HTTP/1\.0$" % (re.escape(src[0]), src[1], re.escape(src[0])))
+        body = b"peer %s %d\n" % (src[0].encode(), src[1])
+        assert got.startswith(b"HTTP/1.1 200") and got.endswith(b"\r\n\r\n" + body), got
+        ip = re.escape(src[0])
+        wait_text(self.p.output, r"^peer %s %d 200 GET /%s HTTP/1\.0$" % (ip, src[1], ip))
 
     def spoof(self):
         got, me = http_get(self.port, "/spoofed", UNTRUSTED, prefix=spoof_header(self.port))
@@ -499,9 +502,9 @@ SERVERS = {
     "apache2-event": lambda s: Apache(s, "event", "apache2-event"),
     "apache2-worker": lambda s: Apache(s, "worker", "apache2-worker"),
     "haproxy-http": lambda s: HaproxyServer(s, "haproxy-http"),
-    "perl-io-socket": lambda s: EchoServer(s, "perl-io-socket", lambda f: ["/usr/bin/perl", f], PERL_SRC, "pl"),
-    "tcl-socket": lambda s: EchoServer(s, "tcl-socket", lambda f: ["/usr/bin/tclsh", f], TCL_SRC, "tcl"),
-    "python-asyncio": lambda s: EchoServer(s, "python-asyncio", lambda f: ["/usr/bin/python3", f], ASYNCIO_SRC, "py"),
+    "perl-io-socket": lambda s: EchoServer(s, "perl-io-socket", "/usr/bin/perl", PERL_SRC, "pl"),
+    "tcl-socket": lambda s: EchoServer(s, "tcl-socket", "/usr/bin/tclsh", TCL_SRC, "tcl"),
+    "python-asyncio": lambda s: EchoServer(s, "python-asyncio", "/usr/bin/python3", ASYNCIO_SRC, "py"),
 }
 
 
