@@ -209,14 +209,17 @@ def java_classes(servers):
 
 
 class JvmServer:
-    """The JDK listens on an AF_INET6 socket bound to ::ffff:127.0.0.1 (its default dual
-    stack): the shim sees v4-mapped peers and must hand the JDK the header's address as one."""
-    def __init__(self, servers, mode, name, opts=()):
+    """By default the JDK listens on an AF_INET6 socket bound to ::ffff:127.0.0.1 (its dual
+    stack): the shim sees v4-mapped peers and must hand the JDK the header's address as one.
+    ipv4: -Djava.net.preferIPv4Stack=true, plain AF_INET sockets."""
+
+    def __init__(self, servers, mode, name, ipv4=False):
         self.name, self.mode = name, mode
         self.port = free_port()
+        opts = ["-Djava.net.preferIPv4Stack=true"] if ipv4 else []
         self.p = servers.start([need("/usr/bin/java"), "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC",
-                                "-Xmx64m"] + list(opts) + ["-cp", java_classes(servers), "Matrix",
-                                mode, str(self.port)], self.port, name, tcp6=True)
+                                "-Xmx64m"] + opts + ["-cp", java_classes(servers), "Matrix",
+                                mode, str(self.port)], self.port, name, tcp6=not ipv4)
 
 
 class JvmSocket(JvmServer):
@@ -428,15 +431,15 @@ asyncio.run(main())
 
 class EchoServer:
     """A program in some runtime that answers each connection with "peer ADDR PORT\\n" (and
-    prints it), then echoes what it reads until EOF."""
+    prints it), then echoes what it reads until EOF. env: more PROXYSHIM_ settings."""
 
-    def __init__(self, servers, name, interpreter, src, ext):
+    def __init__(self, servers, name, interpreter, src, ext, env=None):
         self.name = name
         self.port = free_port()
         script = os.path.join(str(servers.tmp.mktemp(name)), "server." + ext)
         with open(script, "w") as f:
             f.write(src)
-        self.p = servers.start([need(interpreter), script, str(self.port)], self.port, name)
+        self.p = servers.start([need(interpreter), script, str(self.port)], self.port, name, env=env)
 
     def via_header(self, fport, src):
         got, me = exchange(fport, b"hello matrix\n", source=CLIENT, timeout=10)
@@ -451,6 +454,43 @@ class EchoServer:
         assert got == line + b"\n" + h + b"hello matrix\n", got  # the header is only data
         self.p.wait_output(line.decode())
         assert "peer " + SPOOF[0] not in self.p.output()
+
+
+class Smtpd:
+    """Python's smtpd DebuggingServer (python3.11's standard library; asyncore): it speaks first
+    (220), logs "Incoming connection from (ADDR, PORT)" (-d) and prints each message with the
+    X-Peer header it adds from the peer's address."""
+
+    def __init__(self, servers, name):
+        self.name = name
+        self.port = free_port()
+        self.p = servers.start(["/usr/bin/python3", "-W", "ignore", "-u", "-m", "smtpd", "-n", "-d",
+                                "-c", "DebuggingServer", "127.0.0.1:%d" % self.port], self.port, name)
+
+    def mail(self, port, source, tag, prefix=b""):
+        msg = (b"EHLO matrix\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n"
+               b"Subject: %s\r\n\r\nhello\r\n.\r\nQUIT\r\n" % tag.encode())
+        got, me = exchange(port, prefix + msg, source=source, timeout=10)
+        assert got.startswith(b"220 ") and got.endswith(b"250 OK\r\n221 Bye\r\n"), got
+        return got, me
+
+    def reported(self, tag):
+        """(Incoming connection's address, its port, the message's X-Peer) for message tag."""
+        m = wait_text(self.p.output, r"^Incoming connection from \('([^']+)', (\d+)\)\n(?:(?!Incoming).*\n)*?"
+                      r"b'Subject: %s'\nb'X-Peer: ([^']+)'$" % re.escape(tag))
+        return m.group(1), int(m.group(2)), m.group(3)
+
+    def via_header(self, fport, src):
+        tag = "via-%s" % src[0]
+        self.mail(fport, CLIENT, tag)
+        assert self.reported(tag) == (src[0], src[1], src[0])
+
+    def spoof(self):
+        got, me = self.mail(self.port, UNTRUSTED, "spoofed", prefix=spoof_header(self.port))
+        assert b'500 Error: command "PROXY" not recognized' in got, got  # the header was a command
+        assert self.reported("spoofed") == (me[0], me[1], me[0])
+        out = self.p.output().replace("Data: b'%s'" % spoof_header(self.port).decode().strip(), "")
+        assert SPOOF[0] not in out  # 6.6.6.6 only in the debug line of the data it received
 
 
 HAPROXY_SERVER = """
@@ -497,14 +537,18 @@ class HaproxyServer:
 
 SERVERS = {
     "jvm-serversocket": lambda s: JvmSocket(s, "socket", "jvm-serversocket"),
+    "jvm-serversocket-ipv4": lambda s: JvmSocket(s, "socket", "jvm-serversocket-ipv4", ipv4=True),
     "jvm-httpserver": lambda s: JvmHttp(s, "http", "jvm-httpserver"),
     "postgresql": lambda s: Postgres(s, "postgresql"),
     "apache2-event": lambda s: Apache(s, "event", "apache2-event"),
     "apache2-worker": lambda s: Apache(s, "worker", "apache2-worker"),
     "haproxy-http": lambda s: HaproxyServer(s, "haproxy-http"),
     "perl-io-socket": lambda s: EchoServer(s, "perl-io-socket", "/usr/bin/perl", PERL_SRC, "pl"),
+    "perl-io-socket-lazy": lambda s: EchoServer(s, "perl-io-socket-lazy", "/usr/bin/perl", PERL_SRC, "pl",
+                                                env={"CONSUME": "lazy"}),
     "tcl-socket": lambda s: EchoServer(s, "tcl-socket", "/usr/bin/tclsh", TCL_SRC, "tcl"),
     "python-asyncio": lambda s: EchoServer(s, "python-asyncio", "/usr/bin/python3", ASYNCIO_SRC, "py"),
+    "python-smtpd": lambda s: Smtpd(s, "python-smtpd"),
 }
 
 
