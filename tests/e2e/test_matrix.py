@@ -2,7 +2,8 @@
 each asked three questions. v1 / v2: a real client connects to HAProxy, which rewrites the
 client to a documentation address (tcp-request connection set-src / set-src-port) and sends it
 to the server from the trusted 127.0.0.2 with send-proxy / send-proxy-v2; the server must report
-that address and port itself (its reply, its log, or its own introspection). spoof: an untrusted
+that address and port itself (its reply, its log, or its own introspection). v2-ipv6: the same
+with an IPv6 client (2001:db8::43) on the servers' IPv4 listeners. spoof: an untrusted
 peer (127.0.0.3) sends a PROXY header naming 6.6.6.6 straight to the server; the server must
 report 127.0.0.3 and its real port, never 6.6.6.6, and the header reaches it as plain bytes.
 
@@ -24,8 +25,9 @@ from util import Proc, exchange, free_port, haproxy, shim_env, v1_header, wait_p
 TRUSTED = "127.0.0.2"
 UNTRUSTED = "127.0.0.3"
 CLIENT = "127.0.0.5"  # the real client's own address, rewritten by HAProxy
-HEADER_SRC = {"v1": ("203.0.113.41", 4141), "v2": ("203.0.113.42", 4242)}
-SEND = {"v1": "send-proxy", "v2": "send-proxy-v2"}
+HEADER_SRC = {"v1": ("203.0.113.41", 4141), "v2": ("203.0.113.42", 4242),
+              "v2-ipv6": ("2001:db8::43", 4343)}  # an IPv6 client in the header, IPv4 listeners
+SEND = {"v1": "send-proxy", "v2": "send-proxy-v2", "v2-ipv6": "send-proxy-v2"}
 SPOOF = ("6.6.6.6", 6666)
 
 pytestmark = pytest.mark.apps  # HAProxy, the JVM, PostgreSQL, apache2
@@ -55,6 +57,15 @@ def read_file(path):
             return f.read()
     except FileNotFoundError:
         return ""
+
+
+def java_ip(ip):
+    """ip as the JDK's getHostAddress() writes it (IPv6: eight groups, none elided)."""
+    import ipaddress
+    a = ipaddress.ip_address(ip)
+    if a.version == 4:
+        return ip
+    return ":".join("%x" % int(g, 16) for g in a.exploded.split(":"))
 
 
 def spoof_header(port):
@@ -120,11 +131,12 @@ class Servers:
             fport = free_port()
             ip, prt = HEADER_SRC[case]
             h = haproxy("frontend fe\n    bind 127.0.0.1:%d\n"
-                        "    tcp-request connection set-src ipv4(%s)\n"
+                        "    tcp-request connection set-src %s(%s)\n"
                         "    tcp-request connection set-src-port int(%d)\n"
                         "    default_backend be\n\n"
                         "backend be\n    server s1 127.0.0.1:%d %s source %s\n"
-                        % (fport, ip, prt, server.port, SEND[case], TRUSTED),
+                        % (fport, "ipv6" if ":" in ip else "ipv4", ip, prt, server.port, SEND[case],
+                           TRUSTED),
                         str(self.tmp.mktemp("haproxy")), name="haproxy-%s-%s" % key)
             self.procs.append(h)
             wait_port(fport, proc=h, probe=False)
@@ -225,7 +237,7 @@ class JvmServer:
 class JvmSocket(JvmServer):
     def via_header(self, fport, src):
         got, me = exchange(fport, b"hello matrix\n", source=CLIENT, timeout=10)
-        line = b"peer %s %d local 127.0.0.1 %d" % (src[0].encode(), src[1], self.port)
+        line = b"peer %s %d local 127.0.0.1 %d" % (java_ip(src[0]).encode(), src[1], self.port)
         assert got == line + b"\nhello matrix\n", got  # the header consumed, the data intact
         self.p.wait_output(line.decode())
 
@@ -241,7 +253,7 @@ class JvmSocket(JvmServer):
 class JvmHttp(JvmServer):
     def via_header(self, fport, src):
         got, me = http_get(fport, "/%s" % src[0], CLIENT)
-        line = b"peer %s %d GET /%s" % (src[0].encode(), src[1], src[0].encode())
+        line = b"peer %s %d GET /%s" % (java_ip(src[0]).encode(), src[1], src[0].encode())
         assert got.startswith(b"HTTP/1.1 200") and got.endswith(b"\r\n\r\n" + line + b"\n"), got
         self.p.wait_output(line.decode())
 
@@ -275,7 +287,7 @@ class Postgres:
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stdout + r.stderr
         with open(d + "/hba.conf", "w") as f:  # the header's clients are not on loopback
-            f.write("local all all trust\nhost all all 0.0.0.0/0 trust\n")
+            f.write("local all all trust\nhost all all 0.0.0.0/0 trust\nhost all all ::/0 trust\n")
         shutil.chown(d + "/hba.conf", "postgres", "postgres")
         self.p = servers.start(as_pg + [PG_BIN + "/postgres", "-D", d + "/data",
                                         "-c", "listen_addresses=127.0.0.1", "-c", "port=%d" % self.port,
@@ -384,7 +396,9 @@ $| = 1;
 my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $ARGV[0], Listen => 50,
                               ReuseAddr => 1) or die "listen: $!";
 while (my $c = $l->accept) {
-    my $line = 'peer ' . $c->peerhost . ' ' . $c->peerport;   # numeric: no reverse lookup
+    # numeric: no reverse lookup; a peer it cannot decode is reported, not fatal
+    my $line = 'peer ' . (eval { $c->peerhost . ' ' . $c->peerport } // "undecodable: $@");
+    $line =~ s/\s+$//;
     print "$line\n";
     print $c "$line\n";
     while (my $d = <$c>) { print $c $d }
@@ -476,8 +490,8 @@ class Smtpd:
 
     def reported(self, tag):
         """(Incoming connection's address, its port, the message's X-Peer) for message tag."""
-        m = wait_text(self.p.output, r"^Incoming connection from \('([^']+)', (\d+)\)\n(?:(?!Incoming).*\n)*?"
-                      r"b'Subject: %s'\nb'X-Peer: ([^']+)'$" % re.escape(tag))
+        m = wait_text(self.p.output, r"^Incoming connection from \('([^']+)', (\d+)(?:, \d+, \d+)?\)\n"
+                      r"(?:(?!Incoming).*\n)*?b'Subject: %s'\nb'X-Peer: ([^']+)'$" % re.escape(tag))
         return m.group(1), int(m.group(2)), m.group(3)
 
     def via_header(self, fport, src):
@@ -552,8 +566,24 @@ SERVERS = {
 }
 
 
-@pytest.mark.parametrize("case", ["v1", "v2", "spoof"])
-@pytest.mark.parametrize("server", list(SERVERS))
+# Known limits, each a strict xfail (the run fails once one passes): an IPv6 client in the
+# header on an AF_INET listener comes back as a sockaddr_in6 (README, "What the program sees").
+# Python passes sizeof(struct sockaddr_in) to accept() on an AF_INET socket, gets the 28-byte
+# sockaddr_in6 truncated to 16 and decodes all 28 by its family: the last 12 are garbage. Perl's
+# getpeername() gets it whole and IO::Socket::INET's unpack_sockaddr_in refuses 28 bytes.
+LIMITS = {
+    ("perl-io-socket", "v2-ipv6"): "Perl's peerhost: unpack_sockaddr_in refuses a 28-byte sockaddr_in6",
+    ("perl-io-socket-lazy", "v2-ipv6"): "Perl's peerhost: unpack_sockaddr_in refuses a 28-byte sockaddr_in6",
+    ("python-asyncio", "v2-ipv6"): "Python decodes 28 bytes of a sockaddr_in6 truncated to 16",
+    ("python-smtpd", "v2-ipv6"): "Python decodes 28 bytes of a sockaddr_in6 truncated to 16",
+}
+CASES = ["v1", "v2", "v2-ipv6", "spoof"]
+
+
+@pytest.mark.parametrize("server,case", [
+    pytest.param(s, c, id="%s-%s" % (s, c),
+                 marks=[pytest.mark.xfail(strict=True, reason=LIMITS[s, c])] if (s, c) in LIMITS else [])
+    for s in SERVERS for c in CASES])
 def test_matrix(servers, server, case):
     srv = servers.get(server)
     if case == "spoof":
