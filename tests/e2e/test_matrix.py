@@ -1,5 +1,5 @@
 """The server matrix (issue 14, part 3): real servers from Debian's packages under the shim,
-each asked three questions. v1 / v2: a real client connects to HAProxy, which rewrites the
+each asked four questions. v1 / v2: a real client connects to HAProxy, which rewrites the
 client to a documentation address (tcp-request connection set-src / set-src-port) and sends it
 to the server from the trusted 127.0.0.2 with send-proxy / send-proxy-v2; the server must report
 that address and port itself (its reply, its log, or its own introspection). v2-ipv6: the same
