@@ -123,25 +123,26 @@ class Servers:
         return p
 
     def front(self, server, case):
-        """HAProxy on 127.0.0.1:<free port> sending to the server from TRUSTED with case's
-        header, the client rewritten to HEADER_SRC[case]. Ready without a connection through
-        it (the servers count and log every connection)."""
-        key = (server.name, case)
-        if key not in self.fronts:
-            fport = free_port()
-            ip, prt = HEADER_SRC[case]
-            h = haproxy("frontend fe\n    bind 127.0.0.1:%d\n"
+        """The port of a frontend on 127.0.0.1 that sends to the server from TRUSTED with case's
+        header, the client rewritten to HEADER_SRC[case]: one HAProxy per server, a frontend per
+        case, ready without a connection through it (the servers count and log every one)."""
+        if server.name not in self.fronts:
+            ports, cfg = {}, ""
+            for c, (ip, prt) in sorted(HEADER_SRC.items()):
+                ports[c] = free_port()
+                cfg += ("frontend fe-%s\n    bind 127.0.0.1:%d\n"
                         "    tcp-request connection set-src %s(%s)\n"
                         "    tcp-request connection set-src-port int(%d)\n"
-                        "    default_backend be\n\n"
-                        "backend be\n    server s1 127.0.0.1:%d %s source %s\n"
-                        % (fport, "ipv6" if ":" in ip else "ipv4", ip, prt, server.port, SEND[case],
-                           TRUSTED),
-                        str(self.tmp.mktemp("haproxy")), name="haproxy-%s-%s" % key)
+                        "    default_backend be-%s\n\n"
+                        "backend be-%s\n    server s1 127.0.0.1:%d %s source %s\n\n"
+                        % (c, ports[c], "ipv6" if ":" in ip else "ipv4", ip, prt, c, c, server.port,
+                           SEND[c], TRUSTED))
+            h = haproxy(cfg, str(self.tmp.mktemp("haproxy")), name="haproxy-" + server.name)
             self.procs.append(h)
-            wait_port(fport, proc=h, probe=False)
-            self.fronts[key] = fport
-        return self.fronts[key]
+            for fport in ports.values():
+                wait_port(fport, proc=h, probe=False)
+            self.fronts[server.name] = ports
+        return self.fronts[server.name][case]
 
     def stop(self):
         for p in reversed(self.procs):
