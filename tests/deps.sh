@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs what `make test` needs from Debian's packages when run as root; otherwise prints the
 # one apt-get line to run and fails. Meant for a test or CI machine: among the packages are
-# servers (sshd, apache2, nginx, HAProxy, redis, lighttpd). Run as root, it leaves none of their
+# servers (sshd, apache2, nginx, HAProxy, redis, lighttpd, PostgreSQL). Run as root, it leaves none of their
 # services enabled to start at the next boot: it disables those its install enabled, and those
 # of its packages that were enabled before (see boot_links below).
 # Each entry: a command or file that proves the package.
@@ -19,6 +19,10 @@ node:nodejs
 /usr/sbin/sshd:openssh-server
 musl-gcc:musl-tools
 /usr/sbin/apache2:apache2
+javac:openjdk-17-jdk-headless
+/usr/lib/postgresql/15/bin/postgres:postgresql-15
+tclsh:tcl
+perl:perl
 valgrind:valgrind
 strace:strace
 ip:iproute2

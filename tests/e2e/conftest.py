@@ -19,7 +19,8 @@ TEST_TIME_LIMIT = int(os.environ.get("E2E_TEST_TIMEOUT", "90"))
 #   /usr/bin/python3 -m pytest -m "not apps" tests/e2e
 # An unmarked test that starts one of APP_PROGRAMS through util's Proc fails and says so.
 APP_PROGRAMS = frozenset({"haproxy", "nginx", "sshd", "apache2", "redis-server", "node", "npm",
-                          "lighttpd", "podman", "buildah", "docker", "musl-gcc",
+                          "lighttpd", "podman", "buildah", "docker", "musl-gcc", "java", "postgres",
+                          "tclsh",
                           os.path.basename(util.TESTSERVER_MUSL)})
 
 
