@@ -23,6 +23,17 @@ javac:openjdk-17-jdk-headless
 /usr/lib/postgresql/15/bin/postgres:postgresql-15
 tclsh:tcl
 perl:perl
+ruby:ruby
+/usr/lib/ruby/vendor_ruby/webrick.rb:ruby-webrick
+php:php-cli
+erl:erlang-base
+gunicorn:gunicorn
+uwsgi:uwsgi-core
+/usr/lib/uwsgi/plugins/python3_plugin.so:uwsgi-plugin-python3
+/usr/sbin/exim4:exim4-daemon-light
+/usr/sbin/dovecot:dovecot-imapd
+/usr/sbin/vsftpd:vsftpd
+/usr/sbin/mariadbd:mariadb-server
 valgrind:valgrind
 strace:strace
 ip:iproute2
