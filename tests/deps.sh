@@ -24,12 +24,12 @@ javac:openjdk-17-jdk-headless
 tclsh:tcl
 perl:perl
 ruby:ruby
-/usr/lib/ruby/vendor_ruby/webrick.rb:ruby-webrick
+/usr/share/rubygems-integration/all/gems/webrick-1.8.1/lib/webrick.rb:ruby-webrick
 php:php-cli
 erl:erlang-base
 gunicorn:gunicorn
 uwsgi:uwsgi-core
-/usr/lib/uwsgi/plugins/python3_plugin.so:uwsgi-plugin-python3
+/usr/share/doc/uwsgi-plugin-python3:uwsgi-plugin-python3
 /usr/sbin/exim4:exim4-daemon-light
 /usr/sbin/dovecot:dovecot-imapd
 /usr/sbin/vsftpd:vsftpd
