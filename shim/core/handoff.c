@@ -29,18 +29,23 @@ static size_t put_uint(char *p, unsigned long long v)
 	return n;
 }
 
+void shim_handoff_wire_of(const struct shim_fd *e, struct shim_handoff_wire *w)
+{
+	w->flags = e->flags;
+	w->version = e->version;
+	w->command = e->command;
+	w->real_hash = e->real_hash;
+	w->peer = e->peer;
+	w->local = e->local;
+}
+
 size_t shim_handoff_encode(char *p, int fd, unsigned long long ino, const struct shim_fd *e)
 {
 	struct shim_handoff_wire w;
 	const uint8_t *b = (const uint8_t *)&w;
 	size_t n = 0;
 
-	w.flags = e->flags;
-	w.version = e->version;
-	w.command = e->command;
-	w.real_hash = e->real_hash;
-	w.peer = e->peer;
-	w.local = e->local;
+	shim_handoff_wire_of(e, &w);
 	n += put_uint(p + n, (unsigned)fd);
 	p[n++] = ':';
 	n += put_uint(p + n, ino);

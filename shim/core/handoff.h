@@ -20,6 +20,9 @@ struct shim_handoff_wire {
 	struct shim_addr peer, local;
 } __attribute__((packed));
 
+/* The wire form of a connection's entry e. */
+void shim_handoff_wire_of(const struct shim_fd *e, struct shim_handoff_wire *w);
+
 /* One entry's text, fd:inode:hex, is at most this long (with room for its ';'). */
 #define SHIM_HANDOFF_ENTRY_MAX (12 + 1 + 20 + 1 + 2 * sizeof(struct shim_handoff_wire) + 1)
 

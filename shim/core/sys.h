@@ -52,6 +52,7 @@
 	X(ssize_t, recv, (int, void *, size_t, int))                                        \
 	X(ssize_t, recvfrom, (int, void *, size_t, int, struct sockaddr *, socklen_t *))    \
 	X(ssize_t, recvmsg, (int, struct msghdr *, int))                                    \
+	X(ssize_t, sendmsg, (int, const struct msghdr *, int))                              \
 	X(ssize_t, __read_chk, (int, void *, size_t, size_t))                               \
 	X(ssize_t, __recv_chk, (int, void *, size_t, size_t, int))                          \
 	X(ssize_t, __recvfrom_chk, (int, void *, size_t, size_t, int, struct sockaddr *, socklen_t *))

@@ -265,22 +265,6 @@ SHIM_EXPORT int execle(const char *path, const char *arg, ...)
 
 /* ---- the new image's side ---- */
 
-static bool adopt_at(int fd, const struct shim_handoff_wire *w)
-{
-	struct shim_fd *e = shim_fd_get(fd);
-	if (!e)
-		return false;
-	shim_fd_set_ext(e, NULL);
-	e->flags = w->flags;
-	e->version = w->version;
-	e->command = w->command;
-	e->real_hash = w->real_hash;
-	e->peer = w->peer;
-	e->local = w->local;
-	atomic_store_explicit(&e->kind, SHIM_FD_CONN, memory_order_release);
-	return true;
-}
-
 /* First: an fd that still holds, at its number, the very socket its entry was made for. */
 static void adopt_same_number(int fd, unsigned long long ino, const struct shim_handoff_wire *w,
 			      void *arg)
@@ -288,7 +272,7 @@ static void adopt_same_number(int fd, unsigned long long ino, const struct shim_
 	unsigned long long now;
 	(void)arg;
 	if (sock_inode(fd, &now) == 0 && now == ino)
-		adopt_at(fd, w);
+		shim_fd_adopt(fd, w);
 }
 
 struct by_inode {
@@ -303,7 +287,7 @@ static void adopt_same_inode(int fd, unsigned long long ino, const struct shim_h
 	struct by_inode *b = arg;
 	(void)fd;
 	if (!b->done && ino == b->ino)
-		b->done = adopt_at(b->fd, w);
+		b->done = shim_fd_adopt(b->fd, w);
 }
 
 /* Then: other fds holding one of those sockets, e.g. fd 0 after posix_spawn's dup2 file

@@ -11,10 +11,21 @@ SHIM_EXPORT int getpeername(int fd, struct sockaddr *addr, socklen_t *addrlen)
 	int saved;
 
 	SHIM_NEED(getpeername);
-	e = shim_fd_peek(fd);
-	if (SHIM_LIKELY(!e || atomic_load_explicit(&e->kind, memory_order_acquire) != SHIM_FD_CONN) ||
-	    !shim_config()->active || !addr || !addrlen || (int)*addrlen < 0)
+	if (!shim_config()->active || !addr || !addrlen || (int)*addrlen < 0)
 		return real_getpeername(fd, addr, addrlen);
+	e = shim_fd_peek(fd);
+	if (SHIM_LIKELY(!e || atomic_load_explicit(&e->kind, memory_order_acquire) != SHIM_FD_CONN)) {
+		/* No entry: maybe a connection another process's shim passed here by a path no
+		 * hook saw. The kernel answers into our buffer, so that its peer can be checked. */
+		if (real_getpeername(fd, (struct sockaddr *)&ss, &sl) < 0)
+			return -1;
+		if (SHIM_LIKELY(!shim_fdpass_adopt_miss(fd, (const struct sockaddr *)&ss)) ||
+		    (e = shim_fd_peek(fd)) == NULL) {
+			shim_sa_to_user(&ss, sl, addr, addrlen);
+			return 0;
+		}
+		sl = sizeof(ss);
+	}
 	if (SHIM_UNLIKELY(e->flags & (SHIM_C_PENDING | SHIM_C_FAILED))) {
 		/* Lazy mode: the header, complete or within the timeout, decides the answer. */
 		saved = errno;

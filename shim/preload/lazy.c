@@ -34,6 +34,13 @@ static int failed(struct shim_fd *e, int fd)
 
 int shim_lazy_settle(int fd, struct shim_fd *e, enum shim_settle how)
 {
+	if (SHIM_UNLIKELY(e->flags & SHIM_C_SHARED))
+		return shim_fdpass_settle(fd, e, how); /* another process may hold it too */
+	return shim_lazy_settle_here(fd, e, how);
+}
+
+int shim_lazy_settle_here(int fd, struct shim_fd *e, enum shim_settle how)
+{
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
 	struct shim_progress pr = {0};

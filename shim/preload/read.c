@@ -62,9 +62,14 @@ SHIM_EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sock
 SHIM_EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 {
 	SHIM_NEED(recvmsg);
+	ssize_t r;
 	if (SHIM_UNLIKELY(settle(fd, flags) < 0))
 		return -1;
-	return real_recvmsg(fd, msg, flags);
+	r = real_recvmsg(fd, msg, flags);
+	/* Control messages may bring fds: connections another process's shim published. */
+	if (SHIM_UNLIKELY(r >= 0 && msg->msg_controllen != 0))
+		shim_fdpass_received(msg);
+	return r;
 }
 
 /* The fortified twins that _FORTIFY_SOURCE builds (Debian's packages) call. Their size check

@@ -16,6 +16,7 @@
 #include "../core/base.h"
 #include "../core/config.h"
 #include "../core/conn.h"
+#include "../core/fdpass.h"
 #include "../core/header.h"
 #include "../core/log.h"
 #include "../core/proc.h"
@@ -69,6 +70,17 @@ static inline struct shim_fd *shim_fd_unsettled(int fd)
 		return NULL;
 	return e;
 }
+
+/* ---- fdpass.c: connections passed with SCM_RIGHTS (core/fdpass.h) ---- */
+/* After a recvmsg() that returned control messages: adopts the received connections. */
+void shim_fdpass_received(const struct msghdr *msg);
+/* getpeername() on an fd with no entry, after the real call gave peer: adopts fd when another
+ * process published it. True when fd now has a connection entry. */
+bool shim_fdpass_adopt_miss(int fd, const struct sockaddr *peer);
+/* shim_lazy_settle() of an entry with SHIM_C_SHARED: through the table, exactly once. */
+int shim_fdpass_settle(int fd, struct shim_fd *e, enum shim_settle how);
+/* lazy.c's own reading of the header, for the above. */
+int shim_lazy_settle_here(int fd, struct shim_fd *e, enum shim_settle how);
 
 /* ---- exec.c ---- */
 /* In a new image: takes over the connections an exec handed off (PROXYSHIM_HANDOFF). */

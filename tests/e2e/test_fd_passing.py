@@ -5,10 +5,9 @@ unrelated processes (neither the parent of the other), both started here; then N
 
 With the shim in both processes, the worker must see the header's client in getpeername() and
 never a header byte, whether the fd was passed after the header was consumed (accept mode, or
-lazy mode once the acceptor's getpeername() took it) or before (lazy mode, still pending).
-Today the connection's state stays in the acceptor's table, so these are strict xfails: they
-turn into failures once issue 14 part 1 is fixed, and are to be unmarked then. Trusted peer
-127.0.0.2."""
+lazy mode once the acceptor's getpeername() took it) or before (lazy mode, still pending). The
+sender's shim publishes each passed connection in the user's table (core/fdpass.c), the
+receiver's adopts it in recvmsg(). Trusted peer 127.0.0.2."""
 import os
 import socket
 
@@ -26,9 +25,6 @@ N_CONNS = 3
 PAYLOAD = (v1_header(("192.0.2.66", 6666), ("192.0.2.1", 80)) + b"GET / HTTP/1.0\r\n\r\n"
            + bytes(range(256)))
 HDRS = {"v1": v1_header, "v2": v2_header}
-FD_PASS_XFAIL = pytest.mark.xfail(
-    strict=True, reason="issue 14 part 1: connection state does not follow an fd passed with SCM_RIGHTS")
-
 
 def client(i):
     return ("203.0.113.%d" % (70 + i), 40000 + i)
@@ -81,7 +77,6 @@ def addr(d):
 
 # ---- both processes under the shim: the worker must see what the acceptor's shim saw ----
 
-@FD_PASS_XFAIL
 @pytest.mark.parametrize("version", ["v1", "v2"])
 @pytest.mark.parametrize("how", ["accept", "lazy-consumed", "lazy-pending", "lazy-pending-read-first"])
 def test_worker_sees_header_client(procs, tmp_path, version, how):
@@ -110,7 +105,6 @@ def test_worker_sees_header_client(procs, tmp_path, version, how):
     assert [addr(d["peer"]) for d in lines] == [client(i) for i in range(N_CONNS)]
 
 
-@FD_PASS_XFAIL
 def test_worker_local_addr_header(procs, tmp_path):
     """PROXYSHIM_LOCAL_ADDR=header: the worker's getsockname() gives the header's destination,
     as the acceptor's does."""
@@ -234,7 +228,6 @@ def check_cluster(p, port, version, policy_seen):
 
 
 @pytest.mark.apps
-@FD_PASS_XFAIL
 @pytest.mark.parametrize("version", ["v1", "v2"])
 def test_node_cluster_default_scheduling(procs, tmp_path, version):
     """Default scheduling on Linux (round robin, cluster.SCHED_RR = 2): the primary accepts
