@@ -9,7 +9,11 @@ lazy mode once the acceptor's getpeername() took it) or before (lazy mode, still
 sender's shim publishes each passed connection in the user's table (core/fdpass.c), the
 receiver's adopts it in recvmsg(). Trusted peer 127.0.0.2."""
 import os
+import pathlib
+import shutil
 import socket
+import struct
+import tempfile
 
 import pytest
 
@@ -30,15 +34,18 @@ def client(i):
     return ("203.0.113.%d" % (70 + i), 40000 + i)
 
 
-def start_pair(procs, tmp_path, acceptor_env, worker_env, names=False, read_first=False):
+def start_pair(procs, tmp_path, acceptor_env, worker_env, names=False, read_first=False,
+               acceptor_args=(), prefix=(), prog=FDPASS):
     """The worker (listening on a UNIX socket in tmp_path), then the acceptor connected to it,
-    each in its own session. Returns (acceptor, worker, TCP port)."""
+    each in its own session (argv after prefix, e.g. setpriv). Returns (acceptor, worker, TCP
+    port)."""
     path = str(tmp_path / "fdpass.sock")
-    w = Proc([FDPASS, "worker", "--unix", path] + (["--read-first"] if read_first else []),
+    w = Proc(list(prefix) + [prog, "worker", "--unix", path] + (["--read-first"] if read_first else []),
              env=worker_env, log_name="fdpass-worker")
     procs.append(w)
     w.wait_output("ready ")
-    a, port = start_listening([FDPASS, "acceptor", "--unix", path] + (["--names"] if names else []),
+    a, port = start_listening(list(prefix) + [prog, "acceptor", "--unix", path]
+                              + (["--names"] if names else []) + list(acceptor_args),
                               env=acceptor_env, log_name="fdpass-acceptor")
     procs.append(a)
     return a, w, port
@@ -115,6 +122,67 @@ def test_worker_local_addr_header(procs, tmp_path):
     acc = [d for d in wait_json(a, lambda d: d.get("n") == N_CONNS) if d.get("role") == "acceptor"]
     assert [addr(d["local"]) for d in acc] == [DST] * N_CONNS
     assert [addr(d["local"]) for d in lines] == [DST] * N_CONNS
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_pending_header_consumed_once_when_both_processes_hold_it(procs, tmp_path, version):
+    """Lazy mode, the fd passed before its header came, and the acceptor keeps its copy: its
+    getpeername() and the worker's read both wait for the same header. Exactly one of them
+    takes it out of the socket (the table's claim); the other copies the result. Both name
+    the header's client, the worker reads the payload whole and no header byte."""
+    env = shim_env(TRUSTED=TRUSTED, CONSUME="lazy")
+    a, w, port = start_pair(procs, tmp_path, env, env, acceptor_args=["--names-after"])
+    results = run_clients(port, version, late=a)
+    lines = worker_lines(w)
+    after = [d for d in wait_json(a, lambda d: d.get("n") == N_CONNS and d.get("role") == "acceptor-after")
+             if d.get("role") == "acceptor-after"]
+    assert [bytes.fromhex(d["data"]) for d in lines] == [PAYLOAD] * N_CONNS
+    assert [echo for _, echo, _ in results] == [PAYLOAD] * N_CONNS
+    assert [addr(d["peer"]) for d in lines] == [client(i) for i in range(N_CONNS)]
+    assert [addr(d["peer"]) for d in after] == [client(i) for i in range(N_CONNS)]
+
+
+def test_a_table_readable_by_others_is_not_used(procs, tmp_path):
+    """The table asserts client addresses: a file at its path that is not private to the user
+    (here mode 0644) is never read or written. Run as uid 65534 with such a file in place, the
+    pass loses the address as it did before fd passing was supported (the worker sees the
+    balancer), every byte still arrives, and the shim says why, once per process."""
+    nobody = 65534
+    table = "/dev/shm/proxyshim-fd-%d" % nobody
+    world = tempfile.mkdtemp(prefix="fdpass-")
+    os.chmod(world, 0o777)
+    prog = os.path.join(world, "fdpass")
+    lib = os.path.join(world, "libproxyshim.so")
+    shutil.copy(FDPASS, prog)
+    shutil.copy(os.path.join(BUILD, "libproxyshim.so"), lib)
+    kept = None
+    if os.path.exists(table):
+        kept = table + ".kept-by-test"
+        os.rename(table, kept)
+    try:
+        with open(table, "wb") as f:  # a well-formed, empty table (core/fdpass.c's layout)
+            f.write(struct.pack("<QIII", 0x7073666470617373, 1, 16384, 128).ljust(128, b"\0"))
+            f.truncate(128 + 16384 * 128)
+        os.chown(table, nobody, nobody)
+        os.chmod(table, 0o644)
+        env = shim_env(TRUSTED=TRUSTED)
+        env["LD_PRELOAD"] = lib
+        sock_dir = tempfile.mkdtemp(prefix="fdpass-sock-", dir=world)
+        os.chmod(sock_dir, 0o777)
+        a, w, port = start_pair(procs, pathlib.Path(sock_dir), env, env, names=True,
+                                prefix=["setpriv", "--reuid=%d" % nobody, "--regid=%d" % nobody,
+                                        "--clear-groups"], prog=prog)
+        results = run_clients(port, "v2")
+        lines = worker_lines(w)
+        assert [bytes.fromhex(d["data"]) for d in lines] == [PAYLOAD] * N_CONNS
+        assert [addr(d["peer"]) for d in lines] == [tuple(real) for _, _, real in results]
+        for p in (a, w):
+            assert p.output().count("event=fdpass reason=not_private path=%s" % table) == 1, p.output()
+    finally:
+        os.unlink(table)
+        if kept:
+            os.rename(kept, table)
+        shutil.rmtree(world, ignore_errors=True)
 
 
 # ---- a worker without the shim: nothing breaks ----

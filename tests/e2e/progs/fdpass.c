@@ -13,7 +13,8 @@
  *   connection: (--names: getpeername() and getsockname() first; in lazy mode this consumes
  *   the header) sendmsg() of the fd with SCM_RIGHTS and one byte, then close() of its copy;
  *   prints {"n":N,"role":"acceptor","fd":F[,"peer":{..},"local":{..}],"sent":S} where S is
- *   0 or sendmsg's errno name. */
+ *   0 or sendmsg's errno name. --names-after: then, before closing its copy, getpeername() and
+ *   getsockname() of that copy, printed as {"n":N,"role":"acceptor-after","peer":..,"local":..}. */
 #include <signal.h>
 
 #include "common.h"
@@ -21,7 +22,8 @@
 static int usage(void)
 {
 	fprintf(stderr, "usage: fdpass worker --unix PATH [--read-first]\n"
-			"       fdpass acceptor --unix PATH [--listen HOST:PORT] [--names]\n");
+			"       fdpass acceptor --unix PATH [--listen HOST:PORT] [--names]\n"
+			"       [--names-after]\n");
 	return 2;
 }
 
@@ -185,7 +187,7 @@ static int send_fd(int us, int fd)
 	return r == 1 ? 0 : -1;
 }
 
-static int acceptor(const char *path, char *hostport, int names)
+static int acceptor(const char *path, char *hostport, int names, int names_after)
 {
 	struct sockaddr_un sun;
 	struct out o = {0};
@@ -223,6 +225,16 @@ static int acceptor(const char *path, char *hostport, int names)
 		out_str(&o, sent == 0 ? "0" : errname(errno));
 		out_f(&o, "}");
 		out_line(&o);
+		if (sent == 0 && names_after) {
+			/* The fd has gone, and this copy is kept: its getpeername() races the
+			 * worker's read for a header still to come (lazy mode). */
+			out_f(&o, "{\"n\":%u,\"role\":\"acceptor-after\",\"peer\":", n);
+			out_name(&o, c, 1);
+			out_f(&o, ",\"local\":");
+			out_name(&o, c, 0);
+			out_f(&o, "}");
+			out_line(&o);
+		}
 		close(c);
 		if (sent < 0)
 			return 3;
@@ -233,7 +245,7 @@ int main(int argc, char **argv)
 {
 	const char *path = NULL;
 	char hostport[128] = "127.0.0.1:0";
-	int read_first = 0, names = 0;
+	int read_first = 0, names = 0, names_after = 0;
 	if (argc < 2)
 		return usage();
 	for (int i = 2; i < argc; i++) {
@@ -245,6 +257,8 @@ int main(int argc, char **argv)
 			read_first = 1;
 		else if (strcmp(argv[i], "--names") == 0)
 			names = 1;
+		else if (strcmp(argv[i], "--names-after") == 0)
+			names_after = 1;
 		else
 			return usage();
 	}
@@ -254,6 +268,6 @@ int main(int argc, char **argv)
 	if (strcmp(argv[1], "worker") == 0)
 		return worker(path, read_first);
 	if (strcmp(argv[1], "acceptor") == 0)
-		return acceptor(path, hostport, names);
+		return acceptor(path, hostport, names, names_after);
 	return usage();
 }
