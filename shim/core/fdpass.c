@@ -48,6 +48,7 @@ struct table {
 };
 #define TABLE_SIZE sizeof(struct table)
 
+const char *shim_fdpass_dir = SHIM_FDPASS_DIR;
 static struct table *_Atomic g_table;
 static _Atomic bool g_warned;
 
@@ -67,9 +68,9 @@ bool shim_fdpass_mapped(void)
 static void path_of(char *buf, size_t cap, const char *suffix, long n)
 {
 	if (suffix)
-		snprintf(buf, cap, "%s/proxyshim-fd-%u.%s%ld", SHIM_FDPASS_DIR, (unsigned)geteuid(), suffix, n);
+		snprintf(buf, cap, "%s/proxyshim-fd-%u.%s%ld", shim_fdpass_dir, (unsigned)geteuid(), suffix, n);
 	else
-		snprintf(buf, cap, "%s/proxyshim-fd-%u", SHIM_FDPASS_DIR, (unsigned)geteuid());
+		snprintf(buf, cap, "%s/proxyshim-fd-%u", shim_fdpass_dir, (unsigned)geteuid());
 }
 
 static void warn_once(const char *path, const char *why)
@@ -110,7 +111,7 @@ static struct table *map_checked(int fd, const char *path)
  * half-made table. Losing the race to another process is fine: its table is used. */
 static void create_table(const char *path)
 {
-	char tmp[96];
+	char tmp[256];
 	struct table *t;
 	int fd;
 
@@ -136,12 +137,13 @@ static void create_table(const char *path)
 
 bool shim_fdpass_map(bool create)
 {
-	char path[96];
+	char path[256];
 	struct table *t, *expected = NULL;
 	int fd;
 
 	if (shim_fdpass_mapped())
 		return true;
+	shim_resolve(); /* real_close */
 	path_of(path, sizeof(path), NULL, 0);
 	fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0 && errno == ENOENT && create) {

@@ -16,6 +16,7 @@
 
 /* The table: /dev/shm/proxyshim-fd-<euid>, mode 0600, owned by the user. */
 #define SHIM_FDPASS_DIR "/dev/shm"
+extern const char *shim_fdpass_dir SHIM_HIDDEN; /* SHIM_FDPASS_DIR; a unit test's own */
 #define SHIM_FDPASS_SLOTS 16384u
 
 /* A slot's state. A settling one carries the settler's pid above the low bits. */
