@@ -194,7 +194,7 @@ e2e: $(HARDEN)
 stress: deps $(PROGS) $(HARDEN)
 	@tests/stress/run.sh
 
-bench: $(PRODUCT) $(BUILD)/testserver
+bench: $(PRODUCT) $(BUILD)/testserver $(BUILD)/progs/fdpass
 	@tests/bench/run.sh
 
 demo: $(PRODUCT)

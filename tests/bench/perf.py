@@ -13,13 +13,14 @@ the run time utime + stime are split from, in ns instead of 10 ms ticks, which 0
 
 Environment: QUICK=1 (fewer and shorter rounds, under 90 s), BENCH_ONLY=GROUP,... (run and
 report only these scenario groups: conn (A to F, and K, which reuses their runs), G, H, I, J,
-U (untrusted clients under PROXYSHIM_UNTRUSTED=pass and =reject); e.g. BENCH_ONLY=G,H; default all; the exit status covers the checks that ran), BUILD (default
+P (connections passed to another process with SCM_RIGHTS), U (untrusted clients under PROXYSHIM_UNTRUSTED=pass and =reject); e.g. BENCH_ONLY=G,H; default all; the exit status covers the checks that ran), BUILD (default
 build), BENCH_ROUNDS, BENCH_SECS, BENCH_CONNS to override the round count, seconds per run and
 concurrent connections."""
 import os
 import re
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -36,11 +37,12 @@ LIB = os.path.join(BUILD, "libproxyshim.so")
 TESTSERVER = os.path.join(BUILD, "testserver")
 TOOLS = {n: os.path.join(BUILD, "bench", n) for n in ("loadgen", "bulksink", "spawn", "eagain", "shimsize",
                                                       "empty.so", "consume")}
-GROUPS = ("conn", "G", "H", "I", "J", "U")
+GROUPS = ("conn", "G", "H", "I", "J", "P", "U")
 # What each group runs: checked before anything starts.
 NEEDS = {"conn": ["loadgen", LIB, TESTSERVER, "nginx", "haproxy"], "G": ["loadgen", "bulksink", LIB],
          "H": ["spawn", "empty.so", LIB], "I": ["loadgen", "eagain", "shimsize", LIB, TESTSERVER],
          "J": ["loadgen", LIB, TESTSERVER, "strace", "consume"],
+         "P": [LIB, "strace", os.path.join(BUILD, "progs", "fdpass")],
          "U": ["loadgen", LIB, TESTSERVER, "nginx", "strace"]}
 
 QUICK = os.environ.get("QUICK", "") not in ("", "0")
@@ -523,6 +525,89 @@ def syscalls():
     return res
 
 
+# ---- P: a connection passed to another process (SCM_RIGHTS), as Node's cluster does ----
+
+def fdpass_calls(env, m, header):
+    """System calls of fdpass's acceptor and worker (each under strace -f -c) for m trusted
+    connections, each sending its header (or none) and 64 bytes, then half-closing."""
+    sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+    from util import connect_from, recv_all, v2_header
+    prog = os.path.join(BUILD, "progs", "fdpass")
+    tmp = tempfile.mkdtemp(prefix="proxyshim-bench-fdpass-")
+    path = os.path.join(tmp, "s")
+    out = {}
+    try:
+        def traced(role, argv, name):
+            a = ["strace", "-f", "-c", "-o", os.path.join(tmp, name)]
+            for k in ("LD_PRELOAD", "PROXYSHIM_TRUSTED", "PROXYSHIM_LOG"):
+                if k in env:
+                    a += ["-E", "%s=%s" % (k, env[k])]
+            f = open(os.path.join(tmp, name + ".out"), "w+")
+            return Server(a + [prog, role] + argv, plain_env(), stdout=f), f
+
+        def wait_line(f, word):
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                f.seek(0)
+                for line in f.read().splitlines():
+                    if line.startswith(word):
+                        return line
+                time.sleep(0.02)
+            raise RuntimeError("fdpass under strace did not start")
+        w, wf = traced("worker", ["--unix", path], "worker")
+        wait_line(wf, "ready")
+        a, af = traced("acceptor", ["--unix", path], "acceptor")
+        port = int(wait_line(af, "listening").split()[1])
+        body = bytes(range(64))
+        for i in range(m):
+            s = connect_from(port, TRUSTED_SRC, timeout=10.0)
+            hdr = v2_header((CLIENT, 1000 + i), ("127.0.0.1", port)) if header else b""
+            s.sendall(hdr + body)
+            s.shutdown(socket.SHUT_WR)
+            if recv_all(s) != body:
+                raise RuntimeError("fdpass: echo differs")
+            s.close()
+        a.stop()  # the worker ends when its sender goes
+        w.p.wait(20)
+        for role in ("acceptor", "worker"):
+            calls = {}
+            with open(os.path.join(tmp, role)) as g:
+                for line in g:
+                    p = line.split()
+                    if len(p) >= 5 and p[0][0].isdigit() and p[-1] != "total":
+                        calls[p[-1]] = int(p[3])
+            out[role] = calls
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def fdpass_bench():
+    res = {}
+    for k, env, hdr in (("plain", plain_env(), False), ("shim", shim_env(), True)):
+        a = fdpass_calls(env, STRACE_M1, hdr)
+        b = fdpass_calls(env, STRACE_M2, hdr)
+        res[k] = {}
+        for role in ("acceptor", "worker"):
+            names = set(a[role]) | set(b[role])
+            res[k][role] = {n: (b[role].get(n, 0) - a[role].get(n, 0)) / float(STRACE_M2 - STRACE_M1)
+                            for n in names}
+    return res
+
+
+def report_fdpass(pres, check):
+    for role in ("acceptor", "worker"):
+        jp, js = pres["plain"][role], pres["shim"][role]
+        names = sorted(n for n in set(jp) | set(js) if abs(js.get(n, 0) - jp.get(n, 0)) >= 0.05)
+        extra = sum(js.values()) - sum(jp.values())
+        print("P   %s: system calls per passed connection (strace -f -c, (calls(%d) - calls(%d)) / %d): "
+              "%.2f plain, %.2f shim; differences: %s" % (
+                  role, STRACE_M2, STRACE_M1, STRACE_M2 - STRACE_M1, sum(jp.values()), sum(js.values()),
+                  ", ".join("%s %+.2f" % (n, js.get(n, 0) - jp.get(n, 0)) for n in names) or "none"))
+        if role == "worker":
+            check("P syscalls per received connection, extra", extra, "<= 1", extra <= 1.0 + 0.05)
+
+
 # ---- U: untrusted clients, PROXYSHIM_UNTRUSTED=pass against =reject ----
 
 UNTRUSTED_MODES = ("pass", "reject")
@@ -601,7 +686,7 @@ def only():
     for x in raw.split(","):
         name = "conn" if x.strip().lower() == "conn" else x.strip().upper()
         if name not in GROUPS:
-            sys.exit("perf bench: BENCH_ONLY=%s: %r is not one of conn (A-F and K), G, H, I, J, U" % (raw, x))
+            sys.exit("perf bench: BENCH_ONLY=%s: %r is not one of conn (A-F and K), G, H, I, J, P, U" % (raw, x))
         sel.add(name)
     return sel
 
@@ -805,6 +890,8 @@ def main():
             ires = step("I", "I: memory", memory)
         if "J" in sel:
             jres = step("J", "J: system calls (strace)", syscalls)
+        if "P" in sel:
+            pres = step("P", "P: connections passed with SCM_RIGHTS (strace)", fdpass_bench)
         if "U" in sel:
             ures, ucalls = step("U", "U: untrusted clients, PROXYSHIM_UNTRUSTED=pass and reject",
                                 lambda: untrusted_scenarios(tmp))
@@ -823,6 +910,8 @@ def main():
         report_memory(ires, check)
     if "J" in sel:
         report_syscalls(jres, check)
+    if "P" in sel:
+        report_fdpass(pres, check)
     if "U" in sel:
         report_untrusted(ures, ucalls, check)
     if "conn" in sel:
