@@ -35,12 +35,13 @@ def client(i):
 
 
 def start_pair(procs, tmp_path, acceptor_env, worker_env, names=False, read_first=False,
-               acceptor_args=(), prefix=(), prog=FDPASS):
+               acceptor_args=(), prefix=(), prog=FDPASS, worker_args=()):
     """The worker (listening on a UNIX socket in tmp_path), then the acceptor connected to it,
     each in its own session (argv after prefix, e.g. setpriv). Returns (acceptor, worker, TCP
     port)."""
     path = str(tmp_path / "fdpass.sock")
-    w = Proc(list(prefix) + [prog, "worker", "--unix", path] + (["--read-first"] if read_first else []),
+    w = Proc(list(prefix) + [prog, "worker", "--unix", path] + (["--read-first"] if read_first else [])
+             + list(worker_args),
              env=worker_env, log_name="fdpass-worker")
     procs.append(w)
     w.wait_output("ready ")
@@ -140,6 +141,21 @@ def test_pending_header_consumed_once_when_both_processes_hold_it(procs, tmp_pat
     assert [echo for _, echo, _ in results] == [PAYLOAD] * N_CONNS
     assert [addr(d["peer"]) for d in lines] == [client(i) for i in range(N_CONNS)]
     assert [addr(d["peer"]) for d in after] == [client(i) for i in range(N_CONNS)]
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_fd_received_by_a_path_no_hook_sees_is_adopted_by_getpeername(procs, tmp_path, version):
+    """The worker receives with the recvmsg system call itself (as io_uring or pidfd_getfd
+    bring fds, unseen by any hook): its getpeername() of a trusted peer it has no entry for
+    looks the socket up and names the header's client."""
+    env = shim_env(TRUSTED=TRUSTED, LOG="debug")
+    a, w, port = start_pair(procs, tmp_path, env, env, names=True, worker_args=["--raw-recv"])
+    run_clients(port, version)
+    lines = worker_lines(w)
+    assert [bytes.fromhex(d["data"]) for d in lines] == [PAYLOAD] * N_CONNS
+    assert [addr(d["peer"]) for d in lines] == [client(i) for i in range(N_CONNS)]
+    assert w.output().count("event=adopt via=getpeername") == N_CONNS, w.output()
+    assert "via=recvmsg" not in w.output()
 
 
 def test_a_table_readable_by_others_is_not_used(procs, tmp_path):

@@ -2,12 +2,13 @@
  * cluster primary and PM2 hand connections to their workers: the fd goes over a UNIX socket
  * with sendmsg(SCM_RIGHTS). Two roles, run as two processes a test starts side by side.
  *
- * Usage: fdpass worker --unix PATH [--read-first]
+ * Usage: fdpass worker --unix PATH [--read-first] [--raw-recv]
  *   binds and listens on the UNIX stream socket PATH, prints "ready PATH", takes one sender;
  *   then for every fd it receives (recvmsg, SCM_RIGHTS): getpeername() and getsockname()
  *   (after reading, with --read-first), reads until EOF echoing every byte back, closes it,
  *   and prints {"n":N,"role":"worker","fd":F,"peer":{..},"local":{..},"data":"HEX","end":E}
- *   where E is "eof" or the read's errno name. Exits when the sender goes.
+ *   where E is "eof" or the read's errno name. Exits when the sender goes. --raw-recv: receives
+ *   with the recvmsg system call itself, which no hook sees.
  * Usage: fdpass acceptor --unix PATH [--listen HOST:PORT] [--names]
  *   connects to the worker at PATH, listens (prints "listening PORT"), and for every accepted
  *   connection: (--names: getpeername() and getsockname() first; in lazy mode this consumes
@@ -16,12 +17,13 @@
  *   0 or sendmsg's errno name. --names-after: then, before closing its copy, getpeername() and
  *   getsockname() of that copy, printed as {"n":N,"role":"acceptor-after","peer":..,"local":..}. */
 #include <signal.h>
+#include <sys/syscall.h>
 
 #include "common.h"
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: fdpass worker --unix PATH [--read-first]\n"
+	fprintf(stderr, "usage: fdpass worker --unix PATH [--read-first] [--raw-recv]\n"
 			"       fdpass acceptor --unix PATH [--listen HOST:PORT] [--names]\n"
 			"       [--names-after]\n");
 	return 2;
@@ -53,7 +55,7 @@ static int write_all(int fd, const unsigned char *p, size_t len)
 
 /* One fd and its one byte from the sender: the fd, -1 when the sender has gone, -2 when a
  * message came without an fd. */
-static int recv_fd(int us)
+static int recv_fd(int us, int raw)
 {
 	unsigned char byte;
 	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
@@ -64,8 +66,8 @@ static int recv_fd(int us)
 	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = c.buf,
 			   .msg_controllen = sizeof(c.buf)};
 	ssize_t r;
-	do
-		r = recvmsg(us, &m, MSG_CMSG_CLOEXEC);
+	do /* raw: the system call itself, which no hook sees (as io_uring's recvmsg) */
+		r = raw ? syscall(SYS_recvmsg, us, &m, MSG_CMSG_CLOEXEC) : recvmsg(us, &m, MSG_CMSG_CLOEXEC);
 	while (r < 0 && errno == EINTR);
 	if (r <= 0)
 		return -1;
@@ -79,7 +81,7 @@ static int recv_fd(int us)
 	return -2;
 }
 
-static int worker(const char *path, int read_first)
+static int worker(const char *path, int read_first, int raw)
 {
 	struct sockaddr_un sun;
 	struct out o = {0}, names = {0};
@@ -103,7 +105,7 @@ static int worker(const char *path, int read_first)
 	}
 	close(ls);
 	for (unsigned n = 1;; n++) {
-		int fd = recv_fd(us);
+		int fd = recv_fd(us, raw);
 		if (fd == -1)
 			return 0;
 		if (fd == -2) {
@@ -245,7 +247,7 @@ int main(int argc, char **argv)
 {
 	const char *path = NULL;
 	char hostport[128] = "127.0.0.1:0";
-	int read_first = 0, names = 0, names_after = 0;
+	int read_first = 0, names = 0, names_after = 0, raw = 0;
 	if (argc < 2)
 		return usage();
 	for (int i = 2; i < argc; i++) {
@@ -259,6 +261,8 @@ int main(int argc, char **argv)
 			names = 1;
 		else if (strcmp(argv[i], "--names-after") == 0)
 			names_after = 1;
+		else if (strcmp(argv[i], "--raw-recv") == 0)
+			raw = 1;
 		else
 			return usage();
 	}
@@ -266,7 +270,7 @@ int main(int argc, char **argv)
 		return usage();
 	signal(SIGPIPE, SIG_IGN);
 	if (strcmp(argv[1], "worker") == 0)
-		return worker(path, read_first);
+		return worker(path, read_first, raw);
 	if (strcmp(argv[1], "acceptor") == 0)
 		return acceptor(path, hostport, names, names_after);
 	return usage();
