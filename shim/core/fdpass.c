@@ -337,9 +337,14 @@ void shim_fdpass_settled(uint64_t cookie, const struct shim_fd *e)
 		shim_handoff_wire_of(e, &w);
 		w.flags &= (uint8_t)~SHIM_C_SHARED;
 	}
-	/* The lock is short: spin while another writer (a publisher) finishes. */
-	while (!slot_lock(s))
-		;
+	/* The lock is short: spin while another writer (a publisher) finishes. A writer killed
+	 * half way leaves seq odd for good: after a while the slot is taken over. */
+	for (unsigned spins = 0; !slot_lock(s); spins++) {
+		if (spins > (1u << 22)) {
+			atomic_fetch_add(&s->seq, 2); /* still odd: ours now */
+			break;
+		}
+	}
 	if (atomic_load(&s->cookie) == cookie)
 		slot_write(s, cookie, SHIM_FDPASS_SETTLED, &w);
 	slot_unlock(s);

@@ -49,6 +49,8 @@ static bool adopt(int fd, uint64_t cookie, const char *via)
 
 /* ---- the sender ---- */
 
+static _Atomic bool g_no_cookie;
+
 static void publish_fds(const struct msghdr *msg)
 {
 	int saved = errno;
@@ -66,7 +68,12 @@ static void publish_fds(const struct msghdr *msg)
 			if (!e || atomic_load_explicit(&e->kind, memory_order_acquire) != SHIM_FD_CONN ||
 			    !(e->flags & (SHIM_C_REWRITTEN | SHIM_C_PENDING | SHIM_C_FAILED)))
 				continue; /* not a connection the shim changed: the receiver's real answers hold */
-			if (shim_fdpass_cookie(fd, &cookie) < 0 || !shim_fdpass_map(true))
+			int r = shim_fdpass_cookie(fd, &cookie);
+			if (r == -ENOPROTOOPT && !atomic_exchange(&g_no_cookie, true))
+				shim_log(SHIM_LOG_WARN, "event=fdpass reason=no_so_cookie (this kernel has no "
+							"SO_COOKIE: connections passed to other processes keep the "
+							"balancer's address)");
+			if (r < 0 || !shim_fdpass_map(true))
 				continue;
 			if (shim_fdpass_publish(cookie, e) == 0 && (e->flags & SHIM_C_PENDING))
 				e->flags |= SHIM_C_SHARED; /* its header is now settled through the table */
@@ -168,7 +175,8 @@ int shim_fdpass_settle(int fd, struct shim_fd *e, enum shim_settle how)
 	uint32_t state;
 	int r;
 
-	if (!(e->flags & SHIM_C_PENDING) || shim_fdpass_cookie(fd, &cookie) < 0)
+	/* A new image (exec) maps the table on its first need. */
+	if (!(e->flags & SHIM_C_PENDING) || !shim_fdpass_map(false) || shim_fdpass_cookie(fd, &cookie) < 0)
 		return settle_here(fd, e, how);
 	for (;;) {
 		if (shim_fdpass_lookup(cookie, &w, &state) < 0)

@@ -10,10 +10,12 @@ sender's shim publishes each passed connection in the user's table (core/fdpass.
 receiver's adopts it in recvmsg(). Trusted peer 127.0.0.2."""
 import os
 import pathlib
+import re
 import shutil
 import socket
 import struct
 import tempfile
+import time
 
 import pytest
 
@@ -268,14 +270,14 @@ CLUSTER_WORKERS = 3
 CLUSTER_REQUESTS = 12
 
 
-def node_cluster(procs, tmp_path, policy):
+def node_cluster(procs, tmp_path, policy, **shim):
     script = tmp_path / "cluster.js"
     script.write_text(CLUSTER_JS)
     port = 0
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = shim_env(TRUSTED=TRUSTED)
+    env = shim_env(TRUSTED=TRUSTED, **shim)
     env.pop("NODE_CLUSTER_SCHED_POLICY", None)
     if policy is not None:
         env["NODE_CLUSTER_SCHED_POLICY"] = policy
@@ -286,14 +288,16 @@ def node_cluster(procs, tmp_path, policy):
     return p, port
 
 
-def cluster_requests(port, version):
+def cluster_requests(port, version, delay=0.0):
     """CLUSTER_REQUESTS HTTP requests, each its own connection with a header naming its own
-    client. Returns [((client ip, port), reply fields: remoteAddress, remotePort, pid)]."""
+    client, sent delay seconds after connect. Returns [((client ip, port), reply fields:
+    remoteAddress, remotePort, pid)]."""
     out = []
     for i in range(CLUSTER_REQUESTS):
         c = client(i)
         s = connect_from(port, TRUSTED, timeout=10.0)
         try:
+            time.sleep(delay)
             s.sendall(HDRS[version](c, ("127.0.0.1", port)) + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             body = recv_all(s).split(b"\r\n\r\n", 1)[1].decode()
         finally:
@@ -302,11 +306,11 @@ def cluster_requests(port, version):
     return out
 
 
-def check_cluster(p, port, version, policy_seen):
+def check_cluster(p, port, version, policy_seen, delay=0.0):
     """Checks the scheduling policy the primary reported, sends the requests; returns the set
     of worker pids that answered."""
     assert ("ready %d" % policy_seen) in p.output()
-    got = cluster_requests(port, version)
+    got = cluster_requests(port, version, delay)
     assert [(f[0], int(f[1])) for _, f in got] == [c for c, _ in got], p.output()
     return {f[2] for _, f in got}
 
@@ -329,3 +333,19 @@ def test_node_cluster_sched_none(procs, tmp_path, version):
     shared listener themselves, and their shims read the headers."""
     p, port = node_cluster(procs, tmp_path, "none")
     check_cluster(p, port, version, 1)
+
+
+@pytest.mark.apps
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_node_cluster_default_scheduling_lazy_header_after_the_pass(procs, tmp_path, version):
+    """Lazy mode, the header sent 0.5 s after connect (a balancer that sends it with the
+    client's first bytes): the primary's accept() hands the connection over pending (after
+    its grace, if any), the primary passes it on, and the worker's first read takes the header
+    through the shared table. Every reply names the header's client."""
+    p, port = node_cluster(procs, tmp_path, None, CONSUME="lazy", LOG="debug")
+    pids = check_cluster(p, port, version, 2, delay=0.5)
+    assert len(pids) > 1
+    out = p.output()
+    # Every connection went over still pending, and a worker's shim took each header once.
+    assert len(re.findall(r"event=adopt via=recvmsg fd=\d+ client=pending", out)) == CLUSTER_REQUESTS, out
+    assert out.count("event=accept version=%s" % version[1]) == CLUSTER_REQUESTS, out
