@@ -47,38 +47,50 @@ static bool adopt(int fd, uint64_t cookie, const char *via)
 	return true;
 }
 
+/* Calls fn for every fd that msg's SCM_RIGHTS messages carry, until fn returns false. */
+static void each_fd(const struct msghdr *msg, bool (*fn)(int fd))
+{
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR((struct msghdr *)msg, c)) {
+		const unsigned char *p = CMSG_DATA(c);
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len < CMSG_LEN(0))
+			continue;
+		for (size_t i = 0, n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i < n; i++) {
+			int fd;
+			memcpy(&fd, p + i * sizeof(int), sizeof(fd));
+			if (!fn(fd))
+				return;
+		}
+	}
+}
+
 /* ---- the sender ---- */
 
 static _Atomic bool g_no_cookie;
 
+static bool publish_fd(int fd)
+{
+	struct shim_fd *e = shim_fd_peek(fd);
+	uint64_t cookie;
+	int r;
+	if (!e || atomic_load_explicit(&e->kind, memory_order_acquire) != SHIM_FD_CONN ||
+	    !(e->flags & (SHIM_C_REWRITTEN | SHIM_C_PENDING | SHIM_C_FAILED)))
+		return true; /* not a connection the shim changed: the receiver's real answers hold */
+	r = shim_fdpass_cookie(fd, &cookie);
+	if (r == -ENOPROTOOPT && !atomic_exchange(&g_no_cookie, true))
+		shim_log(SHIM_LOG_WARN, "event=fdpass reason=no_so_cookie (this kernel has no "
+					"SO_COOKIE: connections passed to other processes keep the "
+					"balancer's address)");
+	if (r < 0 || !shim_fdpass_map(true))
+		return true;
+	if (shim_fdpass_publish(cookie, e) == 0 && (e->flags & SHIM_C_PENDING))
+		e->flags |= SHIM_C_SHARED; /* its header is now settled through the table */
+	return true;
+}
+
 static void publish_fds(const struct msghdr *msg)
 {
 	int saved = errno;
-	for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR((struct msghdr *)msg, c)) {
-		const unsigned char *p = CMSG_DATA(c);
-		size_t n;
-		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len < CMSG_LEN(0))
-			continue;
-		n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-		for (size_t i = 0; i < n; i++) {
-			int fd;
-			uint64_t cookie;
-			memcpy(&fd, p + i * sizeof(int), sizeof(fd));
-			struct shim_fd *e = shim_fd_peek(fd);
-			if (!e || atomic_load_explicit(&e->kind, memory_order_acquire) != SHIM_FD_CONN ||
-			    !(e->flags & (SHIM_C_REWRITTEN | SHIM_C_PENDING | SHIM_C_FAILED)))
-				continue; /* not a connection the shim changed: the receiver's real answers hold */
-			int r = shim_fdpass_cookie(fd, &cookie);
-			if (r == -ENOPROTOOPT && !atomic_exchange(&g_no_cookie, true))
-				shim_log(SHIM_LOG_WARN, "event=fdpass reason=no_so_cookie (this kernel has no "
-							"SO_COOKIE: connections passed to other processes keep the "
-							"balancer's address)");
-			if (r < 0 || !shim_fdpass_map(true))
-				continue;
-			if (shim_fdpass_publish(cookie, e) == 0 && (e->flags & SHIM_C_PENDING))
-				e->flags |= SHIM_C_SHARED; /* its header is now settled through the table */
-		}
-	}
+	each_fd(msg, publish_fd);
 	errno = saved;
 }
 
@@ -92,30 +104,23 @@ SHIM_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 
 /* ---- the receiver ---- */
 
+/* Not mapped yet: one open(); none there means nothing was ever published by this user, so
+ * no fd of this message can be in it (false ends the walk). */
+static bool adopt_received(int fd)
+{
+	uint64_t cookie;
+	if (!shim_fdpass_map(false))
+		return false;
+	if (shim_fdpass_cookie(fd, &cookie) == 0)
+		adopt(fd, cookie, "recvmsg");
+	return true;
+}
+
 void shim_fdpass_received(const struct msghdr *msg)
 {
 	int saved = errno;
-	if (!shim_config()->active)
-		return;
-	for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR((struct msghdr *)msg, c)) {
-		const unsigned char *p = CMSG_DATA(c);
-		size_t n;
-		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len < CMSG_LEN(0))
-			continue;
-		n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-		for (size_t i = 0; i < n; i++) {
-			int fd;
-			uint64_t cookie;
-			memcpy(&fd, p + i * sizeof(int), sizeof(fd));
-			/* Not mapped yet: one open(); none there means nothing was ever published by
-			 * this user, so no fd of this message can be in it. */
-			if (!shim_fdpass_map(false))
-				goto out;
-			if (shim_fdpass_cookie(fd, &cookie) == 0)
-				adopt(fd, cookie, "recvmsg");
-		}
-	}
-out:
+	if (shim_config()->active)
+		each_fd(msg, adopt_received);
 	errno = saved;
 }
 
