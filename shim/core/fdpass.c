@@ -74,11 +74,12 @@ static void path_of(char *buf, size_t cap, const char *suffix, long n)
 		snprintf(buf, cap, "%s/proxyshim-fd-%u", shim_fdpass_dir, (unsigned)geteuid());
 }
 
-static void warn_once(const char *path, const char *why)
+/* Said once per process: why the table is not used. err: the system call's errno, or 0. */
+static void warn_once(const char *path, const char *why, int err)
 {
 	if (!atomic_exchange(&g_warned, true))
-		shim_log(SHIM_LOG_WARN, "event=fdpass reason=%s path=%s (connections passed between "
-					"processes keep the balancer's address)", why, path);
+		shim_log(SHIM_LOG_WARN, "event=fdpass reason=%s path=%s errno=%d (connections passed "
+					"between processes keep the balancer's address)", why, path, err);
 }
 
 /* Maps the open table file fd after checking it is the user's own, private, of this layout. */
@@ -90,11 +91,11 @@ static struct table *map_checked(int fd, const char *path)
 	if (syscall(SYS_fstat, fd, &st) < 0)
 		return NULL;
 	if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077) != 0) {
-		warn_once(path, "not_private"); /* another user's, or readable by others */
+		warn_once(path, "not_private", 0); /* another user's, or readable by others */
 		return NULL;
 	}
 	if ((size_t)st.st_size != TABLE_SIZE) {
-		warn_once(path, "layout");
+		warn_once(path, "layout", 0);
 		return NULL;
 	}
 	t = mmap(NULL, TABLE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -103,7 +104,7 @@ static struct table *map_checked(int fd, const char *path)
 	if (t->magic != MAGIC || t->layout != LAYOUT || t->slots != SHIM_FDPASS_SLOTS ||
 	    t->slot_size != sizeof(struct slot)) {
 		munmap(t, TABLE_SIZE);
-		warn_once(path, "layout");
+		warn_once(path, "layout", 0);
 		return NULL;
 	}
 	return t;
@@ -130,7 +131,7 @@ static void create_table(const char *path)
 			__atomic_store_n(&t->magic, MAGIC, __ATOMIC_RELEASE);
 			munmap(t, TABLE_SIZE);
 			if (link(tmp, path) < 0 && errno != EEXIST)
-				warn_once(path, "create");
+				warn_once(path, "create", errno);
 		}
 	}
 	unlink(tmp);
@@ -153,8 +154,10 @@ bool shim_fdpass_map(bool create)
 		fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
 	}
 	if (fd < 0) {
-		if (errno != ENOENT)
-			warn_once(path, "open");
+		/* No file is the receivers' normal case (nothing was published); a publisher
+		 * that could not make one says so (no /dev/shm, read-only, full). */
+		if (errno != ENOENT || create)
+			warn_once(path, create ? "create" : "open", errno);
 		return false;
 	}
 	t = map_checked(fd, path);
