@@ -492,7 +492,8 @@ class Smtpd:
         self.name = name
         self.port = free_port()
         self.p = servers.start(["/usr/bin/python3", "-W", "ignore", "-u", "-m", "smtpd", "-n", "-d",
-                                "-c", "DebuggingServer", "127.0.0.1:%d" % self.port], self.port, name, env=env)
+                                "-c", "DebuggingServer", "127.0.0.1:%d" % self.port], self.port, name,
+                               env=env)
 
     def mail(self, port, source, tag, prefix=b"", timeout=10.0):
         msg = (b"EHLO matrix\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n"
@@ -724,7 +725,8 @@ class PhpServer(HttpPeer):
 
     def refused(self, got, me):
         assert got == b"", got  # no reply, and its log says who sent it
-        wait_text(self.log, r"\] %s:%d Invalid request \(Malformed HTTP request\)$" % (re.escape(me[0]), me[1]))
+        wait_text(self.log, r"\] %s:%d Invalid request \(Malformed HTTP request\)$"
+                  % (re.escape(me[0]), me[1]))
 
 
 class Gunicorn(HttpPeer):
@@ -761,9 +763,10 @@ class Uwsgi(HttpPeer):
         d = str(servers.tmp.mktemp(name))
         with open(os.path.join(d, "app.py"), "w") as f:
             f.write(WSGI_SRC)
-        self.p = servers.start([need("/usr/bin/uwsgi"), "--strict", "--plugins-dir", "/usr/lib/uwsgi/plugins",
-                                "--plugin", "python3", "--http-socket", "127.0.0.1:%d" % self.port,
-                                "--chdir", d, "--wsgi-file", "app.py", "--need-app", "--master",
+        self.p = servers.start([need("/usr/bin/uwsgi"), "--strict",
+                                "--plugins-dir", "/usr/lib/uwsgi/plugins", "--plugin", "python3",
+                                "--http-socket", "127.0.0.1:%d" % self.port, "--chdir", d,
+                                "--wsgi-file", "app.py", "--need-app", "--master",
                                 "--processes", "2", "--die-on-term",
                                 "--logformat", "access %(addr) %(method) %(uri) %(status)"],
                                self.port, name)
@@ -837,8 +840,9 @@ class Mariadb:
         self.name = name
         self.port = free_port()
         d = self.d = servers.dir("mariadb", owner="mysql")
-        r = subprocess.run([need("/usr/bin/mariadb-install-db"), "--no-defaults", "--datadir=" + d + "/data",
-                            "--user=mysql", "--auth-root-authentication-method=normal", "--skip-test-db",
+        r = subprocess.run([need("/usr/bin/mariadb-install-db"), "--no-defaults",
+                            "--datadir=" + d + "/data", "--user=mysql",
+                            "--auth-root-authentication-method=normal", "--skip-test-db",
                             "--skip-name-resolve"], capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stdout + r.stderr
         with open(d + "/init.sql", "w") as f:  # a user from anywhere (the header's clients)
@@ -854,8 +858,9 @@ class Mariadb:
         return read_file(self.d + "/general.log")
 
     def query(self, port, timeout=10):
-        r = subprocess.run(["mariadb", "--no-defaults", "--protocol=tcp", "-h", "127.0.0.1", "-P", str(port),
-                            "-u", "matrix", "--connect-timeout=%d" % timeout, "-NBe", MARIADB_QUERY],
+        r = subprocess.run(["mariadb", "--no-defaults", "--protocol=tcp", "-h", "127.0.0.1",
+                            "-P", str(port), "-u", "matrix", "--connect-timeout=%d" % timeout,
+                            "-NBe", MARIADB_QUERY],
                            capture_output=True, text=True, timeout=30)
         assert r.returncode == 0, r.stdout + r.stderr + self.p.output()
         host, user = r.stdout.strip().split(" ")
@@ -929,12 +934,14 @@ class Vsftpd:
                  (b"USER anonymous\r\n", rb"^331 .*\r\n"), (b"PASS %s\r\n" % tag.encode(), rb"^230 .*\r\n"),
                  (b"PWD\r\n", rb"^257 .*\r\n"), (b"QUIT\r\n", UNTIL_CLOSED)]
         replies, me = talk(port, source, steps, timeout)
-        assert replies[2].startswith(b"230 Login successful.") and replies[4] == b"221 Goodbye.\r\n", replies
+        assert replies[2].startswith(b"230 Login successful."), replies
+        assert replies[4] == b"221 Goodbye.\r\n", replies
         return replies, me
 
     def logged(self, tag):
         """The client vsftpd named in tag's login."""
-        return wait_text(self.log, r'\] OK LOGIN: Client "([^"]+)", anon password "%s"$' % re.escape(tag)).group(1)
+        return wait_text(self.log, r'\] OK LOGIN: Client "([^"]+)", anon password "%s"$'
+                         % re.escape(tag)).group(1)
 
     def via_header(self, fport, src):
         tag = "via%d" % src[1]
@@ -975,8 +982,8 @@ acl_rcpt:
 
 
 class Exim:
-    """Exim 4.96 (exim4-daemon-light) as a daemon in the foreground (-bdf -oX PORT) with a config of its own:
-    host lookups and ident callbacks off. The daemon takes the client from accept() and
+    """Exim 4.96 (exim4-daemon-light) as a daemon in the foreground (-bdf -oX PORT) with a
+    config of its own: host lookups and ident callbacks off. The daemon takes the client from accept() and
     forks a process per connection that speaks first. Its EHLO reply names the client
     ([ADDR]), its refusal of every recipient names [ADDR]:PORT ($sender_host_address and
     _port) and its mainlog (+incoming_port) names [ADDR]:PORT."""
@@ -989,8 +996,8 @@ class Exim:
         shutil.chown(d + "/spool", "Debian-exim", "Debian-exim")
         with open(d + "/exim.conf", "w") as f:
             f.write(EXIM_CONF.format(d=d))
-        self.p = servers.start([need("/usr/sbin/exim4"), "-bdf", "-oX", str(self.port), "-C", d + "/exim.conf"],
-                               self.port, name, env=env)
+        self.p = servers.start([need("/usr/sbin/exim4"), "-bdf", "-oX", str(self.port),
+                                "-C", d + "/exim.conf"], self.port, name, env=env)
 
     def log(self):
         return read_file(self.d + "/spool/mainlog")
@@ -998,7 +1005,8 @@ class Exim:
     def smtp(self, port, source, tag, prefix=b"", timeout=10.0):
         """prefix at connect (and the reply to it), EHLO tag, one refused recipient, QUIT, each
         command after the previous reply. Returns (the replies, own (ip, port))."""
-        return talk(port, source, [(prefix, rb"^220 .*\r\n" + (rb"(?:.*\r\n)*?^5\d\d .*\r\n" if prefix else b"")),
+        greeting = rb"^220 .*\r\n" + (rb"(?:.*\r\n)*?^5\d\d .*\r\n" if prefix else b"")
+        return talk(port, source, [(prefix, greeting),
                                    (b"EHLO %s\r\n" % tag.encode(), rb"^250 .*\r\n"),
                                    (b"MAIL FROM:<a@example.org>\r\n", rb"^250 .*\r\n"),
                                    (b"RCPT TO:<b@example.org>\r\n", rb"^550 .*\r\n"),
@@ -1018,7 +1026,8 @@ class Exim:
         tag = "via%d" % src[1]
         replies, me = self.smtp(fport, CLIENT, tag)
         assert self.reported(replies, tag) == src
-        wait_text(self.log, r"SMTP connection from \[%s\]:%d \(TCP/IP connection count" % (re.escape(src[0]), src[1]))
+        wait_text(self.log, r"SMTP connection from \[%s\]:%d \(TCP/IP connection count"
+                  % (re.escape(src[0]), src[1]))
 
     def spoof(self):
         # the header at connect is the first command after the greeting, refused; then the
@@ -1044,7 +1053,7 @@ ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain
 login_trusted_networks =
-login_log_format_elements = user=<%u> method=%m rip=%r rport=%{{rport}} lip=%l lport=%{{lport}} session=<%{{session}}>
+login_log_format_elements = user=<%u> method=%m rip=%r rport=%{{rport}} lip=%l lport=%{{lport}}
 import_environment = TZ {imports}
 passdb {{
   driver = static
@@ -1080,13 +1089,13 @@ class Dovecot:
         imports = " ".join(["LD_PRELOAD", "PROXYSHIM_TRUSTED"] + ["PROXYSHIM_" + k for k in (env or {})])
         with open(d + "/dovecot.conf", "w") as f:
             f.write(DOVECOT_CONF.format(d=d, port=self.port, imports=imports))
-        self.p = servers.start([need("/usr/sbin/dovecot"), "-F", "-c", d + "/dovecot.conf"], self.port, name,
-                               env=env)
+        self.p = servers.start([need("/usr/sbin/dovecot"), "-F", "-c", d + "/dovecot.conf"], self.port,
+                               name, env=env)
 
     def imap(self, port, source, tag, prefix=b"", timeout=10.0):
         """LOGIN as user tag, SELECT INBOX, LOGOUT; returns (the replies, own (ip, port))."""
-        replies, me = talk(port, source, [(prefix, rb"^\* OK .*ready\.\r\n" + (rb"(?:.*\r\n)*?^PROXY .*\r\n" if prefix
-                                                                              else b"")),
+        greeting = rb"^\* OK .*ready\.\r\n" + (rb"(?:.*\r\n)*?^PROXY .*\r\n" if prefix else b"")
+        replies, me = talk(port, source, [(prefix, greeting),
                                           (b"a LOGIN %s x\r\n" % tag.encode(), rb"^a \w+ .*\r\n"),
                                           (b"b SELECT INBOX\r\n", rb"^b \w+ .*\r\n"),
                                           (b"c LOGOUT\r\n", UNTIL_CLOSED)], timeout)
@@ -1094,8 +1103,8 @@ class Dovecot:
         return replies, me
 
     def logged(self, tag):
-        m = wait_text(self.p.output, r"imap-login: Info: Login: user=<%s>, method=PLAIN, rip=(\S+), rport=(\d+), "
-                      r"lip=127\.0\.0\.1, lport=%d," % (re.escape(tag), self.port))
+        m = wait_text(self.p.output, r"imap-login: Info: Login: user=<%s>, method=PLAIN, rip=(\S+), "
+                      r"rport=(\d+), lip=127\.0\.0\.1, lport=%d\b" % (re.escape(tag), self.port))
         return m.group(1), int(m.group(2))
 
     def via_header(self, fport, src):
