@@ -85,7 +85,13 @@ struct shim_fd *shim_listener(int fd)
 	if (kind != SHIM_FD_NONE && kind != SHIM_FD_CLAIMED)
 		return NULL; /* a connection, or the shim's own fd */
 	e = classify(fd, c);
-	return (e && (e->flags & SHIM_L_COVERED)) ? e : NULL;
+	if (!e || !(e->flags & SHIM_L_COVERED))
+		return NULL;
+	/* Inherited listening (exec from a master, socket activation): the program may have
+	 * put it in its epoll sets already, unseen by the epoll_ctl() hook. */
+	if (kind == SHIM_FD_NONE)
+		shim_epoll_find_watchers(e, fd);
+	return e;
 }
 
 static void on_listen(int fd)

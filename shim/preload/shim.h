@@ -118,6 +118,9 @@ void shim_park_register(void);
 /* Classifies the listener fd (once) and returns its entry, or NULL when the shim ignores it.
  * May change errno (the accept hooks restore it). */
 struct shim_fd *shim_listener(int fd);
+/* epoll.c: l (fd) was just classified at its first accept(): follows the epoll sets the
+ * program added it to before (read from /proc/self/fdinfo). May change errno. */
+void shim_epoll_find_watchers(struct shim_fd *l, int fd);
 
 
 #endif
