@@ -484,3 +484,28 @@ def test_optional_mode_garbage_during_the_grace_passes(lg, mode):
     assert addr(accept_line(p, 1)["addr"]) == me
     line = conn_line(p, 1)
     assert bytes.fromhex(line["hex"]) == PAYLOAD and addr(line["peer"]) == me, line
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_at_max_parked_the_next_one_is_returned_pending(lg, mode):
+    """PROXYSHIM_MAX_PARKED=1: A holds the only place; B, without its header either, is returned
+    at once, pending, with the balancer's address (lazy mode closes nothing for the cap), and
+    its first read takes its header; A still gets its header's client from accept()."""
+    p, port = lg(*MODES[mode], LAZY_GRACE_MS=3000, TIMEOUT_MS=5000, MAX_PARKED=1)
+    a = connect_from(port, TRUSTED, timeout=10)
+    t0 = now_ms()
+    time.sleep(0.1)
+    b = connect_from(port, TRUSTED, timeout=10)
+    me_b = b.getsockname()[:2]
+    assert read_banner(b) == BANNER
+    assert now_ms() - t0 < 1000
+    finish(b, v2_header(SRC_B, DST) + PAYLOAD)
+    a.sendall(v2_header(SRC, DST))
+    assert read_banner(a) == BANNER
+    finish(a, PAYLOAD)
+    first, second = accept_line(p, 1), accept_line(p, 2)
+    assert addr(first["addr"]) == me_b and addr(second["addr"]) == SRC, printed_json(p)
+    for n, src in ((1, SRC_B), (2, SRC)):
+        line = conn_line(p, n)
+        assert bytes.fromhex(line["hex"]) == PAYLOAD and addr(line["peer"]) == src, line
+    assert "reason=overflow" not in p.output()
