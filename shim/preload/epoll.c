@@ -35,8 +35,7 @@ SHIM_EXPORT int epoll_ctl(int ep, int op, int fd, struct epoll_event *ev)
  * name this socket are followed as if the hook had seen them. Once per such listener, with
  * system calls and stack buffers only (accept() may run in a signal handler). */
 
-/* Calls fn(fd, arg) for each fd number this process has open. */
-static void each_open_fd(void (*fn)(int fd, void *arg), void *arg)
+void shim_each_open_fd(void (*fn)(int fd, void *arg), void *arg)
 {
 	char buf[2048];
 	int d = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -171,5 +170,5 @@ void shim_epoll_find_watchers(struct shim_fd *l, int fd)
 	if (syscall(SYS_fstat, fd, &st) < 0)
 		return;
 	w.ino = (unsigned long)st.st_ino;
-	each_open_fd(replay_epoll, &w);
+	shim_each_open_fd(replay_epoll, &w);
 }

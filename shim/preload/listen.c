@@ -94,6 +94,22 @@ struct shim_fd *shim_listener(int fd)
 	return e;
 }
 
+static void inherited(int fd, void *arg)
+{
+	int acc = 0;
+	socklen_t il = sizeof(acc);
+	(void)arg;
+	/* One system call for each fd that is not a listening socket: no table entry made. */
+	if (shim_fd_kind(fd) == SHIM_FD_NONE && getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &il) == 0 && acc)
+		classify(fd, shim_config());
+}
+
+void shim_listeners_inherited(void)
+{
+	if (shim_config()->active)
+		shim_each_open_fd(inherited, NULL);
+}
+
 static void on_listen(int fd)
 {
 	const struct shim_config *c = shim_config();

@@ -123,6 +123,12 @@ struct shim_fd *shim_listener(int fd);
 /* epoll.c: l (fd) was just classified at its first accept(): follows the epoll sets the
  * program added it to before (read from /proc/self/fdinfo). May change errno. */
 void shim_epoll_find_watchers(struct shim_fd *l, int fd);
+/* Calls fn(fd, arg) for each fd this process has open (/proc/self/fd; nothing without it). */
+void shim_each_open_fd(void (*fn)(int fd, void *arg), void *arg);
+/* listen.c, from the constructor: classifies the listening sockets the process started with
+ * (exec from a master, socket activation), while /proc is there (a server may chroot later),
+ * so that the epoll_ctl() hook follows them from the program's first call. */
+void shim_listeners_inherited(void);
 
 
 #endif

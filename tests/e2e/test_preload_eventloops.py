@@ -182,7 +182,10 @@ def test_epoll_instance_remade_with_the_same_fd_number_still_wakes(tmp_path):
 # activation) that the program adds to its epoll set before any accept(): the shim knows it as
 # a listener only from its first accept(), so its parked connections must still wake that set.
 INHERITED_EPOLL_FIRST = r"""
-import select, socket, sys, time
+import os, select, socket, sys, time
+if len(sys.argv) > 2:  # as Dovecot's imap-login: into a chroot with no /proc, then serve
+    os.chroot(sys.argv[2])
+    os.chdir("/")
 l = socket.socket(fileno=int(sys.argv[1]))
 l.setblocking(False)
 ep = select.epoll()
@@ -202,7 +205,10 @@ print("no event in 5 s", flush=True)
 """
 
 
-def test_inherited_listener_in_epoll_before_first_accept_wakes_for_a_late_header(tmp_path):
+@pytest.mark.parametrize("chroot", [False, True])
+def test_inherited_listener_in_epoll_before_first_accept_wakes_for_a_late_header(tmp_path, chroot):
+    """chroot: the program leaves /proc behind before its first accept(), as Dovecot's login
+    processes do: the shim knows the listener from its start."""
     import socket
     import subprocess
     import sys
@@ -213,7 +219,10 @@ def test_inherited_listener_in_epoll_before_first_accept_wakes_for_a_late_header
     l.bind(("127.0.0.1", 0))
     l.listen(8)
     port = l.getsockname()[1]
-    p = subprocess.Popen([sys.executable, str(script), str(l.fileno())], pass_fds=[l.fileno()],
+    root = tmp_path / "root"
+    root.mkdir()
+    p = subprocess.Popen([sys.executable, str(script), str(l.fileno())] + ([str(root)] if chroot else []),
+                         pass_fds=[l.fileno()],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          env=shim_env(TRUSTED=TRUSTED, TIMEOUT_MS=10000))
     try:
