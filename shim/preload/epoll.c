@@ -35,10 +35,11 @@ SHIM_EXPORT int epoll_ctl(int ep, int op, int fd, struct epoll_event *ev)
  * name this socket are followed as if the hook had seen them. Once per such listener, with
  * system calls and stack buffers only (accept() may run in a signal handler). */
 
+/* Opened by the system call, as core/fdpass.c explains. */
 void shim_each_open_fd(void (*fn)(int fd, void *arg), void *arg)
 {
 	char buf[2048];
-	int d = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int d = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	long n;
 	if (d < 0)
 		return;
@@ -146,7 +147,7 @@ static void replay_epoll(int ep, void *arg)
 	if (n != (ssize_t)sizeof(anon) - 1 || memcmp(buf, anon, sizeof(anon) - 1) != 0)
 		return;
 	proc_path(path, "fdinfo", ep);
-	if ((f = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+	if ((f = (int)syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC)) < 0)
 		return;
 	while ((n = real_read(f, buf, sizeof(buf))) > 0) {
 		for (ssize_t k = 0; k < n; k++) {
