@@ -1,6 +1,10 @@
 /* listen(), and how the shim decides which listening sockets it covers: TCP over IPv4 or
- * IPv6 on a covered port. Sockets inherited already listening are classified on first accept. */
+ * IPv6 on a covered port. Sockets inherited already listening through exec are classified at
+ * start (shim_listeners_inherited), others (received later) on first accept. */
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -86,6 +90,36 @@ struct shim_fd *shim_listener(int fd)
 		return NULL; /* a connection, or the shim's own fd */
 	e = classify(fd, c);
 	return (e && (e->flags & SHIM_L_COVERED)) ? e : NULL;
+}
+
+void shim_listeners_inherited(void)
+{
+	const struct shim_config *c = shim_config();
+	char buf[4096];
+	long n;
+	int dir;
+
+	if (!c->active)
+		return;
+	dir = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dir < 0)
+		return;
+	while ((n = syscall(SYS_getdents64, dir, buf, sizeof(buf))) > 0) {
+		for (long off = 0; off < n;) {
+			const char *name = buf + off + 19; /* after d_ino, d_off, d_reclen, d_type */
+			unsigned short reclen;
+			unsigned fd = 0;
+			const char *d;
+
+			memcpy(&reclen, buf + off + 16, sizeof(reclen));
+			off += reclen;
+			for (d = name; *d >= '0' && *d <= '9' && fd < 0x7fffffff / 10; d++)
+				fd = fd * 10 + (unsigned)(*d - '0');
+			if (d != name && !*d && (int)fd != dir)
+				classify((int)fd, c); /* one getsockopt() for anything not listening */
+		}
+	}
+	real_close(dir);
 }
 
 static void on_listen(int fd)

@@ -108,6 +108,10 @@ void shim_park_register(void);
 /* Classifies the listener fd (once) and returns its entry, or NULL when the shim ignores it.
  * May change errno (the accept hooks restore it). */
 struct shim_fd *shim_listener(int fd);
+/* At start: classifies the sockets the process inherited already listening, so that
+ * epoll_ctl() knows them before the first accept() (Dovecot's login processes, inetd, socket
+ * activation): their parked connections then wake the program's loop. */
+void shim_listeners_inherited(void);
 
 
 #endif
