@@ -1,10 +1,11 @@
 /* Parking: a trusted connection whose header has not fully arrived waits on its listener
  * instead of in accept(): for PROXYSHIM_TIMEOUT_MS, or in lazy mode for the grace
- * (PROXYSHIM_LAZY_GRACE_MS), after which it is handed over pending. Each listener that parks gets an epoll fd of the shim's holding its
- * parked connections (readable only once the bytes they need are there, by SO_RCVLOWAT) and a
- * timerfd for the oldest one's deadline. That epoll fd is added to every epoll instance the
- * program watches the listener with, under the listener's own event data, so the program's
- * own loop wakes and calls accept(), which hands the connection over.
+ * (PROXYSHIM_LAZY_GRACE_MS), after which it is handed over pending. Each listener that parks
+ * gets an epoll fd of the shim's holding its parked connections (readable only once the bytes
+ * they need are there, by SO_RCVLOWAT) and a timerfd for the oldest one's deadline. That
+ * epoll fd is added to every epoll instance the program watches the listener with, under the
+ * listener's own event data, so the program's own loop wakes and calls accept(), which hands
+ * the connection over.
  *
  * Signal safety: accept(), close() and dup2() may run in a signal handler. A park's lock is
  * held only with every signal blocked in the holding thread (park_lock), so no handler runs

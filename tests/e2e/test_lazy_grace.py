@@ -236,7 +236,7 @@ def run_clients(procs, tmp_path, kind, version, **shim):
     fport = front(procs, tmp_path, srv.port)[version]
     sessions = [client_session(fport, "127.0.0.%d" % (10 + i), srv) for i in range(N)]
     sent = [me for me, _ in sessions]
-    silent = [me for me, banner in sessions if not banner.startswith(srv.hello)]
+    silent = [(me, banner) for me, banner in sessions if not banner.startswith(srv.hello)]
     text = wait_for(srv.log, lambda t: len(srv.reported()) >= N)
     got = srv.reported()
     assert len(got) == N, "%d connections logged of %d:\n%s" % (len(got), N, text)
@@ -341,7 +341,7 @@ def finish(s, data=b""):
     return got
 
 
-def no_wait_in_accept(p, limit=50.0):
+def no_wait_in_accept(p, limit=100.0):
     """No accept() or accept4() call of the program took longer than limit ms."""
     slow = [d for d in printed_json(p) if d.get("ev") in ("accept", "eagain") and d["took_ms"] > limit]
     assert not slow, slow
@@ -438,7 +438,7 @@ def test_grace_zero_returns_at_once_as_before(lg, mode):
     me = s.getsockname()[:2]
     t0 = now_ms()
     assert read_banner(s) == BANNER
-    assert now_ms() - t0 < 150
+    assert now_ms() - t0 < 200  # no grace (the default would hold it 250 ms)
     time.sleep(0.3)
     finish(s, v2_header(SRC, DST) + PAYLOAD)
     assert addr(accept_line(p, 1)["addr"]) == me
@@ -509,3 +509,42 @@ def test_at_max_parked_the_next_one_is_returned_pending(lg, mode):
         line = conn_line(p, n)
         assert bytes.fromhex(line["hex"]) == PAYLOAD and addr(line["peer"]) == src, line
     assert "reason=overflow" not in p.output()
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_inherited_listener_in_epoll_wakes_for_its_parked_connection(procs, mode):
+    """A listener inherited already listening (Dovecot's login processes get theirs from the
+    master through exec) and watched with epoll before any accept(): the parked connection
+    still wakes the program's loop when its header comes, and at the grace's end."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(64)
+    # the listener as the program's fd 0, as inetd's wait-mode servers get theirs
+    p = Proc([LAZYGRACE, *MODES[mode], "--listen-fd", "0"],
+             env=shim_env(TRUSTED=TRUSTED, CONSUME="lazy", LAZY_GRACE_MS=1500, TIMEOUT_MS=5000),
+             log_name="lazygrace", stdin=lsock.fileno())
+    procs.append(p)
+    port = lsock.getsockname()[1]
+    wait_for(p.output, lambda t: "listening" in t, timeout=5)
+    lsock.close()
+    time.sleep(0.1)  # the program is in epoll_wait()/accept() before the connection comes
+    # the header 0.2 s late: taken by accept(), not later
+    s = connect_from(port, TRUSTED, timeout=10)
+    t0 = now_ms()
+    time.sleep(0.2)
+    s.sendall(v2_header(SRC, DST))
+    assert read_banner(s) == BANNER
+    assert now_ms() - t0 < 1000
+    finish(s, PAYLOAD)
+    acc = accept_line(p, 1)
+    assert addr(acc["addr"]) == SRC, printed_json(p)
+    # no header: handed over at the grace's end, not when the next connection comes
+    s = connect_from(port, TRUSTED, timeout=10)
+    me = s.getsockname()[:2]
+    t0 = now_ms()
+    assert read_banner(s) == BANNER
+    assert 1400 <= now_ms() - t0 < 3000
+    finish(s, v2_header(SRC_B, DST) + PAYLOAD)
+    assert addr(accept_line(p, 2)["addr"]) == me
+    line = conn_line(p, 2)
+    assert bytes.fromhex(line["hex"]) == PAYLOAD and addr(line["peer"]) == SRC_B, line

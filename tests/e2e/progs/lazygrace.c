@@ -1,10 +1,12 @@
 /* lazygrace: a server that speaks first and takes the client's address from accept(), as Exim
  * and Dovecot do, timing every accept() call, for PROXYSHIM_LAZY_GRACE_MS (lazy mode).
  *
- * Usage: lazygrace [--nonblock] [--listen HOST:PORT]
+ * Usage: lazygrace [--nonblock] [--listen HOST:PORT | --listen-fd N]
  *   default: blocking accept(); each connection is served to its end before the next accept()
  *   --nonblock: a non-blocking listener in a level-triggered epoll loop: accept4(SOCK_NONBLOCK)
  *               until EAGAIN at each wake; connections served by the same loop
+ *   --listen-fd N: a listening socket inherited already listening (as Dovecot's login processes
+ *               and socket-activated servers get theirs); prints "listening PORT" as well
  *
  * Each connection gets the banner "220 lazygrace\r\n" right after accept(), then is read to EOF.
  * Output (stdout, one write per line), times in CLOCK_MONOTONIC milliseconds (Python's
@@ -192,19 +194,30 @@ int main(int argc, char **argv)
 	const char *host;
 	unsigned port;
 	bool nonblock = false;
-	int lfd;
+	int lfd = -1;
 
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--nonblock"))
 			nonblock = true;
 		else if (!strcmp(argv[i], "--listen") && i + 1 < argc)
 			at = argv[++i];
+		else if (!strcmp(argv[i], "--listen-fd") && i + 1 < argc)
+			lfd = atoi(argv[++i]);
 		else {
 			fprintf(stderr, "lazygrace: bad argument %s\n", argv[i]);
 			return 2;
 		}
 	}
-	if (split_hostport(at, &host, &port) < 0 || (lfd = listen_on(host, port)) < 0) {
+	if (lfd >= 0) {
+		struct sockaddr_in sin;
+		socklen_t sl = sizeof(sin);
+		if (getsockname(lfd, (struct sockaddr *)&sin, &sl) < 0) {
+			perror("lazygrace: --listen-fd");
+			return 1;
+		}
+		printf("listening %u\n", ntohs(sin.sin_port));
+		fflush(stdout);
+	} else if (split_hostport(at, &host, &port) < 0 || (lfd = listen_on(host, port)) < 0) {
 		perror("lazygrace: listen");
 		return 1;
 	}
