@@ -23,7 +23,8 @@ import time
 
 import pytest
 
-from util import Proc, child_pids, connect, exchange, free_port, haproxy, shim_env, v1_header, wait_port
+from util import Proc, child_pids, connect, exchange, haproxy, shim_env, v1_header, wait_port
+from util import free_port as _free_port
 
 TRUSTED = "127.0.0.2"
 UNTRUSTED = "127.0.0.3"
@@ -40,6 +41,21 @@ LAZY_N = 10  # connections, each of which must name the header's client
 LAZY_TIMEOUT = 5.0  # s, a lazy connection's greeting and replies
 
 pytestmark = pytest.mark.apps  # HAProxy, the JVM, PostgreSQL, apache2, MariaDB, Exim, ...
+
+
+_ports = set()
+
+
+def free_port():
+    """A free port never handed out before in this module: ports are taken in batches before
+    anything binds them (a HAProxy's frontends), and HAProxy binds with SO_REUSEPORT, so two
+    frontends given the same port would share its connections without an error (seen once:
+    the v1 frontend answered with the lazy frontend's client)."""
+    while True:
+        port = _free_port()
+        if port not in _ports:
+            _ports.add(port)
+            return port
 
 
 def need(path):
