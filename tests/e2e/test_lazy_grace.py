@@ -22,6 +22,7 @@ import pytest
 
 from util import (BUILD, Proc, connect_from, free_port, haproxy, printed_json, recv_all, shim_env,
                   start_listening, v1_header, v2_header, wait_json, wait_port)
+from util import need_file, read_log
 
 LAZYGRACE = os.path.join(BUILD, "progs", "lazygrace")
 TRUSTED = "127.0.0.2"
@@ -33,11 +34,6 @@ PAYLOAD = b"EHLO grace.example\r\n" + bytes(range(256)) + b"\r\nQUIT\r\n"
 N = 20  # connections per server and header version
 
 
-def need(path):
-    assert os.path.exists(path), "%s is not installed (tests/deps.sh installs it)" % path
-    return path
-
-
 def wait_for(read, pred, timeout=10.0):
     deadline = time.monotonic() + timeout
     while True:
@@ -45,14 +41,6 @@ def wait_for(read, pred, timeout=10.0):
         if pred(text) or time.monotonic() > deadline:
             return text
         time.sleep(0.05)
-
-
-def read_file(path):
-    try:
-        with open(path, errors="replace") as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""
 
 
 # ---- part 1: Exim and Dovecot behind HAProxy, the header sent at connect ----
@@ -138,13 +126,13 @@ class Exim:
         conf = os.path.join(self.d, "exim.conf")
         with open(conf, "w") as f:
             f.write(EXIM_CONF.format(d=self.d, port=self.port))
-        self.p = Proc([need("/usr/sbin/exim4"), "-C", conf, "-bdf", "-oX", str(self.port)], env=env,
+        self.p = Proc([need_file("/usr/sbin/exim4"), "-C", conf, "-bdf", "-oX", str(self.port)], env=env,
                       log_name="exim")
         procs.append(self.p)
         wait_port(self.port, proc=self.p, probe=False)
 
     def log(self):
-        return read_file(os.path.join(self.d, "mainlog"))
+        return read_log(os.path.join(self.d, "mainlog"))
 
     def reported(self):
         """The (ip, port) of each connection, in the log's order."""
@@ -169,12 +157,12 @@ class Dovecot:
         shimvars = " ".join(sorted(k for k in env if k.startswith("PROXYSHIM_")))
         with open(conf, "w") as f:
             f.write(DOVECOT_CONF.format(d=self.d, port=self.port, shimvars=shimvars))
-        self.p = Proc([need("/usr/sbin/dovecot"), "-F", "-c", conf], env=env, log_name="dovecot")
+        self.p = Proc([need_file("/usr/sbin/dovecot"), "-F", "-c", conf], env=env, log_name="dovecot")
         procs.append(self.p)
         wait_port(self.port, proc=self.p, probe=False)
 
     def log(self):
-        return read_file(os.path.join(self.d, "dovecot.log"))
+        return read_log(os.path.join(self.d, "dovecot.log"))
 
     def reported(self):
         return [(m.group(1), int(m.group(2))) for m in

@@ -24,6 +24,7 @@ import time
 import pytest
 
 from util import Proc, child_pids, connect, exchange, haproxy, shim_env, v1_header, wait_port
+from util import need_file, read_log
 from util import free_port as _free_port
 
 TRUSTED = "127.0.0.2"
@@ -58,11 +59,6 @@ def free_port():
             return port
 
 
-def need(path):
-    assert os.path.exists(path), "%s is not installed (tests/deps.sh installs it)" % path
-    return path
-
-
 def wait_text(read, pattern, timeout=8.0):
     """Waits until read() matches the regex (multiline); returns the match."""
     deadline = time.monotonic() + timeout
@@ -74,14 +70,6 @@ def wait_text(read, pattern, timeout=8.0):
         time.sleep(0.05)
     assert m, "%r not found in:\n%s" % (pattern, text)
     return m
-
-
-def read_file(path):
-    try:
-        with open(path, errors="replace") as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""
 
 
 def java_ip(ip):
@@ -242,7 +230,7 @@ def java_classes(servers):
         d = str(servers.tmp.mktemp("java"))
         with open(os.path.join(d, "Matrix.java"), "w") as f:
             f.write(JAVA_SRC)
-        r = subprocess.run([need("/usr/bin/javac"), "-d", d, os.path.join(d, "Matrix.java")],
+        r = subprocess.run([need_file("/usr/bin/javac"), "-d", d, os.path.join(d, "Matrix.java")],
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stdout + r.stderr
         servers.started["javac"] = d
@@ -258,7 +246,7 @@ class JvmServer:
         self.name, self.mode = name, mode
         self.port = free_port()
         opts = ["-Djava.net.preferIPv4Stack=true"] if ipv4 else []
-        self.p = servers.start([need("/usr/bin/java"), "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC",
+        self.p = servers.start([need_file("/usr/bin/java"), "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC",
                                 "-Xmx64m"] + opts + ["-cp", java_classes(servers), "Matrix",
                                 mode, str(self.port)], self.port, name, tcp6=not ipv4)
 
@@ -311,7 +299,7 @@ class Postgres:
         self.port = free_port()
         d = self.d = servers.dir("pg", owner="postgres")
         as_pg = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups"]
-        r = subprocess.run(as_pg + [need(PG_BIN + "/initdb"), "-D", d + "/data", "-U", "postgres",
+        r = subprocess.run(as_pg + [need_file(PG_BIN + "/initdb"), "-D", d + "/data", "-U", "postgres",
                                     "-A", "trust", "-N", "-E", "UTF8", "--locale=C"],
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stdout + r.stderr
@@ -400,7 +388,7 @@ class Apache:
                                self.port, name)
 
     def log(self):
-        return read_file(self.d + "/access.log")
+        return read_log(self.d + "/access.log")
 
     def via_header(self, fport, src):
         path = "/index.html?%s" % src[0]
@@ -482,7 +470,7 @@ class EchoServer:
         script = os.path.join(str(servers.tmp.mktemp(name)), "server." + ext)
         with open(script, "w") as f:
             f.write(src)
-        self.p = servers.start([need(interpreter), script, str(self.port)], self.port, name, env=env)
+        self.p = servers.start([need_file(interpreter), script, str(self.port)], self.port, name, env=env)
 
     def via_header(self, fport, src):
         got, me = exchange(fport, b"hello matrix\n", source=CLIENT, timeout=10)
@@ -722,7 +710,7 @@ class Webrick(HttpPeer):
         script = os.path.join(str(servers.tmp.mktemp(name)), "server.rb")
         with open(script, "w") as f:
             f.write(WEBRICK_SRC)
-        self.p = servers.start([need("/usr/bin/ruby"), script, str(self.port)], self.port, name)
+        self.p = servers.start([need_file("/usr/bin/ruby"), script, str(self.port)], self.port, name)
 
     def logged(self, ip, port, path):
         ip = re.escape(ip)
@@ -740,7 +728,7 @@ class PhpServer(HttpPeer):
         d = str(servers.tmp.mktemp(name))
         with open(os.path.join(d, "router.php"), "w") as f:
             f.write(PHP_SRC)
-        self.p = servers.start([need("/usr/bin/php"), "-n", "-S", "127.0.0.1:%d" % self.port, "-t", d,
+        self.p = servers.start([need_file("/usr/bin/php"), "-n", "-S", "127.0.0.1:%d" % self.port, "-t", d,
                                 os.path.join(d, "router.php")], self.port, name)
 
     def logged(self, ip, port, path):  # it logs no request line for a router script's reply
@@ -763,7 +751,7 @@ class Gunicorn(HttpPeer):
         d = str(servers.tmp.mktemp(name))
         with open(os.path.join(d, "app.py"), "w") as f:
             f.write(WSGI_SRC)
-        self.p = servers.start([need("/usr/bin/gunicorn"), "--workers", "2", "--worker-class", "sync",
+        self.p = servers.start([need_file("/usr/bin/gunicorn"), "--workers", "2", "--worker-class", "sync",
                                 "--bind", "127.0.0.1:%d" % self.port, "--chdir", d,
                                 "--access-logfile", "-", "--error-logfile", "-",
                                 "--access-logformat", "access %(h)s %({remote_port}e)s %(m)s %(U)s %(s)s",
@@ -788,7 +776,7 @@ class Uwsgi(HttpPeer):
         d = str(servers.tmp.mktemp(name))
         with open(os.path.join(d, "app.py"), "w") as f:
             f.write(WSGI_SRC)
-        self.p = servers.start([need("/usr/bin/uwsgi"), "--strict",
+        self.p = servers.start([need_file("/usr/bin/uwsgi"), "--strict",
                                 "--plugins-dir", "/usr/lib/uwsgi/plugins", "--plugin", "python3",
                                 "--http-socket", "127.0.0.1:%d" % self.port, "--chdir", d,
                                 "--wsgi-file", "app.py", "--need-app", "--master",
@@ -866,14 +854,14 @@ class Mariadb:
         self.name = name
         self.port = free_port()
         d = self.d = servers.dir("mariadb", owner="mysql")
-        r = subprocess.run([need("/usr/bin/mariadb-install-db"), "--no-defaults",
+        r = subprocess.run([need_file("/usr/bin/mariadb-install-db"), "--no-defaults",
                             "--datadir=" + d + "/data", "--user=mysql",
                             "--auth-root-authentication-method=normal", "--skip-test-db",
                             "--skip-name-resolve"], capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stdout + r.stderr
         with open(d + "/init.sql", "w") as f:  # a user from anywhere (the header's clients)
             f.write("CREATE USER IF NOT EXISTS 'matrix'@'%';\n")
-        self.p = servers.start([need("/usr/sbin/mariadbd"), "--no-defaults", "--datadir=" + d + "/data",
+        self.p = servers.start([need_file("/usr/sbin/mariadbd"), "--no-defaults", "--datadir=" + d + "/data",
                                 "--user=mysql", "--socket=" + d + "/sock", "--pid-file=" + d + "/pid",
                                 "--port=%d" % self.port, "--bind-address=127.0.0.1", "--skip-name-resolve",
                                 "--init-file=" + d + "/init.sql", "--skip-log-bin", "--log-warnings=4",
@@ -881,7 +869,7 @@ class Mariadb:
                                 "--general-log-file=" + d + "/general.log"], self.port, name, env=env)
 
     def general(self):
-        return read_file(self.d + "/general.log")
+        return read_log(self.d + "/general.log")
 
     def query(self, port, timeout=10):
         r = subprocess.run(["mariadb", "--no-defaults", "--protocol=tcp", "-h", "127.0.0.1",
@@ -949,10 +937,10 @@ class Vsftpd:
             os.makedirs(d + "/" + sub, mode=0o755)
         with open(d + "/vsftpd.conf", "w") as f:
             f.write(VSFTPD_CONF.format(d=d, port=self.port))
-        self.p = servers.start([need("/usr/sbin/vsftpd"), d + "/vsftpd.conf"], self.port, name, env=env)
+        self.p = servers.start([need_file("/usr/sbin/vsftpd"), d + "/vsftpd.conf"], self.port, name, env=env)
 
     def log(self):
-        return read_file(self.d + "/vsftpd.log")
+        return read_log(self.d + "/vsftpd.log")
 
     def login(self, port, source, tag, prefix=b"", timeout=10.0):
         """An anonymous login with password tag; returns (the replies, own (ip, port))."""
@@ -1022,11 +1010,11 @@ class Exim:
         shutil.chown(d + "/spool", "Debian-exim", "Debian-exim")
         with open(d + "/exim.conf", "w") as f:
             f.write(EXIM_CONF.format(d=d))
-        self.p = servers.start([need("/usr/sbin/exim4"), "-bdf", "-oX", str(self.port),
+        self.p = servers.start([need_file("/usr/sbin/exim4"), "-bdf", "-oX", str(self.port),
                                 "-C", d + "/exim.conf"], self.port, name, env=env)
 
     def log(self):
-        return read_file(self.d + "/spool/mainlog")
+        return read_log(self.d + "/spool/mainlog")
 
     def smtp(self, port, source, tag, prefix=b"", timeout=10.0):
         """prefix at connect (and the reply to it), EHLO tag, one refused recipient, QUIT, each
@@ -1115,7 +1103,7 @@ class Dovecot:
         imports = " ".join(["LD_PRELOAD", "PROXYSHIM_TRUSTED"] + ["PROXYSHIM_" + k for k in (env or {})])
         with open(d + "/dovecot.conf", "w") as f:
             f.write(DOVECOT_CONF.format(d=d, port=self.port, imports=imports))
-        self.p = servers.start([need("/usr/sbin/dovecot"), "-F", "-c", d + "/dovecot.conf"], self.port,
+        self.p = servers.start([need_file("/usr/sbin/dovecot"), "-F", "-c", d + "/dovecot.conf"], self.port,
                                name, env=env)
 
     def imap(self, port, source, tag, prefix=b"", timeout=10.0):

@@ -4,7 +4,8 @@ import os
 
 from .procs import Proc, free_port, wait_port
 
-__all__ = ["haproxy", "haproxy_sender", "start_nginx", "start_node_http", "start_redis"]
+__all__ = ["haproxy", "haproxy_sender", "start_nginx", "start_node_http", "start_redis", "need_file",
+           "read_log"]
 
 
 def _serving(p, port, what, host="127.0.0.1", timeout=10.0):
@@ -101,3 +102,18 @@ def start_redis(tmpdir, port, env, name="redis", timeout=10.0):
               "--appendonly", "no", "--protected-mode", "no", "--dir", str(tmpdir), "--logfile", ""],
              env=env, log_name=name)
     return _serving(p, port, "redis-server", timeout=timeout)
+
+
+def need_file(path):
+    """path, asserting that a package installed it (the matrix's and the grace's servers)."""
+    assert os.path.exists(path), "%s is not installed (tests/deps.sh installs it)" % path
+    return path
+
+
+def read_log(path):
+    """A server's log file as text so far; empty before the server wrote it."""
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
