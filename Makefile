@@ -24,7 +24,7 @@ PRELOAD_OBJ := $(PRELOAD_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 # The product (make, make install): needs a C compiler and the libc headers, nothing else.
-PRODUCT := $(BUILD)/libproxyshim.so $(BUILD)/proxyshim $(BUILD)/proxyshim-send
+PRODUCT := $(BUILD)/libproxyshim.so $(BUILD)/proxyshim $(BUILD)/proxyshim-send $(BUILD)/proxyshim-supervise
 # What the tests run besides it, built by make e2e / make test (make unit builds the unit tests):
 # the test server, and small programs the e2e tests run (tests/e2e/progs/*.c; speakfirst also
 # _FORTIFY_SOURCE-built) and preload (tests/e2e/faults/*.c).
@@ -64,6 +64,12 @@ $(BUILD)/testserver: tests/e2e/testserver.c
 # The wrapper: proxyshim [options] -- COMMAND (dlopen()s the library for --check).
 $(BUILD)/proxyshim: shim/cli/proxyshim.c $(HDRS)
 	$(CC) $(CFLAGS) -o $@ $< $(LDHARD) -ldl
+
+# The supervisor (shim/supervise/): the core with libc's own functions behind it (libcore.a),
+# exec()ed by the wrapper for proxyshim --supervise.
+SUPERVISE_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard shim/supervise/*.c))
+$(BUILD)/proxyshim-supervise: $(SUPERVISE_OBJ) $(BUILD)/libcore.a
+	$(CC) $(CFLAGS) -o $@ $(SUPERVISE_OBJ) $(BUILD)/libcore.a $(LDHARD) -ldl -lpthread
 
 $(BUILD)/progs/%: tests/e2e/progs/%.c tests/e2e/progs/common.h
 	@mkdir -p $(@D)
