@@ -85,6 +85,23 @@ $(BUILD)/progs/speakfirst-fortify: tests/e2e/progs/speakfirst.c tests/e2e/progs/
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -O2 -U_FORTIFY_SOURCE -D_FORTIFY_SOURCE=2 -o $@ $<
 
+# Statically linked servers for the supervised mode (tests/e2e/test_supervise.py): the test
+# server with glibc and with musl, and a Go net/http server (Debian's golang-go) built with
+# CGO_ENABLED=0 (static) and with cgo (dynamic; Go makes its own calls all the same).
+SUPERVISE_PROGS := $(BUILD)/progs/testserver-static $(BUILD)/progs/testserver-static-musl \
+	$(BUILD)/progs/go-httpserver $(BUILD)/progs/go-httpserver-cgo
+E2E_PROGS += $(SUPERVISE_PROGS)
+$(BUILD)/progs/testserver-static: tests/e2e/testserver.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -static -o $@ $< -lpthread
+$(BUILD)/progs/testserver-static-musl: tests/e2e/testserver.c tests/e2e/musl-compat.h
+	@mkdir -p $(@D)
+	$(MUSL_CC) -O2 -g -std=gnu11 -D_GNU_SOURCE -static -include tests/e2e/musl-compat.h -o $@ $< -lpthread
+GO ?= go
+$(BUILD)/progs/go-httpserver $(BUILD)/progs/go-httpserver-cgo: $(BUILD)/progs/go-%: tests/e2e/progs/go/httpserver/main.go
+	@mkdir -p $(@D)
+	cd tests/e2e/progs/go/httpserver && CGO_ENABLED=$(if $(findstring cgo,$*),1,0) $(GO) build -o $(abspath $@) main.go
+
 # The test server built against musl (Debian musl-tools), to load the glibc-built library into
 # a musl program. musl has no close_range(): tests/e2e/musl-compat.h supplies it.
 MUSL_CC ?= musl-gcc

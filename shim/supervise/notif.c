@@ -283,6 +283,14 @@ static bool accept_step(struct hold *h)
 			if (p == NULL) {
 				struct sockaddr_storage ss;
 				socklen_t sl = sizeof(ss);
+				/* SOCK_NONBLOCK is the new socket's: on the program's blocking listener
+				 * accept() would block the supervisor. Look first; only this thread
+				 * accepts on a covered listener (the program's calls are all trapped). */
+				if (!h->nonblock) {
+					struct pollfd pl = {.fd = h->lfd, .events = POLLIN};
+					if (poll(&pl, 1, 0) <= 0 || !(pl.revents & POLLIN))
+						return false;
+				}
 				int fd = accept4(h->lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 				if (fd < 0) {
