@@ -354,16 +354,21 @@ def test_signals_during_accept_lose_nothing(procs):
     """SIGALRM every 2 ms without SA_RESTART while the program blocks in accept(): the held call
     is aborted again and again (accept() fails EINTR, the program calls it again); a connection
     the supervisor had accepted when a signal came is kept for the next call, never dropped."""
-    p, port = start_listening([WRAPPER, "--trusted", TRUSTED, "--", TS_STATIC, "--listen", "127.0.0.1:0",
-                               "--signals", "2000"], env=clean_env(), log_name="signals")
+    p, port = start_listening([WRAPPER, "--trusted", TRUSTED, "--log", "debug", "--", TS_STATIC, "--listen",
+                               "127.0.0.1:0", "--signals", "2000"], env=clean_env(), log_name="signals")
     procs.append(p)
     n = 30
     for i in range(n):
         src = ("203.0.113.%d" % (i + 1), 5000 + i)
-        got, _ = exchange(port, v1_header(src, ("127.0.0.1", port)) + BODY, source=TRUSTED, port_at_connect=True)
+        # Every other header comes in pieces 20 ms apart: a signal surely aborts the call held
+        # meanwhile, and the connection it was reading goes to the next call.
+        pieces = [5, 11] if i % 2 else None
+        got, _ = exchange(port, v1_header(src, ("127.0.0.1", port)) + BODY, source=TRUSTED, pieces=pieces,
+                          delay=0.02, port_at_connect=True)
         assert got == BODY, (i, p.output())
     lines = wait_conns(p, n)
     assert [addr(d["accept"]) for d in lines] == [("203.0.113.%d" % (i + 1), 5000 + i) for i in range(n)]
+    assert "event=stash" in p.output()  # the path was taken
 
 
 def test_signals_forwarded_and_status_returned(procs):
