@@ -121,9 +121,10 @@ MAN1        := man/proxyshim.1 man/proxyshim-send.1
 MAN7        := man/libproxyshim.7
 
 .PHONY: install uninstall
-install: $(BUILD)/libproxyshim.so $(BUILD)/proxyshim $(BUILD)/proxyshim-send
+install: $(BUILD)/libproxyshim.so $(BUILD)/proxyshim $(BUILD)/proxyshim-send $(BUILD)/proxyshim-supervise
 	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
-	  $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man7
+	  $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man7 $(DESTDIR)$(LIBDIR)/proxyshim
+	$(INSTALL) -m 755 $(BUILD)/proxyshim-supervise $(DESTDIR)$(LIBDIR)/proxyshim/proxyshim-supervise
 	$(INSTALL) -m 644 $(BUILD)/libproxyshim.so $(DESTDIR)$(LIBDIR)/libproxyshim.so
 	$(INSTALL) -m 755 $(BUILD)/proxyshim $(BUILD)/proxyshim-send $(DESTDIR)$(BINDIR)/
 	$(INSTALL) -m 644 include/proxyshim.h $(DESTDIR)$(INCLUDEDIR)/proxyshim.h
@@ -131,6 +132,8 @@ install: $(BUILD)/libproxyshim.so $(BUILD)/proxyshim $(BUILD)/proxyshim-send
 	$(INSTALL) -m 644 $(MAN7) $(DESTDIR)$(MANDIR)/man7/
 
 uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/proxyshim/proxyshim-supervise
+	-rmdir $(DESTDIR)$(LIBDIR)/proxyshim 2>/dev/null
 	rm -f $(DESTDIR)$(LIBDIR)/libproxyshim.so $(DESTDIR)$(BINDIR)/proxyshim \
 	  $(DESTDIR)$(BINDIR)/proxyshim-send $(DESTDIR)$(INCLUDEDIR)/proxyshim.h \
 	  $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(MAN1))) \
