@@ -120,3 +120,20 @@ int sv_mem_write(pid_t tid, uint64_t addr, const void *buf, size_t n)
 {
 	return vm(tid, addr, (void *)(uintptr_t)buf, n, true);
 }
+
+int sv_mem_write2(pid_t tid, uint64_t a1, const void *b1, size_t n1, uint64_t a2, const void *b2, size_t n2)
+{
+	struct iovec local[2] = {{(void *)(uintptr_t)b1, n1}, {(void *)(uintptr_t)b2, n2}};
+	struct iovec remote[2] = {{(void *)(uintptr_t)a1, n1}, {(void *)(uintptr_t)a2, n2}};
+	ssize_t r;
+	int rc;
+
+	if (g_proc_mem || n1 == 0) {
+		rc = vm(tid, a1, (void *)(uintptr_t)b1, n1, true);
+		return rc < 0 ? rc : vm(tid, a2, (void *)(uintptr_t)b2, n2, true);
+	}
+	r = process_vm_writev(tid, local, 2, remote, 2, 0);
+	if (r < 0)
+		return -errno;
+	return (size_t)r == n1 + n2 ? 0 : -EFAULT;
+}

@@ -47,6 +47,7 @@ struct pend {
 	uint64_t deadline; /* for the header (ms, CLOCK_MONOTONIC) */
 	uint64_t stashed_at;
 	bool eof, lowat, done, rewritten;
+	bool nonblock; /* its O_NONBLOCK as it stands */
 	struct shim_addr client;
 };
 
@@ -222,9 +223,7 @@ static int write_addr(pid_t tid, uint64_t uaddr, uint64_t ulenp, socklen_t ulen,
 		shim_addr_to_user(client, (struct sockaddr *)&out, &full);
 	else
 		shim_sa_to_user(peer, plen, (struct sockaddr *)&out, &full);
-	rc = sv_mem_write(tid, uaddr, &out, ulen < full ? ulen : full);
-	if (rc == 0)
-		rc = sv_mem_write(tid, ulenp, &full, sizeof(full));
+	rc = sv_mem_write2(tid, uaddr, &out, ulen < full ? ulen : full, ulenp, &full, sizeof(full));
 	return rc;
 }
 
@@ -241,9 +240,11 @@ static bool install(struct hold *h)
 	    write_addr((pid_t)h->n.pid, h->n.data.args[1], h->n.data.args[2], h->ulen, p->rewritten ? &p->client : NULL,
 		       &p->peer, p->plen) < 0)
 		return finish(h, EFAULT); /* the connection is stashed */
-	fl = fcntl(p->fd, F_GETFL);
-	if (fl >= 0)
-		fcntl(p->fd, F_SETFL, (h->flags & SOCK_NONBLOCK) ? fl | O_NONBLOCK : fl & ~O_NONBLOCK);
+	if (p->nonblock != ((h->flags & SOCK_NONBLOCK) != 0)) { /* a stashed one, for another call */
+		fl = fcntl(p->fd, F_GETFL);
+		if (fl >= 0 && fcntl(p->fd, F_SETFL, p->nonblock ? fl & ~O_NONBLOCK : fl | O_NONBLOCK) == 0)
+			p->nonblock = !p->nonblock;
+	}
 	if (p->rewritten && sv_peer_put(sv_cookie(p->fd), &p->client) < 0)
 		shim_log(SHIM_LOG_ERROR, "event=table error=nomem");
 	struct seccomp_notif_addfd a = {
@@ -291,7 +292,9 @@ static bool accept_step(struct hold *h)
 					if (poll(&pl, 1, 0) <= 0 || !(pl.revents & POLLIN))
 						return false;
 				}
-				int fd = accept4(h->lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+				/* The program's own SOCK_NONBLOCK: the header step never waits on the
+				 * socket (MSG_DONTWAIT), and install() has nothing to change. */
+				int fd = accept4(h->lfd, (struct sockaddr *)&ss, &sl, (h->flags & SOCK_NONBLOCK) | SOCK_CLOEXEC);
 
 				if (fd < 0) {
 					if (errno == EINTR)
@@ -307,6 +310,7 @@ static bool accept_step(struct hold *h)
 					return finish(h, ENOMEM);
 				}
 				p->fd = fd;
+				p->nonblock = (h->flags & SOCK_NONBLOCK) != 0;
 				p->peer = ss;
 				p->plen = sl;
 				p->lcookie = h->lcookie;
@@ -353,6 +357,15 @@ static bool accept_step(struct hold *h)
 	}
 }
 
+/* Listeners seen, by cookie: a socket's cookie is its own for life, and a listening TCP socket
+ * keeps its port. Direct-mapped; only listening sockets are kept. */
+#define LISTENER_CACHE 64
+static struct {
+	uint64_t cookie;
+	uint16_t port;
+	bool covered;
+} g_listeners[LISTENER_CACHE];
+
 /* The listener's cookie and port when fd is a TCP listener on a covered port; else false. */
 static bool covered_listener(int fd, uint64_t *cookie, uint16_t *port)
 {
@@ -361,7 +374,14 @@ static bool covered_listener(int fd, uint64_t *cookie, uint16_t *port)
 	socklen_t l = sizeof(v);
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
+	uint64_t ck = sv_cookie(fd);
+	unsigned slot = (unsigned)(ck % LISTENER_CACHE);
 
+	if (ck != 0 && g_listeners[slot].cookie == ck) {
+		*cookie = ck;
+		*port = g_listeners[slot].port;
+		return g_listeners[slot].covered;
+	}
 	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &v, &l) != 0 || !v)
 		return false;
 	l = sizeof(v);
@@ -372,18 +392,50 @@ static bool covered_listener(int fd, uint64_t *cookie, uint16_t *port)
 		return false;
 	*port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
 					      : ((struct sockaddr_in6 *)&ss)->sin6_port);
-	*cookie = sv_cookie(fd);
-	return shim_port_covered(c, *port) && *cookie != 0;
+	*cookie = ck;
+	if (ck == 0)
+		return false;
+	g_listeners[slot].cookie = ck;
+	g_listeners[slot].port = *port;
+	g_listeners[slot].covered = shim_port_covered(c, *port);
+	return g_listeners[slot].covered;
 }
+
+/* pidfds of the threads that made calls, kept: a thread's id is not reused while its pidfd is
+ * open... but the thread may be gone and its id taken by another: pidfd_getfd() then fails
+ * with ESRCH and the pidfd is opened again. Direct-mapped by thread id. */
+#define PIDFD_CACHE 64
+static struct {
+	pid_t tid;
+	int fd;
+} g_pidfds[PIDFD_CACHE];
 
 /* The target's fd args[0] as ours: >= 0, or a negative errno. */
 static int target_fd(const struct seccomp_notif *n)
 {
-	int pidfd = sv_pidfd((pid_t)n->pid), fd;
-	if (pidfd < 0)
-		return pidfd;
-	fd = sv_getfd(pidfd, (int)n->data.args[0]);
-	close(pidfd);
+	pid_t tid = (pid_t)n->pid;
+	unsigned slot = (unsigned)tid % PIDFD_CACHE;
+	int fd;
+
+	if (g_pidfds[slot].tid == tid && g_pidfds[slot].fd > 0) {
+		fd = sv_getfd(g_pidfds[slot].fd, (int)n->data.args[0]);
+		if (fd != -ESRCH)
+			return fd;
+	}
+	if (g_pidfds[slot].fd > 0)
+		close(g_pidfds[slot].fd);
+	g_pidfds[slot].tid = 0;
+	g_pidfds[slot].fd = sv_pidfd(tid);
+	if (g_pidfds[slot].fd < 0)
+		return g_pidfds[slot].fd;
+	g_pidfds[slot].tid = tid;
+	fd = sv_getfd(g_pidfds[slot].fd, (int)n->data.args[0]);
+	/* The pidfd was opened after the call was made: the id may name another process now. */
+	if (!sv_id_valid(n->id)) {
+		if (fd >= 0)
+			close(fd);
+		return -ESRCH;
+	}
 	return fd;
 }
 

@@ -42,6 +42,8 @@ int sv_getfd(int pidfd, int targetfd);
  * where those are refused. 0 or a negative errno (-EFAULT: not all of it). */
 int sv_mem_read(pid_t tid, uint64_t addr, void *buf, size_t n);
 int sv_mem_write(pid_t tid, uint64_t addr, const void *buf, size_t n);
+/* Two writes in one call (an address and its length). */
+int sv_mem_write2(pid_t tid, uint64_t a1, const void *b1, size_t n1, uint64_t a2, const void *b2, size_t n2);
 /* Only /proc/TID/mem from now on (the probe found process_vm_* refused). */
 void sv_mem_use_proc(void);
 bool sv_mem_uses_proc(void);
