@@ -53,12 +53,21 @@ static pid_t tgid_of(pid_t tid)
 	return v > 0 ? v : -ESRCH;
 }
 
+static bool g_thread_pidfds;
+
+bool sv_pidfd_of_thread(void)
+{
+	return g_thread_pidfds;
+}
+
 int sv_pidfd(pid_t tid)
 {
 	/* Any thread of the group will do for pidfd_getfd(): the fd table is the group's. */
 	int fd = (int)syscall(SYS_pidfd_open, tid, PIDFD_THREAD);
-	if (fd >= 0)
+	if (fd >= 0) {
+		g_thread_pidfds = true;
 		return fd;
+	}
 	if (errno != EINVAL)
 		return -errno;
 	fd = (int)syscall(SYS_pidfd_open, tid, 0); /* a kernel before 6.9, tid a group leader */

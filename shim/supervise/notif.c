@@ -71,6 +71,12 @@ static struct pend *g_stash;
 static struct hold *g_polled[MAX_POLLED];
 static int g_npolled;
 static uint64_t g_next_tick;
+static bool g_sync_wake;
+
+bool sv_sync_wake(void)
+{
+	return g_sync_wake;
+}
 
 void sv_notif_setup(int notif_fd, bool defer_listen)
 {
@@ -430,6 +436,11 @@ static int target_fd(const struct seccomp_notif *n)
 		return g_pidfds[slot].fd;
 	g_pidfds[slot].tid = tid;
 	fd = sv_getfd(g_pidfds[slot].fd, (int)n->data.args[0]);
+	if (!sv_pidfd_of_thread()) {
+		close(g_pidfds[slot].fd);
+		g_pidfds[slot].tid = 0;
+		g_pidfds[slot].fd = -1;
+	}
 	/* The pidfd was opened after the call was made: the id may name another process now. */
 	if (!sv_id_valid(n->id)) {
 		if (fd >= 0)
@@ -722,7 +733,7 @@ int sv_probe_serve(pid_t child, int child_fd, const char **what)
 	}
 	/* Linux 6.6: the target runs on the supervisor's CPU after an answer (about half the
 	 * round trip). Optional. */
-	ioctl(g_nfd, SECCOMP_IOCTL_NOTIF_SET_FLAGS, flag);
+	g_sync_wake = ioctl(g_nfd, SECCOMP_IOCTL_NOTIF_SET_FLAGS, flag) == 0;
 	*what = "SECCOMP_IOCTL_NOTIF_ADDFD with SECCOMP_ADDFD_FLAG_SEND";
 	struct seccomp_notif_addfd a = {.id = n.id, .flags = SECCOMP_ADDFD_FLAG_SEND, .srcfd = (uint32_t)fd,
 					.newfd_flags = O_CLOEXEC};

@@ -36,6 +36,10 @@
 /* ---- mem.c: the target's fds and memory ---- */
 /* A pidfd for the thread tid (PIDFD_THREAD, else its thread group): >= 0 or a negative errno. */
 int sv_pidfd(pid_t tid);
+/* Whether the last sv_pidfd() gave a pidfd of the thread itself (PIDFD_THREAD): only such a
+ * pidfd may be kept for the thread's later calls (a group's pidfd would outlive the thread id,
+ * which another process's thread may then take). */
+bool sv_pidfd_of_thread(void);
 /* The target's fd as a new fd of ours (pidfd_getfd): >= 0 or a negative errno. */
 int sv_getfd(int pidfd, int targetfd);
 /* Reads or writes n bytes at addr in tid's memory: process_vm_readv/writev, or /proc/TID/mem
@@ -69,6 +73,8 @@ void sv_notif_resume(const struct pollfd *p, int n);
 /* Answers a notification with an error (e > 0), or lets the kernel run the call (e == 0). */
 void sv_respond(uint64_t id, int e);
 bool sv_id_valid(uint64_t id);
+/* Whether SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (Linux 6.6) is on. */
+bool sv_sync_wake(void);
 /* The probe: serves the child's probe notification with every piece the mode uses.
  * 0, or a negative errno with what failed in what (a static string). */
 int sv_probe_serve(pid_t child, int child_fd, const char **what);

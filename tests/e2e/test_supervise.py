@@ -264,6 +264,17 @@ def test_refused_probe_exits_126(procs):
     assert "CAP_SYS_PTRACE" in err and "never reach it as data" in err, err
 
 
+@pytest.mark.parametrize("name", ["c-static-epoll", "go-static"])
+def test_process_vm_refused_falls_back_to_proc_mem(procs, name):
+    """process_vm_readv/writev refused (containerd's default profile): the supervisor writes
+    the address through /proc/PID/mem instead, and says so."""
+    p, port = start(procs, name, prefix=[DENYFD, "--deny", "process_vm", "--"])
+    assert "memory=/proc/pid/mem" in p.output(), p.output()
+    for _ in range(2):
+        seen = ask(name, p, port, v2_header(CLIENT, ("127.0.0.1", port)), TRUSTED)
+        assert seen is not None and seen["accept"] == CLIENT and seen["peer"] == CLIENT, p.output()
+
+
 def test_no_supervise_keeps_the_refusal():
     r = subprocess.run([WRAPPER, "--no-supervise", "--trusted", TRUSTED, "--", TS_STATIC],
                        env=clean_env(), capture_output=True, timeout=20)
