@@ -183,6 +183,69 @@ def test_split_header(procs, name):
     assert seen is not None and seen["accept"] == CLIENT, p.output()
 
 
+@pytest.mark.parametrize("name", ["go-static", "c-static-blocking"])
+def test_header_timeout_then_served(procs, name):
+    """A trusted peer that sends part of a header and stalls is dropped when the timeout ends
+    (the held call then takes the next connection); nothing of it reaches the program."""
+    p, port = start(procs, name, opts=["--timeout-ms", "300"])
+    staller = connect_from(port, TRUSTED)
+    try:
+        staller.sendall(b"PROXY TCP4 203.0")
+        t0 = time.monotonic()
+        seen = ask(name, p, port, v1_header(CLIENT, ("127.0.0.1", port)), TRUSTED)
+        assert seen is not None and seen["accept"] == CLIENT, p.output()
+        assert recv_all(staller) == b""
+        assert time.monotonic() - t0 < 3
+        assert "event=reject reason=timeout" in p.output()
+    finally:
+        staller.close()
+
+
+def test_untrusted_reject(procs):
+    """PROXYSHIM_UNTRUSTED=reject: an untrusted peer that starts a header is closed; one that
+    does not is served with its own address."""
+    env = clean_env()
+    env["PROXYSHIM_UNTRUSTED"] = "reject"
+    p, port = start(procs, "c-static-epoll", env=env)
+    assert ask("c-static-epoll", p, port, v1_header(SPOOF, ("127.0.0.1", port)), UNTRUSTED) is None
+    seen = ask("c-static-epoll", p, port, b"", UNTRUSTED)
+    assert seen["accept"] == seen["me"] and seen["data"] == BODY
+    assert "event=reject reason=untrusted" in p.output()
+
+
+def test_forked_children_and_counters(procs, tmp_path):
+    """A server that forks a child per connection: the children are under the filter too, and
+    their getpeername() is answered from the table. The supervisor writes the counters."""
+    stats = tmp_path / "stats.prom"
+    p, port = start_listening([WRAPPER, "--trusted", TRUSTED, "--stats", str(stats), "--", TS_STATIC, "--listen",
+                               "127.0.0.1:0", "--mode", "fork"], env=clean_env(), log_name="fork")
+    procs.append(p)
+    for i in range(3):
+        exchange(port, v2_header(CLIENT, ("127.0.0.1", port)) + BODY, source=TRUSTED, port_at_connect=True)
+        d = wait_conns(p, i + 1)[-1]
+        assert addr(d["accept"]) == CLIENT and addr(d["peer"]) == CLIENT, d
+        assert d["pid"] != child_pids(p.pid)[0]  # served by a forked child
+    exchange(port, BODY, source=UNTRUSTED, port_at_connect=True)
+    wait_conns(p, 4)
+    deadline = time.monotonic() + 5
+    text = ""
+    while time.monotonic() < deadline:
+        text = stats.read_text() if stats.exists() else ""
+        if 'result="untrusted"' in text:
+            break
+        time.sleep(0.1)
+    pid = 'pid="%d"' % p.pid  # the supervisor's counters
+    assert 'proxyshim_connections_total{%s,result="rewritten",reason="none",version="2"} 3' % pid in text, text
+    assert 'proxyshim_connections_total{%s,result="untrusted",reason="none",version="none"} 1' % pid in text, text
+    assert 'proxyshim_header_bytes_total{%s} %d' % (pid, 3 * len(v2_header(CLIENT, ("127.0.0.1", port)))) in text
+
+
+def test_exit_status_is_the_programs(tmp_path):
+    r = subprocess.run([WRAPPER, "--supervise", "--trusted", TRUSTED, "--", "/bin/sh", "-c", "exit 7"],
+                       env=clean_env(), capture_output=True, timeout=20)
+    assert r.returncode == 7, r
+
+
 # ---- the same answers as the library ----
 
 PARITY = {
@@ -195,24 +258,27 @@ PARITY = {
 }
 
 
+@pytest.mark.parametrize("listen", ["127.0.0.1", "[::1]"])
 @pytest.mark.parametrize("addrlen", [None, 8])
 @pytest.mark.parametrize("case", sorted(PARITY))
-def test_same_answers_as_the_library(procs, case, addrlen):
+def test_same_answers_as_the_library(procs, case, addrlen, listen):
     """The same header through the library (the dynamic test server, LD_PRELOAD) and through
-    the supervisor (its static build): accept()'s address and length, what reached the
-    caller's buffer (a short --addrlen shows truncation), getpeername() and the bytes read."""
+    the supervisor (its static build), on an IPv4 and an IPv6 listener: accept()'s address and
+    length, what reached the caller's buffer (a short --addrlen shows truncation),
+    getpeername() and the bytes read."""
     extra = ["--addrlen", str(addrlen)] if addrlen else []
-    lib, lport = start_listening([TESTSERVER, "--listen", "127.0.0.1:0"] + extra,
-                                 env=shim_env(TRUSTED=TRUSTED), log_name="lib")
+    source = TRUSTED if listen[0] != "[" else "::1"
+    lib, lport = start_listening([TESTSERVER, "--listen", listen + ":0"] + extra,
+                                 env=shim_env(TRUSTED=source), log_name="lib")
     procs.append(lib)
-    sup, sport = start_listening([WRAPPER, "--trusted", TRUSTED, "--", TS_STATIC, "--listen", "127.0.0.1:0"]
+    sup, sport = start_listening([WRAPPER, "--trusted", source, "--", TS_STATIC, "--listen", listen + ":0"]
                                  + extra, env=clean_env(), log_name="sup")
     procs.append(sup)
     keys = ("accept", "addrlen", "accept_raw", "peer", "peer_len", "peer_raw", "hex", "errno_kept")
     out = []
     for p, port in ((lib, lport), (sup, sport)):
         head = PARITY[case](port)
-        exchange(port, head + BODY, source=TRUSTED, port_at_connect=True)
+        exchange(port, head + BODY, host=listen.strip("[]"), source=source, port_at_connect=True)
         d = wait_conns(p, 1)[-1]
         out.append({k: d.get(k) for k in keys})
     if case in ("v2-local", "v1-unknown"):  # the real peer: its port differs between the two
