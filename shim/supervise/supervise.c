@@ -5,6 +5,7 @@
  * It fails closed: every piece the mode needs is probed before PATH runs, and if one is refused
  * it exits 126 naming it, the errno and the fix; PATH never runs with headers reaching it. */
 #include <errno.h>
+#include <fcntl.h>
 #include <arpa/inet.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
@@ -204,6 +205,36 @@ static int receive_fd(int sock)
 	return fd;
 }
 
+/* A signal for the program: to COMMAND while it runs, then to the processes left of its tree
+ * (our children now: orphans come to the subreaper). */
+static void forward(int sig, pid_t child)
+{
+	char path[64], buf[4096];
+	ssize_t n;
+	int fd;
+
+	if (child > 0) {
+		kill(child, sig);
+		return;
+	}
+	snprintf(path, sizeof(path), "/proc/self/task/%d/children", (int)getpid());
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return;
+	buf[n] = '\0';
+	for (char *q = buf; *q;) {
+		long pid = strtol(q, &q, 10);
+		if (pid > 0)
+			kill((pid_t)pid, sig);
+		while (*q == ' ' || *q == '\n')
+			q++;
+	}
+}
+
 /* Exits as COMMAND did. */
 static void exit_like(int status) __attribute__((noreturn));
 static void exit_like(int status)
@@ -291,7 +322,8 @@ int main(int argc, char **argv)
 		 sv_mem_uses_proc() ? "/proc/pid/mem" : "process_vm", sv_pidfd_of_thread(), sv_sync_wake());
 
 	struct pollfd p[2 + 1024];
-	bool nfd_open = true;
+	bool nfd_open = true, child_done = false;
+	int child_status = 0;
 	for (;;) {
 		int timeout, n;
 
@@ -304,16 +336,23 @@ int main(int argc, char **argv)
 			struct signalfd_siginfo si;
 			while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
 				if (si.ssi_signo != SIGCHLD) {
-					kill(child, (int)si.ssi_signo);
+					forward((int)si.ssi_signo, child_done ? 0 : child);
 					continue;
 				}
 				for (;;) {
 					int st;
 					pid_t w = waitpid(-1, &st, WNOHANG);
-					if (w <= 0)
+					if (w == 0)
 						break;
-					if (w == child)
-						exit_like(st);
+					if (w < 0) { /* no child left at all */
+						if (child_done)
+							exit_like(child_status);
+						break;
+					}
+					if (w == child) {
+						child_done = true;
+						child_status = st;
+					}
 				}
 			}
 		}
@@ -321,6 +360,13 @@ int main(int argc, char **argv)
 			sv_notif_receive();
 		else if (p[0].revents & (POLLHUP | POLLERR | POLLNVAL))
 			nfd_open = false; /* no process is left under the filter */
+		/* COMMAND has exited: done once nothing under the filter is left (a program that
+		 * daemonized goes on being served meanwhile). */
+		if (child_done && !nfd_open) {
+			while (waitpid(-1, NULL, WNOHANG) > 0)
+				;
+			exit_like(child_status);
+		}
 		sv_notif_resume(p + 2, n);
 	}
 }

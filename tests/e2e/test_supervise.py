@@ -17,7 +17,7 @@ import time
 import pytest
 
 from util import (BUILD, LIB, ROOT, TESTSERVER, WRAPPER, Proc, child_pids, conn_lines, connect_from,
-                  exchange, haproxy_sender, recv_all, shim_env, shut_wr, start_listening, v1_header,
+                  exchange, haproxy_sender, recv_all, shim_env, shut_wr, start_listening, wait_json, v1_header,
                   v2_header, wait_conns)
 
 SUPERVISOR = os.path.join(BUILD, "proxyshim-supervise")
@@ -104,7 +104,10 @@ def ask(name, p, port, head, source, pieces=None, delay=0.0, via=None):
         time.sleep(0.2)
         assert len(conn_lines(p)) == before, p.output()
         return None
-    d = wait_conns(p, before + 1)[-1]
+    # Ours is the new line that ends with the request (HAProxy's own first connection, which
+    # haproxy_sender() waits with, may print its line late).
+    mine = lambda d: bytes.fromhex(d["hex"]).endswith(BODY)  # noqa: E731
+    d = [x for x in wait_json(p, lambda x: x["n"] > before and mine(x)) if x["n"] > before and mine(x)][-1]
     seen.update(accept=addr(d["accept"]), peer=addr(d["peer"]), data=bytes.fromhex(d["hex"]),
                 flags=(d["nonblock"], d["cloexec"]), line=d)
     assert got == seen["data"], "echo differs from what the server read"
@@ -238,6 +241,34 @@ def test_forked_children_and_counters(procs, tmp_path):
     assert 'proxyshim_connections_total{%s,result="rewritten",reason="none",version="2"} 3' % pid in text, text
     assert 'proxyshim_connections_total{%s,result="untrusted",reason="none",version="none"} 1' % pid in text, text
     assert 'proxyshim_header_bytes_total{%s} %d' % (pid, 3 * len(v2_header(CLIENT, ("127.0.0.1", port)))) in text
+
+
+def test_a_daemonized_server_goes_on_being_served(procs, tmp_path):
+    """COMMAND starts the server in the background and exits 3: the server (an orphan, now the
+    subreaper's child) is still served; once it is gone the supervisor exits with COMMAND's 3."""
+    out = tmp_path / "server.out"
+    p = Proc([WRAPPER, "--trusted", TRUSTED, "--supervise", "--", "/bin/sh", "-c",
+              "%s --listen 127.0.0.1:0 > %s 2>&1 & exit 3" % (TS_STATIC, out)], env=clean_env(), log_name="daemon")
+    procs.append(p)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and "listening" not in (out.read_text() if out.exists() else ""):
+        time.sleep(0.02)
+    port = int(out.read_text().split()[1])
+    time.sleep(0.2)  # sh has exited by now
+    assert p.poll() is None, p.output()
+    kids = child_pids(p.pid)
+    assert len(kids) == 1  # the server, reparented
+    got, _ = exchange(port, v1_header(CLIENT, ("127.0.0.1", port)) + BODY, source=TRUSTED, port_at_connect=True)
+    assert got == BODY
+    lines = []
+    deadline = time.monotonic() + 5
+    while not lines and time.monotonic() < deadline:
+        lines = [ln for ln in out.read_text().splitlines() if ln.startswith("{")]
+        time.sleep(0.02)
+    d = json.loads(lines[-1])
+    assert addr(d["accept"]) == CLIENT
+    os.kill(kids[0], signal.SIGTERM)
+    assert p.p.wait(5) == 3
 
 
 def test_exit_status_is_the_programs(tmp_path):
