@@ -97,6 +97,12 @@ $(BUILD)/progs/testserver-static: tests/e2e/testserver.c
 $(BUILD)/progs/testserver-static-musl: tests/e2e/testserver.c tests/e2e/musl-compat.h
 	@mkdir -p $(@D)
 	$(MUSL_CC) -O2 -g -std=gnu11 -D_GNU_SOURCE -static -include tests/e2e/musl-compat.h -o $@ $< -lpthread
+# An i386 program (int 0x80, no libc): the filter refuses the ABI it cannot serve.
+SUPERVISE_PROGS += $(BUILD)/progs/accept32
+E2E_PROGS += $(BUILD)/progs/accept32
+$(BUILD)/progs/accept32: tests/e2e/progs/i386/accept32.c
+	@mkdir -p $(@D)
+	$(CC) -m32 -nostdlib -static -fno-pie -no-pie -ffreestanding -O2 -o $@ $<
 GO ?= go
 $(BUILD)/progs/go-httpserver $(BUILD)/progs/go-httpserver-cgo: $(BUILD)/progs/go-%: tests/e2e/progs/go/httpserver/main.go
 	@mkdir -p $(@D)

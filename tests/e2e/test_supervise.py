@@ -27,6 +27,7 @@ TS_MUSL = os.path.join(PROGS, "testserver-static-musl")
 GO = os.path.join(PROGS, "go-httpserver")
 GO_CGO = os.path.join(PROGS, "go-httpserver-cgo")
 DENYFD = os.path.join(PROGS, "denyfd")
+ACCEPT32 = os.path.join(PROGS, "accept32")
 TRUSTED = "127.0.0.2"
 UNTRUSTED = "127.0.0.3"
 CLIENT = ("203.0.113.41", 4141)
@@ -38,7 +39,7 @@ NOBODY = 65534
 @pytest.fixture(scope="module", autouse=True)
 def built():
     """The supervisor and the servers (make builds them; up to date, this costs nothing)."""
-    targets = [SUPERVISOR, WRAPPER, TS_STATIC, TS_MUSL, GO, GO_CGO, DENYFD]
+    targets = [SUPERVISOR, WRAPPER, TS_STATIC, TS_MUSL, GO, GO_CGO, DENYFD, ACCEPT32]
     r = subprocess.run(["make", "-s", "-C", ROOT, "BUILD=" + BUILD] + targets,
                        capture_output=True, timeout=600)
     assert r.returncode == 0, r.stderr.decode()
@@ -269,6 +270,17 @@ def test_a_daemonized_server_goes_on_being_served(procs, tmp_path):
     assert addr(d["accept"]) == CLIENT
     os.kill(kids[0], signal.SIGTERM)
     assert p.p.wait(5) == 3
+
+
+def test_i386_calls_are_refused():
+    """The supervisor serves the x86_64 ABI only: an i386 program's accept4() and
+    socketcall(SYS_ACCEPT4) are refused (EPERM), never let through to take a header as data.
+    Run plainly, the kernel answers ENOTSOCK (88) on /dev/null: the refusal is the filter's."""
+    plain = subprocess.run([ACCEPT32], stdin=subprocess.DEVNULL, timeout=10)
+    assert plain.returncode == 88
+    r = subprocess.run([WRAPPER, "--trusted", TRUSTED, "--", ACCEPT32], stdin=subprocess.DEVNULL,
+                       env=clean_env(), capture_output=True, timeout=10)
+    assert r.returncode == 1, r  # EPERM from both
 
 
 def test_exit_status_is_the_programs(tmp_path):
