@@ -135,7 +135,7 @@ static void sweep(void)
 	rebuild(g_cap, true);
 	if (g_count * 2 > g_sweep_at)
 		g_sweep_at = g_count * 2;
-	shim_log(SHIM_LOG_DEBUG, "event=sweep before=%zu after=%zu", before, g_count);
+	shim_log(SHIM_LOG_INFO, "event=sweep before=%zu after=%zu", before, g_count);
 }
 
 int sv_peer_put(uint64_t cookie, const struct shim_addr *client)

@@ -7,6 +7,7 @@ server (CGO_ENABLED=0 and cgo builds) in its reply (RemoteAddr, which Go takes f
 own output). Loopback only: trusted balancer 127.0.0.2, untrusted peer 127.0.0.3."""
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -28,6 +29,7 @@ GO = os.path.join(PROGS, "go-httpserver")
 GO_CGO = os.path.join(PROGS, "go-httpserver-cgo")
 DENYFD = os.path.join(PROGS, "denyfd")
 ACCEPT32 = os.path.join(PROGS, "accept32")
+LOADGEN = os.path.join(BUILD, "bench", "loadgen")
 TRUSTED = "127.0.0.2"
 UNTRUSTED = "127.0.0.3"
 CLIENT = ("203.0.113.41", 4141)
@@ -39,7 +41,7 @@ NOBODY = 65534
 @pytest.fixture(scope="module", autouse=True)
 def built():
     """The supervisor and the servers (make builds them; up to date, this costs nothing)."""
-    targets = [SUPERVISOR, WRAPPER, TS_STATIC, TS_MUSL, GO, GO_CGO, DENYFD, ACCEPT32]
+    targets = [SUPERVISOR, WRAPPER, TS_STATIC, TS_MUSL, GO, GO_CGO, DENYFD, ACCEPT32, LOADGEN]
     r = subprocess.run(["make", "-s", "-C", ROOT, "BUILD=" + BUILD] + targets,
                        capture_output=True, timeout=600)
     assert r.returncode == 0, r.stderr.decode()
@@ -468,6 +470,29 @@ def test_dup_and_fd_reuse(procs):
             assert addr(d["probe"]["peer"]) == ("127.0.0.1", probe.getsockname()[1]), d
     finally:
         probe.close()
+
+
+def test_table_sweep_keeps_live_sockets(procs):
+    """Past 4096 entries the client table is swept against the live sockets (sock_diag): the
+    entries of closed connections go, an open connection's stays (its getpeername(), asked
+    when it ends, still gives its client)."""
+    p, port = start_listening([WRAPPER, "--trusted", TRUSTED, "--log", "info", "--", TS_STATIC, "--listen",
+                               "127.0.0.1:0", "--mode", "epoll"], env=clean_env(), log_name="sweep")
+    procs.append(p)
+    old = ("203.0.113.99", 9999)
+    a = connect_from(port, TRUSTED)
+    a.sendall(v1_header(old, ("127.0.0.1", port)) + BODY)
+    r = subprocess.run([LOADGEN, "--target", "127.0.0.1:%d" % port, "--source", TRUSTED, "--conns", "8",
+                        "--count", "4200", "--header", "v2", "--half-close"], capture_output=True, timeout=60)
+    assert r.returncode == 0 and b"errors=0" in r.stdout, r
+    shut_wr(a)
+    assert recv_all(a) == BODY
+    a.close()
+    d = wait_json(p, lambda x: addr(x["accept"]) == old, timeout=10)
+    mine = [x for x in d if addr(x["accept"]) == old][0]
+    assert addr(mine["peer"]) == old, mine
+    m = re.search(r"event=sweep before=(\d+) after=(\d+)", p.output())
+    assert m and int(m.group(2)) < int(m.group(1)) // 2, p.output()[-2000:]
 
 
 def test_signals_during_accept_lose_nothing(procs):
