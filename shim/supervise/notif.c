@@ -599,6 +599,17 @@ void sv_notif_receive(void)
 	case SYS_listen:
 		on_listen(&n);
 		break;
+	case SYS_io_uring_setup: {
+		/* Its accepts would bypass the filter and take headers as data: refused, so that a
+		 * program that can fall back to accept() does. Said once. */
+		static bool said;
+		if (!said)
+			shim_log(SHIM_LOG_WARN, "event=io_uring pid=%u note=\"io_uring_setup() refused (ENOSYS): "
+						"accepts through io_uring would bypass the supervisor\"", n.pid);
+		said = true;
+		sv_respond(n.id, ENOSYS);
+		break;
+	}
 	default:
 		sv_respond(n.id, 0);
 	}

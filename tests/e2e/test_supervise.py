@@ -285,6 +285,22 @@ def test_i386_calls_are_refused():
     assert r.returncode == 1, r  # EPERM from both
 
 
+def test_io_uring_is_refused():
+    """io_uring accepts would bypass the filter: io_uring_setup() fails with ENOSYS (a program
+    that can fall back does), and the supervisor says so."""
+    code = ("import ctypes, os\n"
+            "libc = ctypes.CDLL(None, use_errno=True)\n"
+            "params = ctypes.create_string_buffer(120)\n"
+            "r = libc.syscall(425, 8, params)\n"
+            "print(r, ctypes.get_errno())\n")
+    plain = subprocess.run(["/usr/bin/python3", "-c", code], capture_output=True, timeout=20)
+    assert plain.stdout.split()[0] != b"-1" or plain.stdout.split()[1] != b"38", plain  # not ENOSYS here
+    r = subprocess.run([WRAPPER, "--supervise", "--trusted", TRUSTED, "--", "/usr/bin/python3", "-c", code],
+                       env=clean_env(), capture_output=True, timeout=20)
+    assert r.stdout.split() == [b"-1", b"38"], r  # ENOSYS
+    assert b"event=io_uring" in r.stderr and b"ENOSYS" in r.stderr, r
+
+
 def test_exit_status_is_the_programs(tmp_path):
     r = subprocess.run([WRAPPER, "--supervise", "--trusted", TRUSTED, "--", "/bin/sh", "-c", "exit 7"],
                        env=clean_env(), capture_output=True, timeout=20)
