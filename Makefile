@@ -65,11 +65,13 @@ $(BUILD)/testserver: tests/e2e/testserver.c
 $(BUILD)/proxyshim: shim/cli/proxyshim.c $(HDRS)
 	$(CC) $(CFLAGS) -o $@ $< $(LDHARD) -ldl
 
-# The supervisor (shim/supervise/): the core with libc's own functions behind it (libcore.a),
-# exec()ed by the wrapper for proxyshim --supervise.
+# The supervisor (shim/supervise/): the core with libc's own functions behind it (what libcore.a
+# holds, linked as objects so that make builds no archive it does not ship), exec()ed by the
+# wrapper for proxyshim --supervise.
 SUPERVISE_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard shim/supervise/*.c))
-$(BUILD)/proxyshim-supervise: $(SUPERVISE_OBJ) $(BUILD)/libcore.a
-	$(CC) $(CFLAGS) -o $@ $(SUPERVISE_OBJ) $(BUILD)/libcore.a $(LDHARD) -ldl -lpthread
+SUPERVISE_CORE := $(CORE_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/shim/core/sys_direct.o $(PROTO_OBJ)
+$(BUILD)/proxyshim-supervise: $(SUPERVISE_OBJ) $(SUPERVISE_CORE)
+	$(CC) $(CFLAGS) -o $@ $(SUPERVISE_OBJ) $(SUPERVISE_CORE) $(LDHARD) -ldl -lpthread
 
 $(BUILD)/progs/%: tests/e2e/progs/%.c tests/e2e/progs/common.h
 	@mkdir -p $(@D)
