@@ -242,10 +242,19 @@ static bool install(struct hold *h)
 		hold_drop(h); /* stashes p */
 		return true;
 	}
-	if (h->want_addr &&
-	    write_addr((pid_t)h->n.pid, h->n.data.args[1], h->n.data.args[2], h->ulen, p->rewritten ? &p->client : NULL,
-		       &p->peer, p->plen) < 0)
-		return finish(h, EFAULT); /* the connection is stashed */
+	/* *addrlen is read once there is a connection, as the kernel's accept() does (an empty
+	 * queue never touches it); a bad one fails the call and the connection waits, stashed. */
+	if (h->want_addr) {
+		int ulen;
+		if (h->n.data.args[2] == 0 || sv_mem_read((pid_t)h->n.pid, h->n.data.args[2], &ulen, sizeof(ulen)) < 0)
+			return finish(h, EFAULT);
+		if (ulen < 0)
+			return finish(h, EINVAL);
+		h->ulen = (socklen_t)ulen;
+		if (write_addr((pid_t)h->n.pid, h->n.data.args[1], h->n.data.args[2], h->ulen,
+			       p->rewritten ? &p->client : NULL, &p->peer, p->plen) < 0)
+			return finish(h, EFAULT);
+	}
 	if (p->nonblock != ((h->flags & SOCK_NONBLOCK) != 0)) { /* a stashed one, for another call */
 		fl = fcntl(p->fd, F_GETFL);
 		if (fl >= 0 && fcntl(p->fd, F_SETFL, p->nonblock ? fl & ~O_NONBLOCK : fl | O_NONBLOCK) == 0)
@@ -499,19 +508,7 @@ static void on_accept(const struct seccomp_notif *n, bool four)
 	h->nonblock = fl >= 0 && (fl & O_NONBLOCK);
 	h->next = g_holds;
 	g_holds = h;
-	if (n->data.args[1] != 0) {
-		int ulen;
-		if (n->data.args[2] == 0 || sv_mem_read((pid_t)n->pid, n->data.args[2], &ulen, sizeof(ulen)) < 0) {
-			finish(h, EFAULT);
-			return;
-		}
-		if (ulen < 0) {
-			finish(h, EINVAL);
-			return;
-		}
-		h->want_addr = true;
-		h->ulen = (socklen_t)ulen;
-	}
+	h->want_addr = n->data.args[1] != 0;
 	accept_step(h);
 }
 
