@@ -139,6 +139,19 @@ def test_header_from_trusted_peer(procs, name, version):
     assert "event=supervise" in p.output()
 
 
+@pytest.mark.parametrize("name", ["go-static", "c-static-epoll"])
+def test_supervisor_keeps_no_copy_of_the_programs_fds(procs, name):
+    """Once the calls are answered the supervisor holds none of the program's sockets (its fds:
+    stdio, the signalfd, the notification fd, pidfds)."""
+    p, port = start(procs, name)
+    for i in range(5):
+        head = v1_header(CLIENT, ("127.0.0.1", port)) if i % 2 else b"PROXY bad\r\n"
+        ask(name, p, port, head, TRUSTED if i < 4 else UNTRUSTED)
+    time.sleep(0.2)
+    links = [os.readlink("/proc/%d/fd/%s" % (p.pid, f)) for f in os.listdir("/proc/%d/fd" % p.pid)]
+    assert not [ln for ln in links if ln.startswith("socket:")], links
+
+
 @pytest.mark.apps
 @pytest.mark.parametrize("name", ["go-static", "c-static-epoll", "c-static-blocking"])
 def test_v2_from_haproxy(procs, tmp_path, name):
