@@ -16,7 +16,8 @@
  *   PARKED -- header read: with an address -------------> CONN REWRITTEN
  *                          without, or a pass ----------> NONE (handed over with the real peer)
  *                          refused, timed out, the cap -> closed
- *   NONE -- accept(), header incomplete, lazy mode -----> CONN PENDING
+ *                          lazy mode, the grace over ---> CONN PENDING
+ *   NONE -- accept(), header incomplete, lazy mode -----> CONN PENDING (grace 0, or not parked)
  *   CONN PENDING -- first read, getpeername(), the API -> CONN REWRITTEN, NONE, or CONN FAILED
  *   NONE -- the shim's own epoll/timer fd --------------> INTERNAL
  *   NONE -- epoll_ctl() adds a covered listener --------> EPOLL

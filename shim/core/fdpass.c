@@ -51,6 +51,20 @@ struct table {
 
 const char *shim_fdpass_dir = SHIM_FDPASS_DIR;
 static struct table *_Atomic g_table;
+
+/* The shim's own short-lived fds are opened and closed by system calls of its own: the close
+ * is real_close(), so an open() a sanitizer or another preload library intercepts would be
+ * seen without its close (TSan then takes the number's reuse by the program for a race). */
+static int sys_open(const char *path, int flags, mode_t mode)
+{
+	return (int)syscall(SYS_openat, AT_FDCWD, path, flags, mode);
+}
+
+/* The table's shared mapping of fd, by the system call for the same reason (MAP_FAILED). */
+static void *sys_map(int fd)
+{
+	return (void *)syscall(SYS_mmap, NULL, TABLE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+}
 static _Atomic bool g_warned;
 
 int shim_fdpass_cookie(int fd, uint64_t *cookie)
@@ -74,11 +88,12 @@ static void path_of(char *buf, size_t cap, const char *suffix, long n)
 		snprintf(buf, cap, "%s/proxyshim-fd-%u", shim_fdpass_dir, (unsigned)geteuid());
 }
 
-static void warn_once(const char *path, const char *why)
+/* Said once per process: why the table is not used. err: the system call's errno, or 0. */
+static void warn_once(const char *path, const char *why, int err)
 {
 	if (!atomic_exchange(&g_warned, true))
-		shim_log(SHIM_LOG_WARN, "event=fdpass reason=%s path=%s (connections passed between "
-					"processes keep the balancer's address)", why, path);
+		shim_log(SHIM_LOG_WARN, "event=fdpass reason=%s path=%s errno=%d (connections passed "
+					"between processes keep the balancer's address)", why, path, err);
 }
 
 /* Maps the open table file fd after checking it is the user's own, private, of this layout. */
@@ -90,20 +105,20 @@ static struct table *map_checked(int fd, const char *path)
 	if (syscall(SYS_fstat, fd, &st) < 0)
 		return NULL;
 	if (!S_ISREG(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077) != 0) {
-		warn_once(path, "not_private"); /* another user's, or readable by others */
+		warn_once(path, "not_private", 0); /* another user's, or readable by others */
 		return NULL;
 	}
 	if ((size_t)st.st_size != TABLE_SIZE) {
-		warn_once(path, "layout");
+		warn_once(path, "layout", 0);
 		return NULL;
 	}
-	t = mmap(NULL, TABLE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	t = sys_map(fd);
 	if (t == MAP_FAILED)
 		return NULL;
 	if (t->magic != MAGIC || t->layout != LAYOUT || t->slots != SHIM_FDPASS_SLOTS ||
 	    t->slot_size != sizeof(struct slot)) {
 		munmap(t, TABLE_SIZE);
-		warn_once(path, "layout");
+		warn_once(path, "layout", 0);
 		return NULL;
 	}
 	return t;
@@ -118,11 +133,11 @@ static void create_table(const char *path)
 	int fd;
 
 	path_of(tmp, sizeof(tmp), "new", (long)getpid());
-	fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	fd = sys_open(tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return;
-	if (ftruncate(fd, (off_t)TABLE_SIZE) == 0) {
-		t = mmap(NULL, TABLE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (syscall(SYS_ftruncate, fd, (off_t)TABLE_SIZE) == 0) {
+		t = sys_map(fd);
 		if (t != MAP_FAILED) {
 			t->layout = LAYOUT;
 			t->slots = SHIM_FDPASS_SLOTS;
@@ -130,7 +145,7 @@ static void create_table(const char *path)
 			__atomic_store_n(&t->magic, MAGIC, __ATOMIC_RELEASE);
 			munmap(t, TABLE_SIZE);
 			if (link(tmp, path) < 0 && errno != EEXIST)
-				warn_once(path, "create");
+				warn_once(path, "create", errno);
 		}
 	}
 	unlink(tmp);
@@ -147,14 +162,16 @@ bool shim_fdpass_map(bool create)
 		return true;
 	shim_resolve(); /* real_close */
 	path_of(path, sizeof(path), NULL, 0);
-	fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+	fd = sys_open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0);
 	if (fd < 0 && errno == ENOENT && create) {
 		create_table(path);
-		fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+		fd = sys_open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0);
 	}
 	if (fd < 0) {
-		if (errno != ENOENT)
-			warn_once(path, "open");
+		/* No file is the receivers' normal case (nothing was published); a publisher
+		 * that could not make one says so (no /dev/shm, read-only, full). */
+		if (errno != ENOENT || create)
+			warn_once(path, create ? "create" : "open", errno);
 		return false;
 	}
 	t = map_checked(fd, path);
@@ -208,10 +225,9 @@ static bool slot_read(struct slot *s, uint64_t cookie, struct shim_handoff_wire 
 			return false;
 		*state = atomic_load_explicit(&s->state, memory_order_relaxed);
 		/* The bytes may be torn while a writer works: seq tells, and then they are read
-		 * again. Copied byte by byte with relaxed atomics, so a torn read is no data race. */
-		for (size_t i = 0; i < sizeof(*w); i++)
-			((uint8_t *)w)[i] = __atomic_load_n(&s->wire[i], __ATOMIC_RELAXED);
-		atomic_thread_fence(memory_order_acquire);
+		 * again. Copied byte by byte with atomics, so a torn read is no data race. */
+		for (size_t i = 0; i < sizeof(*w); i++) /* acquire: none moves past seq's check */
+			((uint8_t *)w)[i] = __atomic_load_n(&s->wire[i], __ATOMIC_ACQUIRE);
 		if (atomic_load_explicit(&s->seq, memory_order_relaxed) == seq)
 			return true;
 	}

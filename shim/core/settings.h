@@ -36,6 +36,7 @@ struct shim_config {
 	uint8_t log_level; /* enum shim_log_level */
 	unsigned versions; /* PP_V1 | PP_V2 */
 	unsigned timeout_ms;
+	unsigned lazy_grace_ms; /* lazy mode: how long accept() parks a connection without its header */
 	unsigned max_parked; /* connections parked at once in the process */
 	unsigned tlv_max;    /* bytes of TLVs kept per connection */
 	unsigned ncidrs;

@@ -55,6 +55,11 @@
 	  "accept (default) or lazy, for protocols in\n"                                          \
 	  "which the server speaks first (SSH, SMTP, FTP) behind balancers\n"                     \
 	  "that send the header only with the client's first bytes.")                             \
+	X(LAZY_GRACE_MS, UINT, NULL, 0, 600000, "250", "expected milliseconds, 0 to 600000", 15,  \
+	  lazy_grace_ms, 0, "--lazy-grace", "MS", 8,                                               \
+	  "lazy mode: how long accept() holds a connection\n"                                      \
+	  "whose header has not arrived (parked: the program is not\n"                             \
+	  "blocked), 0 to 600000 (default 250; 0: returned at once).")                             \
 	X(LOCAL_ADDR, CHOICE, SHIM_WORDS("real", "header"), 0, 0, "real",                          \
 	  "expected real or header", 4, local_from_header, 0, NULL, NULL, -1,                      \
 	  "header: getsockname() gives the header's destination.")                                \

@@ -112,8 +112,13 @@ static int take_one(struct shim_fd *l, int lfd, struct sockaddr *addr, socklen_t
 		ref.lport = ntohs(l->local.port);
 		v = shim_header_step(&ref, &pr, false);
 		if (v == SHIM_INCOMPLETE && c->lazy) {
+			/* A header sent at connect is usually a moment behind the handshake: parked
+			 * for the grace, the connection still gets the header's address from
+			 * accept(), which servers that speak first keep (Exim, Dovecot). */
+			if (c->lazy_grace_ms > 0 && shim_park_add(l, lfd, fd, &ss, sl, &pr) == 0)
+				continue;
 			/* The first read or getpeername() takes the header (lazy.c). */
-			if (shim_lazy_mark(fd, ref.peer, ref.lport) == 0)
+			if (shim_lazy_mark(fd, ref.peer, ref.lport, shim_now_ms() + c->timeout_ms) == 0)
 				goto real_peer;
 			v = shim_header_none(&ref, pr.seen, SHIM_REASON_NOMEM);
 		}

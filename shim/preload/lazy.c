@@ -6,7 +6,7 @@
 
 #include "shim.h"
 
-int shim_lazy_mark(int fd, const struct sockaddr *peer, uint16_t lport)
+int shim_lazy_mark(int fd, const struct sockaddr *peer, uint16_t lport, uint64_t deadline)
 {
 	struct shim_fd *e = shim_fd_get(fd);
 	if (!e)
@@ -16,7 +16,7 @@ int shim_lazy_mark(int fd, const struct sockaddr *peer, uint16_t lport)
 	e->version = 0;
 	e->command = 0;
 	e->real_hash = shim_sa_hash(peer);
-	shim_pend_set_deadline(e, shim_now_ms() + shim_config()->timeout_ms);
+	shim_pend_set_deadline(e, deadline);
 	e->pend.lport = lport;
 	atomic_store_explicit(&e->kind, SHIM_FD_CONN, memory_order_release);
 	return 0;

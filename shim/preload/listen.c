@@ -85,7 +85,29 @@ struct shim_fd *shim_listener(int fd)
 	if (kind != SHIM_FD_NONE && kind != SHIM_FD_CLAIMED)
 		return NULL; /* a connection, or the shim's own fd */
 	e = classify(fd, c);
-	return (e && (e->flags & SHIM_L_COVERED)) ? e : NULL;
+	if (!e || !(e->flags & SHIM_L_COVERED))
+		return NULL;
+	/* Inherited listening (exec from a master, socket activation): the program may have
+	 * put it in its epoll sets already, unseen by the epoll_ctl() hook. */
+	if (kind == SHIM_FD_NONE)
+		shim_epoll_find_watchers(e, fd);
+	return e;
+}
+
+static void inherited(int fd, void *arg)
+{
+	int acc = 0;
+	socklen_t il = sizeof(acc);
+	(void)arg;
+	/* One system call for each fd that is not a listening socket: no table entry made. */
+	if (shim_fd_kind(fd) == SHIM_FD_NONE && getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &il) == 0 && acc)
+		classify(fd, shim_config());
+}
+
+void shim_listeners_inherited(void)
+{
+	if (shim_config()->active)
+		shim_each_open_fd(inherited, NULL);
 }
 
 static void on_listen(int fd)

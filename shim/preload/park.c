@@ -1,9 +1,11 @@
 /* Parking: a trusted connection whose header has not fully arrived waits on its listener
- * instead of in accept(). Each listener that parks gets an epoll fd of the shim's holding its
- * parked connections (readable only once the bytes they need are there, by SO_RCVLOWAT) and a
- * timerfd for the oldest one's deadline. That epoll fd is added to every epoll instance the
- * program watches the listener with, under the listener's own event data, so the program's
- * own loop wakes and calls accept(), which hands the connection over.
+ * instead of in accept(): for PROXYSHIM_TIMEOUT_MS, or in lazy mode for the grace
+ * (PROXYSHIM_LAZY_GRACE_MS), after which it is handed over pending. Each listener that parks
+ * gets an epoll fd of the shim's holding its parked connections (readable only once the bytes
+ * they need are there, by SO_RCVLOWAT) and a timerfd for the oldest one's deadline. That
+ * epoll fd is added to every epoll instance the program watches the listener with, under the
+ * listener's own event data, so the program's own loop wakes and calls accept(), which hands
+ * the connection over.
  *
  * Signal safety: accept(), close() and dup2() may run in a signal handler. A park's lock is
  * held only with every signal blocked in the holding thread (park_lock), so no handler runs
@@ -144,6 +146,14 @@ static void park_unlock(struct shim_park *p, const sigset_t *old)
 static unsigned max_parked(void)
 {
 	return shim_config()->max_parked;
+}
+
+/* How long a connection stays parked: its header's whole time in accept mode; in lazy mode
+ * the grace, never past the header's own deadline. */
+static uint64_t park_limit_ms(void)
+{
+	const struct shim_config *c = shim_config();
+	return c->lazy && c->lazy_grace_ms < c->timeout_ms ? c->lazy_grace_ms : c->timeout_ms;
 }
 
 static struct shim_park *park_of(struct shim_fd *l, bool create)
@@ -318,7 +328,7 @@ static void arm_locked(struct shim_park *p)
 	struct itimerspec its;
 	memset(&its, 0, sizeof(its));
 	if (atomic_load(&p->n) > 0) {
-		uint64_t at = p->v[0].since_ms + shim_config()->timeout_ms;
+		uint64_t at = p->v[0].since_ms + park_limit_ms();
 		its.it_value.tv_sec = (time_t)(at / 1000);
 		its.it_value.tv_nsec = (long)(at % 1000) * 1000000;
 		if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0)
@@ -394,6 +404,11 @@ int shim_park_add(struct shim_fd *l, int lfd, int fd, const struct sockaddr_stor
 		goto out;
 	atomic_store_explicit(&p->blocking, fl >= 0 && !(fl & O_NONBLOCK), memory_order_relaxed);
 	n = atomic_load(&p->n);
+	/* Lazy mode at the cap: the caller hands this one over pending, as without a grace. */
+	if (shim_config()->lazy && atomic_load(&shim_parked_total) >= max_parked()) {
+		ret = -ENOSPC;
+		goto out;
+	}
 	/* The process-wide cap: the oldest of this listener makes room. */
 	if (atomic_load(&shim_parked_total) >= max_parked() && n > 0) {
 		log_overflow(&p->v[0], p->lport);
@@ -459,12 +474,38 @@ static int hand_over_locked(struct shim_park *p, unsigned i, enum shim_verdict v
 	return fd;
 }
 
+/* Lazy mode: the oldest connection's grace is over, its header still incomplete. It goes to the
+ * program as lazy mode without a grace would have given it at accept(): pending, with the real
+ * address, its header left to the first read or getpeername() by the deadline counted from
+ * its arrival. Its fd, or -EAGAIN when it had to be closed (no memory for its entry). */
+static int grace_over_locked(struct shim_park *p, struct sockaddr *addr, socklen_t *addrlen)
+{
+	struct sockaddr_storage peer = p->v[0].peer;
+	struct shim_conn_ref c = {p->v[0].fd, (const struct sockaddr *)&peer, p->lport};
+	uint64_t deadline = p->v[0].since_ms + shim_config()->timeout_ms;
+	size_t seen = p->v[0].pr.seen;
+	int fd = hand_over_locked(p, 0, SHIM_PASS, addr, addrlen);
+
+	if (shim_lazy_mark(fd, c.peer, c.lport, deadline) == 0) {
+		if (SHIM_UNLIKELY(shim_log_on(SHIM_LOG_DEBUG))) {
+			char ps[SHIM_ADDRSTR_LEN];
+			shim_log(SHIM_LOG_DEBUG, "event=pending reason=grace peer=%s port=%u seen=%zu",
+				 shim_sa_str(c.peer, ps), c.lport, seen);
+		}
+		return fd;
+	}
+	if (shim_header_none(&c, seen, SHIM_REASON_NOMEM) == SHIM_PASS)
+		return fd;
+	real_close(fd);
+	return -EAGAIN;
+}
+
 int shim_park_service(struct shim_fd *l, struct sockaddr *addr, socklen_t *addrlen)
 {
 	struct shim_park *p = park_of(l, false);
 	struct epoll_event evs[SERVICE_BATCH];
 	int out = -EAGAIN, nev;
-	uint64_t now, timeout;
+	uint64_t now, limit;
 	sigset_t old;
 
 	if (!p)
@@ -501,10 +542,19 @@ int shim_park_service(struct shim_fd *l, struct sockaddr *addr, socklen_t *addrl
 	}
 	/* Expiry, oldest first. */
 	now = shim_now_ms();
-	timeout = shim_config()->timeout_ms;
-	while (atomic_load(&p->n) > 0 && p->v[0].since_ms + timeout <= now) {
+	limit = park_limit_ms();
+	while (atomic_load(&p->n) > 0 && p->v[0].since_ms + limit <= now) {
 		struct shim_conn_ref c = {p->v[0].fd, (const struct sockaddr *)&p->v[0].peer, p->lport};
-		enum shim_verdict v = shim_header_none(&c, p->v[0].pr.seen, SHIM_REASON_TIMEOUT);
+		enum shim_verdict v;
+		if (shim_config()->lazy) {
+			/* The grace is over: handed over pending, one a call (the timer, already
+			 * due, wakes the program for the next). */
+			if (out >= 0)
+				break;
+			out = grace_over_locked(p, addr, addrlen);
+			continue;
+		}
+		v = shim_header_none(&c, p->v[0].pr.seen, SHIM_REASON_TIMEOUT);
 		if (v == SHIM_PASS && out < 0)
 			out = hand_over_locked(p, 0, v, addr, addrlen);
 		else
@@ -528,7 +578,7 @@ int shim_park_wait(struct shim_fd *l, int lfd)
 	park_lock(p, &old);
 	pf[1].fd = p->epfd;
 	if (atomic_load(&p->n) > 0) {
-		uint64_t at = p->v[0].since_ms + shim_config()->timeout_ms, now = shim_now_ms();
+		uint64_t at = p->v[0].since_ms + park_limit_ms(), now = shim_now_ms();
 		wait_ms = at > now ? (int)(at - now) : 0;
 	}
 	park_unlock(p, &old);

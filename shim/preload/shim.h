@@ -54,8 +54,8 @@ enum shim_settle {
 	SHIM_SETTLE_NOWAIT,   /* a read with MSG_DONTWAIT */
 	SHIM_SETTLE_WAIT,     /* getpeername(): wait up to the deadline */
 };
-/* Marks fd's header as still to come: 0, or -ENOMEM. */
-int shim_lazy_mark(int fd, const struct sockaddr *peer, uint16_t lport);
+/* Marks fd's header as still to come, to be taken by deadline (shim_now_ms()): 0, or -ENOMEM. */
+int shim_lazy_mark(int fd, const struct sockaddr *peer, uint16_t lport, uint64_t deadline);
 /* Reads the pending header of fd (entry e): 0 when the program may go on, -EAGAIN (incomplete,
  * non-blocking) or -ECONNRESET (refused). May change errno: the calling hook restores it. */
 int shim_lazy_settle(int fd, struct shim_fd *e, enum shim_settle how);
@@ -89,7 +89,9 @@ void shim_handoff_adopt(void);
 /* ---- park.c: connections whose header is incomplete wait on their listener ---- */
 struct shim_park;
 /* Parks the trusted connection fd accepted on listener l (fd lfd): 0, or a negative errno when
- * it could not (no fds, no memory, the listener closed). */
+ * it could not (no fds, no memory, the listener closed; in lazy mode also -ENOSPC, at
+ * PROXYSHIM_MAX_PARKED). In lazy mode it stays parked for PROXYSHIM_LAZY_GRACE_MS at most, then
+ * is handed over pending (shim_lazy_mark); in accept mode for PROXYSHIM_TIMEOUT_MS. */
 int shim_park_add(struct shim_fd *l, int lfd, int fd, const struct sockaddr_storage *peer,
 		  socklen_t peerlen, const struct shim_progress *pr);
 /* True when l has parked connections (one load, no lock). */
@@ -118,6 +120,15 @@ void shim_park_register(void);
 /* Classifies the listener fd (once) and returns its entry, or NULL when the shim ignores it.
  * May change errno (the accept hooks restore it). */
 struct shim_fd *shim_listener(int fd);
+/* epoll.c: l (fd) was just classified at its first accept(): follows the epoll sets the
+ * program added it to before (read from /proc/self/fdinfo). May change errno. */
+void shim_epoll_find_watchers(struct shim_fd *l, int fd);
+/* Calls fn(fd, arg) for each fd this process has open (/proc/self/fd; nothing without it). */
+void shim_each_open_fd(void (*fn)(int fd, void *arg), void *arg);
+/* listen.c, from the constructor: classifies the listening sockets the process started with
+ * (exec from a master, socket activation), while /proc is there (a server may chroot later),
+ * so that the epoll_ctl() hook follows them from the program's first call. */
+void shim_listeners_inherited(void);
 
 
 #endif

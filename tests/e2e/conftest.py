@@ -20,7 +20,8 @@ TEST_TIME_LIMIT = int(os.environ.get("E2E_TEST_TIMEOUT", "90"))
 # An unmarked test that starts one of APP_PROGRAMS through util's Proc fails and says so.
 APP_PROGRAMS = frozenset({"haproxy", "nginx", "sshd", "apache2", "redis-server", "node", "npm",
                           "lighttpd", "podman", "buildah", "docker", "musl-gcc", "java", "postgres",
-                          "tclsh",
+                          "tclsh", "ruby", "php", "escript", "gunicorn", "uwsgi", "mariadbd", "vsftpd",
+                          "exim4", "dovecot",
                           os.path.basename(util.TESTSERVER_MUSL)})
 
 

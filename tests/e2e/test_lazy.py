@@ -399,9 +399,10 @@ def test_lazy_timeout_counts_from_accept(sf):
 @pytest.mark.parametrize("how", ["fread", "splice"])
 def test_lazy_stdio_and_splice_readers(ts, how):
     from util import recv_all, wait_conns
-    p, port = ts("--read-with", how, TRUSTED=TRUSTED, CONSUME="lazy")
+    # no grace: the header comes after accept() returned, and the read has to take it
+    p, port = ts("--read-with", how, TRUSTED=TRUSTED, CONSUME="lazy", LAZY_GRACE_MS=0)
     s = connect_from(port, TRUSTED)
-    time.sleep(0.2)  # the header comes after accept(): the read has to take it
+    time.sleep(0.2)
     s.sendall(v2_header(SRC, ("127.0.0.1", port)) + PAYLOAD)
     s.shutdown(socket.SHUT_WR)
     got = recv_all(s)

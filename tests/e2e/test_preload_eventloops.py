@@ -176,3 +176,66 @@ def test_epoll_instance_remade_with_the_same_fd_number_still_wakes(tmp_path):
     finally:
         p.kill()
         p.wait()
+
+
+# A listener inherited across exec (a master process's, Dovecot's imap-login, systemd socket
+# activation) that the program adds to its epoll set before any accept(): the shim knows it as
+# a listener only from its first accept(), so its parked connections must still wake that set.
+INHERITED_EPOLL_FIRST = r"""
+import os, select, socket, sys, time
+if len(sys.argv) > 2:  # as Dovecot's imap-login: into a chroot with no /proc, then serve
+    os.chroot(sys.argv[2])
+    os.chdir("/")
+l = socket.socket(fileno=int(sys.argv[1]))
+l.setblocking(False)
+ep = select.epoll()
+ep.register(l.fileno(), select.EPOLLIN)
+print("ready", flush=True)
+t0 = time.monotonic()
+while time.monotonic() - t0 < 5:
+    if not ep.poll(5 - (time.monotonic() - t0)):
+        break
+    try:
+        c, a = l.accept()
+    except BlockingIOError:
+        continue  # parked: the header is not complete yet
+    print("peer", a[0], a[1], c.recv(100).decode(), round(time.monotonic() - t0, 2), flush=True)
+    sys.exit(0)
+print("no event in 5 s", flush=True)
+"""
+
+
+@pytest.mark.parametrize("chroot", [False, True])
+def test_inherited_listener_in_epoll_before_first_accept_wakes_for_a_late_header(tmp_path, chroot):
+    """chroot: the program leaves /proc behind before its first accept(), as Dovecot's login
+    processes do: the shim knows the listener from its start."""
+    import socket
+    import subprocess
+    import sys
+    from util import connect_from, shim_env
+    script = tmp_path / "inherited_epoll_first.py"
+    script.write_text(INHERITED_EPOLL_FIRST)
+    l = socket.socket()
+    l.bind(("127.0.0.1", 0))
+    l.listen(8)
+    port = l.getsockname()[1]
+    root = tmp_path / "root"
+    root.mkdir()
+    p = subprocess.Popen([sys.executable, str(script), str(l.fileno())] + ([str(root)] if chroot else []),
+                         pass_fds=[l.fileno()],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env=shim_env(TRUSTED=TRUSTED, TIMEOUT_MS=10000))
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        hdr = v1_header(SRC4, ("127.0.0.1", port))
+        s = connect_from(port, TRUSTED)
+        s.sendall(hdr[:10])  # accept() parks it
+        time.sleep(0.3)
+        s.sendall(hdr[10:] + b"hi")
+        out = p.communicate(timeout=10)[0]
+        assert "peer %s %d hi" % SRC4 in out, out
+        s.close()
+    finally:
+        l.close()
+        if p.poll() is None:
+            p.kill()

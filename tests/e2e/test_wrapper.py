@@ -46,14 +46,16 @@ def one_line(r):
 def test_every_option_sets_its_variable():
     r = run("--trusted", "10.0.0.0/8, ::1", "--version", "v2", "--mode", "optional",
             "--ports", "443,8000-8099", "--timeout-ms", "2500", "--consume", "lazy",
-            "--log", "debug", "--stats", "/tmp/x.prom", "--", "env", env=clean_env())
+            "--lazy-grace", "400", "--log", "debug", "--stats", "/tmp/x.prom", "--", "env",
+            env=clean_env())
     e = env_of(r)
     assert e["LD_PRELOAD"] == LIBREAL
     got = {k: v for k, v in e.items() if k.startswith("PROXYSHIM_")}
     assert got == {"PROXYSHIM_TRUSTED": "10.0.0.0/8, ::1", "PROXYSHIM_VERSION": "v2",
                    "PROXYSHIM_MODE": "optional", "PROXYSHIM_PORTS": "443,8000-8099",
                    "PROXYSHIM_TIMEOUT_MS": "2500", "PROXYSHIM_CONSUME": "lazy",
-                   "PROXYSHIM_LOG": "debug", "PROXYSHIM_STATS": "/tmp/x.prom"}
+                   "PROXYSHIM_LAZY_GRACE_MS": "400", "PROXYSHIM_LOG": "debug",
+                   "PROXYSHIM_STATS": "/tmp/x.prom"}
     assert r.stderr == b""
 
 
@@ -156,7 +158,8 @@ def check_lines(r):
 def test_check_prints_the_effective_settings():
     r = run("--trusted", "10.0.0.0/8 ::1, 192.0.2.9", "--version", "v1", "--mode", "optional",
             "--ports", "8000-8099,443", "--timeout-ms", "2500", "--consume", "lazy",
-            "--log", "debug", "--stats", "/run/p.prom", "--check", env=clean_env())
+            "--lazy-grace", "0", "--log", "debug", "--stats", "/run/p.prom", "--check",
+            env=clean_env())
     s = check_lines(r)
     assert s["active"] == "yes"
     assert s["PROXYSHIM_TRUSTED"] == "10.0.0.0/8,::1/128,192.0.2.9/32"
@@ -166,6 +169,7 @@ def test_check_prints_the_effective_settings():
     assert s["PROXYSHIM_TIMEOUT_MS"] == "2500"
     assert s["PROXYSHIM_LOG"] == "debug"
     assert s["PROXYSHIM_CONSUME"] == "lazy"
+    assert s["PROXYSHIM_LAZY_GRACE_MS"] == "0"
     assert s["PROXYSHIM_STATS"] == "/run/p.prom"
     assert s["PROXYSHIM_MAX_PARKED"] == "1024"  # the default, from the library
     assert r.stderr == b""
@@ -203,6 +207,8 @@ BAD = [
     ("--timeout-ms", "600001", "PROXYSHIM_TIMEOUT_MS"),
     ("--log", "loud", "PROXYSHIM_LOG"),
     ("--consume", "eager", "PROXYSHIM_CONSUME"),
+    ("--lazy-grace", "600001", "PROXYSHIM_LAZY_GRACE_MS"),
+    ("--lazy-grace", "0.5", "PROXYSHIM_LAZY_GRACE_MS"),
 ]
 
 
@@ -254,8 +260,8 @@ def test_help_lists_every_option():
     assert r.returncode == 0 and r.stderr == b""
     text = r.stdout.decode()
     for word in ("SYNOPSIS", "EXIT STATUS", "EXAMPLES", "--trusted", "--version", "--mode",
-                 "--ports", "--timeout-ms", "--consume", "--log", "--stats", "--check",
-                 "PROXYSHIM_CONSUME", "126", "127", "statically linked"):
+                 "--ports", "--timeout-ms", "--consume", "--lazy-grace", "--log", "--stats",
+                 "--check", "PROXYSHIM_CONSUME", "PROXYSHIM_LAZY_GRACE_MS", "126", "127", "statically linked"):
         assert word in text, word
 
 

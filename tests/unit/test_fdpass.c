@@ -99,6 +99,19 @@ static void test_other_layout_is_not_used(void **state)
 	unlink(g_path);
 }
 
+static int child_map_create_in_missing_dir(void)
+{
+	shim_fdpass_dir = "/nonexistent/proxyshim-test";
+	return shim_fdpass_map(true) ? 1 : 0;
+}
+
+static void test_no_directory_no_table(void **state)
+{
+	(void)state;
+	/* Said once as event=fdpass reason=create; the connection keeps working without it. */
+	assert_int_equal(in_child(child_map_create_in_missing_dir), 0);
+}
+
 static void test_create_makes_a_private_table(void **state)
 {
 	struct stat st;
@@ -284,6 +297,7 @@ int main(void)
 		cmocka_unit_test(test_no_file_nothing_made_without_create),
 		cmocka_unit_test(test_file_readable_by_others_is_not_used),
 		cmocka_unit_test(test_other_layout_is_not_used),
+		cmocka_unit_test(test_no_directory_no_table),
 		cmocka_unit_test(test_create_makes_a_private_table),
 		cmocka_unit_test(test_publish_then_lookup),
 		cmocka_unit_test(test_pending_keeps_its_deadline_and_never_overwrites_a_result),

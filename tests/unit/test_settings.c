@@ -124,10 +124,11 @@ static void test_table_rows(void **state)
 		{SHIM_S_TRUSTED, "--trusted"}, {SHIM_S_VERSION, "--version"}, {SHIM_S_MODE, "--mode"},
 		{SHIM_S_PORTS, "--ports"},     {SHIM_S_TIMEOUT_MS, "--timeout-ms"},
 		{SHIM_S_CONSUME, "--consume"}, {SHIM_S_LOG, "--log"},          {SHIM_S_STATS, "--stats"},
+		{SHIM_S_LAZY_GRACE_MS, "--lazy-grace"},
 	};
 	unsigned ranks = 0, help_ranks = 0, nflags = 0;
 	(void)state;
-	assert_int_equal(SHIM_NSETTINGS, 15);
+	assert_int_equal(SHIM_NSETTINGS, 16);
 	for (unsigned id = 0; id < SHIM_NSETTINGS; id++) {
 		const struct shim_setting *t = row(id);
 		const char *want = NULL;
@@ -142,7 +143,7 @@ static void test_table_rows(void **state)
 			assert_non_null(t->flag);
 			assert_string_equal(t->flag, want);
 			assert_non_null(t->meta);
-			assert_true(t->help_rank >= 0 && t->help_rank < 8);
+			assert_true(t->help_rank >= 0 && t->help_rank < 9);
 			help_ranks |= 1u << t->help_rank;
 			nflags++;
 		} else {
@@ -161,8 +162,8 @@ static void test_table_rows(void **state)
 		}
 	}
 	assert_int_equal(ranks, (1u << SHIM_NSETTINGS) - 1);
-	assert_int_equal(help_ranks, 0xffu);
-	assert_int_equal(nflags, 8);
+	assert_int_equal(help_ranks, 0x1ffu);
+	assert_int_equal(nflags, 9);
 	assert_int_equal(row(SHIM_S_CONFIG)->kind, SHIM_SK_FILE);
 	assert_string_equal(row(SHIM_S_CONFIG)->dflt, "/etc/proxyshim.conf");
 }
@@ -179,6 +180,7 @@ static void test_defaults(void **state)
 	assert_int_equal(l->c.mode, SHIM_MODE_STRICT);
 	assert_int_equal(l->c.timeout_ms, 1000);
 	assert_int_equal(l->c.max_parked, 1024);
+	assert_int_equal(l->c.lazy_grace_ms, 250);
 	assert_int_equal(l->c.tlv_max, 4096);
 	assert_int_equal(l->c.log_level, SHIM_LOG_WARN);
 	assert_true(l->c.defer_accept && l->c.all_ports);
@@ -194,6 +196,7 @@ static void test_defaults(void **state)
 				     "PROXYSHIM_DEFER_ACCEPT=1\n"
 				     "PROXYSHIM_LOG=warn\n"
 				     "PROXYSHIM_CONSUME=accept\n"
+				     "PROXYSHIM_LAZY_GRACE_MS=250\n"
 				     "PROXYSHIM_LOCAL_ADDR=real\n"
 				     "PROXYSHIM_KEEP_TLVS=0\n"
 				     "PROXYSHIM_TLV_MAX=4096\n"
@@ -289,10 +292,14 @@ static void test_numbers(void **state)
 	assert_env_good("PROXYSHIM_TLV_MAX", "0", NULL);
 	assert_env_good("PROXYSHIM_TLV_MAX", "65535", NULL);
 	assert_env_bad("PROXYSHIM_TLV_MAX", "65536");
+	assert_env_good("PROXYSHIM_LAZY_GRACE_MS", "0", NULL);
+	assert_env_good("PROXYSHIM_LAZY_GRACE_MS", "600000", NULL);
+	assert_env_bad("PROXYSHIM_LAZY_GRACE_MS", "600001");
 	for (size_t i = 0; i < sizeof(always_bad) / sizeof(always_bad[0]); i++) {
 		assert_env_bad("PROXYSHIM_TIMEOUT_MS", always_bad[i]);
 		assert_env_bad("PROXYSHIM_MAX_PARKED", always_bad[i]);
 		assert_env_bad("PROXYSHIM_TLV_MAX", always_bad[i]);
+		assert_env_bad("PROXYSHIM_LAZY_GRACE_MS", always_bad[i]);
 	}
 	struct loaded *l = load("PROXYSHIM_TIMEOUT_MS=600000", "PROXYSHIM_MAX_PARKED=1", "PROXYSHIM_TLV_MAX=0", NULL);
 	assert_int_equal(l->c.timeout_ms, 600000);
