@@ -228,7 +228,7 @@ e2e: $(HARDEN)
 stress: deps $(PROGS) $(HARDEN)
 	@tests/stress/run.sh
 
-bench: $(PRODUCT) $(BUILD)/testserver $(BUILD)/progs/fdpass
+bench: $(PRODUCT) $(BUILD)/testserver $(BUILD)/progs/fdpass $(BUILD)/progs/testserver-static $(BUILD)/progs/go-httpserver
 	@tests/bench/run.sh
 
 demo: $(PRODUCT)
