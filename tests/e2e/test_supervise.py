@@ -550,3 +550,90 @@ def test_signals_forwarded_and_status_returned(procs):
     p, port = start(procs, "c-static-blocking")
     os.kill(p.pid, signal.SIGTERM)
     assert p.p.wait(5) == -signal.SIGTERM
+
+
+# ---- the Kubernetes profile (docker/k8s/proxyshim-supervise-seccomp.json), applied for real ----
+
+K8S_PROFILE = os.path.join(ROOT, "docker", "k8s", "proxyshim-supervise-seccomp.json")
+
+# Installs the classic BPF program in the file argv[1] as a seccomp filter (no_new_privs first,
+# as a runtime does for a container without privileges), then execs argv[3:] (argv[2] is --).
+APPLY_FILTER = r'''
+import ctypes, os, sys
+prog = open(sys.argv[1], "rb").read()
+class FProg(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+libc = ctypes.CDLL(None, use_errno=True)
+f = FProg(len(prog) // 8, prog)
+if libc.prctl(38, 1, 0, 0, 0) != 0 or libc.prctl(22, 2, ctypes.byref(f), 0, 0) != 0:
+    sys.exit("apply filter: errno %d" % ctypes.get_errno())
+os.execv(sys.argv[3], sys.argv[3:])
+'''
+
+
+def syscall_numbers():
+    out = {}
+    with open("/usr/include/x86_64-linux-gnu/asm/unistd_64.h") as f:
+        for line in f:
+            m = re.match(r"#define __NR_(\w+)\s+(\d+)", line)
+            if m:
+                out[m.group(1)] = int(m.group(2))
+    return out
+
+
+def profile_bpf(path, drop=()):
+    """The OCI seccomp profile at path as a classic BPF program for x86_64, as runc and crun
+    compile it, but for argument conditions (socket's family, personality, clone's flags),
+    taken as met: a rule's call is allowed (or fails with its errno); any other call fails with
+    the profile's default errno. Calls in drop are left out (refused by the default)."""
+    import struct
+    prof = json.load(open(path))
+    assert prof["defaultAction"] == "SCMP_ACT_ERRNO"
+    nrs = syscall_numbers()
+    ret = {}
+    for r in prof["syscalls"]:
+        for n in r["names"]:
+            if n in drop or n not in nrs:
+                continue
+            if r["action"] == "SCMP_ACT_ALLOW":
+                ret[nrs[n]] = 0x7fff0000  # SECCOMP_RET_ALLOW
+            else:
+                assert r["action"] == "SCMP_ACT_ERRNO", r
+                ret.setdefault(nrs[n], 0x00050000 | r.get("errnoRet", 1))
+    ins = [(0x20, 0, 0, 4),                # ld arch
+           (0x15, 1, 0, 0xc000003e),       # jeq AUDIT_ARCH_X86_64
+           (0x06, 0, 0, 0x00050000 | 1),   # another ABI: EPERM
+           (0x20, 0, 0, 0)]                # ld nr
+    for nr, action in sorted(ret.items()):
+        ins += [(0x15, 0, 1, nr), (0x06, 0, 0, action)]
+    ins.append((0x06, 0, 0, 0x00050000 | prof["defaultErrnoRet"]))
+    return b"".join(struct.pack("<HBBI", *i) for i in ins)
+
+
+def under_profile(tmp_path, drop=()):
+    bpf = tmp_path / "profile.bpf"
+    bpf.write_bytes(profile_bpf(K8S_PROFILE, drop))
+    return ["/usr/bin/python3", "-c", APPLY_FILTER, str(bpf), "--"]
+
+
+@pytest.mark.parametrize("name", ["c-static-epoll", "go-static"])
+def test_kubernetes_profile_lets_the_supervised_mode_serve(procs, tmp_path, name):
+    """Under the shipped Localhost profile (compiled here to the filter a runtime would
+    install) the probe passes, process_vm_* is used (no /proc fallback), and the program sees
+    the header's client."""
+    p, port = start(procs, name, prefix=under_profile(tmp_path))
+    assert "memory=process_vm" in p.output(), p.output()
+    for _ in range(2):
+        seen = ask(name, p, port, v2_header(CLIENT, ("127.0.0.1", port)), TRUSTED)
+        assert seen is not None and seen["accept"] == CLIENT and seen["peer"] == CLIENT, p.output()
+
+
+def test_kubernetes_profile_without_pidfd_getfd_is_the_default_refusal(tmp_path):
+    """The same profile without pidfd_getfd (the runtime's default for a pod without
+    CAP_SYS_PTRACE): exit 126 with the message, the program never runs; so the filter
+    compiled here does refuse what the profile leaves out."""
+    r = subprocess.run(under_profile(tmp_path, drop=("pidfd_getfd",)) +
+                       [WRAPPER, "--trusted", TRUSTED, "--", TS_STATIC, "--listen", "127.0.0.1:0"],
+                       env=clean_env(), capture_output=True, timeout=20)
+    assert r.returncode == 126 and r.stdout == b"", r
+    assert "pidfd_getfd failed: Operation not permitted (EPERM)" in r.stderr.decode(), r
