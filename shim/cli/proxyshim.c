@@ -72,6 +72,9 @@ static const char help_tail[] =
 	"                        LD_PRELOAD would reach it.\n"
 	"    --no-supervise      Never supervise: a statically linked COMMAND is refused, a Go\n"
 	"                        program gets LD_PRELOAD as any other.\n"
+	"    --no-io-uring       Supervised: io_uring_setup() fails with ENOSYS, so that a program\n"
+	"                        that can fall back to accept() does (its accepts through io_uring\n"
+	"                        would pass the supervisor by: the header reaching it as data).\n"
 	"    -h, --help          Print this page and exit.\n"
 	"\n"
 	"    An option's value may also be given as --opt=VALUE. The first argument that is not\n"
@@ -111,6 +114,7 @@ struct opts {
 	const char *values[NVARS]; /* by setting; NULL: not given */
 	int check;
 	int supervise; /* 1: --supervise, -1: --no-supervise, 0: chosen by COMMAND */
+	int no_io_uring; /* --no-io-uring: the supervised program's io_uring_setup() fails ENOSYS */
 	char **cmd; /* NULL-terminated, NULL when none */
 };
 
@@ -169,6 +173,12 @@ static void parse_args(int argc, char **argv, struct opts *o)
 			o->supervise = want;
 			continue;
 		}
+		if (strcmp(arg, "--no-io-uring") == 0) {
+			if (o->no_io_uring)
+				usage_error("--no-io-uring given twice");
+			o->no_io_uring = 1;
+			continue;
+		}
 		for (k = 0; k < NVARS; k++)
 			if (shim_settings[k].flag != NULL &&
 			    (v = opt_value(argv, argc, &i, shim_settings[k].flag)) != NULL)
@@ -179,6 +189,8 @@ static void parse_args(int argc, char **argv, struct opts *o)
 			usage_error("%s given twice", shim_settings[k].flag);
 		o->values[k] = v;
 	}
+	if (o->no_io_uring && o->supervise < 0)
+		usage_error("--no-io-uring is for the supervised mode: not with --no-supervise");
 	if (i < argc)
 		o->cmd = argv + i;
 	if (o->cmd == NULL && !o->check)
@@ -512,23 +524,25 @@ static void find_supervisor(char *out)
 }
 
 /* Runs COMMAND (found at path) under the supervisor, which reads the PROXYSHIM_* variables:
- * proxyshim-supervise PATH -- ARGV... */
-static void exec_supervised(const char *path, char **cmd)
+ * proxyshim-supervise [--no-io-uring] PATH -- ARGV... */
+static void exec_supervised(const char *path, char **cmd, int no_io_uring)
 {
 	char sup[PATH_MAX];
-	size_t n = 0;
+	size_t n = 0, a = 1;
 	char **argv;
 
 	find_supervisor(sup);
 	while (cmd[n])
 		n++;
-	argv = calloc(n + 4, sizeof(*argv));
+	argv = calloc(n + 5, sizeof(*argv));
 	if (argv == NULL)
 		die(1, "out of memory");
 	argv[0] = sup;
-	argv[1] = (char *)path;
-	argv[2] = (char *)"--";
-	memcpy(argv + 3, cmd, n * sizeof(*argv));
+	if (no_io_uring)
+		argv[a++] = (char *)"--no-io-uring";
+	argv[a++] = (char *)path;
+	argv[a++] = (char *)"--";
+	memcpy(argv + a, cmd, n * sizeof(*argv));
 	execv(sup, argv);
 	die(EXIT_CANNOT_RUN, "%s: %s", sup, strerror(errno));
 }
@@ -631,7 +645,9 @@ int main(int argc, char **argv)
 	if (o.check)
 		return run_check(argv, lib);
 	if (supervised)
-		exec_supervised(path, o.cmd);
+		exec_supervised(path, o.cmd, o.no_io_uring);
+	if (o.no_io_uring && o.cmd != NULL && !o.check)
+		say("warning: --no-io-uring is for the supervised mode; %s runs with LD_PRELOAD", path);
 	set_preload(lib);
 	execv(path, o.cmd);
 	die(errno == ENOENT ? EXIT_NOT_FOUND : EXIT_CANNOT_RUN, "%s: %s", path, strerror(errno));

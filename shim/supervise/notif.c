@@ -72,6 +72,12 @@ static struct hold *g_polled[MAX_POLLED];
 static int g_npolled;
 static uint64_t g_next_tick;
 static bool g_sync_wake;
+static bool g_refuse_io_uring;
+
+void sv_notif_refuse_io_uring(void)
+{
+	g_refuse_io_uring = true;
+}
 
 bool sv_sync_wake(void)
 {
@@ -597,14 +603,20 @@ void sv_notif_receive(void)
 		on_listen(&n);
 		break;
 	case SYS_io_uring_setup: {
-		/* Its accepts would bypass the filter and take headers as data: refused, so that a
-		 * program that can fall back to accept() does. Said once. */
+		/* Its accepts pass the filter by: their headers would reach the program as data.
+		 * Said once; with --no-io-uring refused, so that a program that can fall back to
+		 * accept() does. */
 		static bool said;
-		if (!said)
-			shim_log(SHIM_LOG_WARN, "event=io_uring pid=%u note=\"io_uring_setup() refused (ENOSYS): "
-						"accepts through io_uring would bypass the supervisor\"", n.pid);
+		if (!said && g_refuse_io_uring)
+			shim_log(SHIM_LOG_WARN, "event=io_uring pid=%u note=\"io_uring_setup() refused (ENOSYS, "
+						"--no-io-uring): accepts through io_uring would bypass the supervisor\"",
+				 n.pid);
+		else if (!said)
+			shim_log(SHIM_LOG_WARN, "event=io_uring pid=%u note=\"the program uses io_uring: connections "
+						"it accepts through io_uring are not served (their headers reach it as "
+						"data); --no-io-uring makes io_uring_setup() fail with ENOSYS\"", n.pid);
 		said = true;
-		sv_respond(n.id, ENOSYS);
+		sv_respond(n.id, g_refuse_io_uring ? ENOSYS : 0);
 		break;
 	}
 	default:

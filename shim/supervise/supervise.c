@@ -263,8 +263,14 @@ int main(int argc, char **argv)
 	pid_t child;
 	int rc;
 
+	if (argc > 1 && strcmp(argv[1], "--no-io-uring") == 0) {
+		sv_notif_refuse_io_uring();
+		argv++;
+		argc--;
+	}
 	if (argc < 4 || strcmp(argv[2], "--") != 0) {
-		fprintf(stderr, "usage: proxyshim-supervise PATH -- ARGV0 [ARGS...] (run by proxyshim --supervise)\n");
+		fprintf(stderr, "usage: proxyshim-supervise [--no-io-uring] PATH -- ARGV0 [ARGS...] "
+				"(run by proxyshim --supervise)\n");
 		return 2;
 	}
 	path = argv[1];

@@ -63,6 +63,8 @@ struct sv_nr {
 	int accept, accept4, getpeername, listen;
 };
 void sv_notif_setup(int notif_fd, bool defer_listen);
+/* --no-io-uring: io_uring_setup() fails with ENOSYS (else it is the kernel's, said once). */
+void sv_notif_refuse_io_uring(void);
 /* One notification is ready on the fd: receive and serve it (or hold it). */
 void sv_notif_receive(void);
 /* The fds held notifications wait on, appended to p (at most cap); the poll timeout in ms

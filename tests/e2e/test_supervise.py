@@ -298,20 +298,44 @@ def test_i386_calls_are_refused():
     assert r.returncode == 1, r  # EPERM from both
 
 
-def test_io_uring_is_refused():
-    """io_uring accepts would bypass the filter: io_uring_setup() fails with ENOSYS (a program
-    that can fall back does), and the supervisor says so."""
-    code = ("import ctypes, os\n"
-            "libc = ctypes.CDLL(None, use_errno=True)\n"
-            "params = ctypes.create_string_buffer(120)\n"
-            "r = libc.syscall(425, 8, params)\n"
-            "print(r, ctypes.get_errno())\n")
-    plain = subprocess.run(["/usr/bin/python3", "-c", code], capture_output=True, timeout=20)
+IO_URING_SETUP = ("import ctypes, os\n"
+                  "libc = ctypes.CDLL(None, use_errno=True)\n"
+                  "params = ctypes.create_string_buffer(120)\n"
+                  "r = libc.syscall(425, 8, params)\n"
+                  "print(r, ctypes.get_errno())\n")
+
+
+def io_uring_run(*opts):
+    return subprocess.run([WRAPPER, "--supervise", "--trusted", TRUSTED] + list(opts) +
+                          ["--", "/usr/bin/python3", "-c", IO_URING_SETUP],
+                          env=clean_env(), capture_output=True, timeout=20)
+
+
+def test_io_uring_is_said_and_left_to_the_program():
+    """A program that sets up io_uring: the supervisor says so once (accepts through io_uring
+    pass the filter by, their headers would reach the program as data) and names
+    --no-io-uring; the call is the kernel's own."""
+    plain = subprocess.run(["/usr/bin/python3", "-c", IO_URING_SETUP], capture_output=True, timeout=20)
+    r = io_uring_run()
+    assert r.returncode == 0 and r.stdout == plain.stdout, (r, plain)
+    err = r.stderr.decode()
+    assert err.count("event=io_uring") == 1 and "--no-io-uring" in err, err
+
+
+def test_no_io_uring_makes_it_fail_with_enosys():
+    """--no-io-uring: io_uring_setup() fails with ENOSYS (a program that can fall back to
+    accept() does), said once."""
+    plain = subprocess.run(["/usr/bin/python3", "-c", IO_URING_SETUP], capture_output=True, timeout=20)
     assert plain.stdout.split()[0] != b"-1" or plain.stdout.split()[1] != b"38", plain  # not ENOSYS here
-    r = subprocess.run([WRAPPER, "--supervise", "--trusted", TRUSTED, "--", "/usr/bin/python3", "-c", code],
-                       env=clean_env(), capture_output=True, timeout=20)
+    r = io_uring_run("--no-io-uring")
     assert r.stdout.split() == [b"-1", b"38"], r  # ENOSYS
     assert b"event=io_uring" in r.stderr and b"ENOSYS" in r.stderr, r
+
+
+def test_no_io_uring_with_no_supervise_is_an_error():
+    r = subprocess.run([WRAPPER, "--no-supervise", "--no-io-uring", "--trusted", TRUSTED, "--", "/bin/true"],
+                       env=clean_env(), capture_output=True, timeout=20)
+    assert r.returncode == 2 and b"--no-io-uring" in r.stderr, r
 
 
 def test_exit_status_is_the_programs(tmp_path):
