@@ -41,14 +41,14 @@ struct pend {
 	uint64_t lcookie; /* its listener's socket cookie */
 	uint16_t lport;
 	int fd;
-	struct sockaddr_storage peer;
+	struct sockaddr_storage peer_sa;
 	socklen_t plen;
 	struct shim_progress pr;
 	uint64_t deadline; /* for the header (ms, CLOCK_MONOTONIC) */
 	uint64_t stashed_at;
 	bool eof, lowat, done, rewritten;
 	bool nonblock; /* its O_NONBLOCK as it stands */
-	struct shim_addr client;
+	struct sv_peer peer; /* the header's client and destination, when rewritten */
 };
 
 /* A trapped accept()/accept4() being served. */
@@ -207,7 +207,7 @@ static bool starts_header(int fd)
 static bool untrusted_closes(const struct shim_config *c, struct pend *p)
 {
 	char addr[SHIM_ADDRSTR_LEN];
-	const struct sockaddr *peer = (const struct sockaddr *)&p->peer;
+	const struct sockaddr *peer = (const struct sockaddr *)&p->peer_sa;
 
 	if (c->untrusted_reject && starts_header(p->fd)) {
 		shim_stat(SHIM_R_REJECTED, SHIM_REASON_UNTRUSTED, 0, 0);
@@ -258,7 +258,7 @@ static bool install(struct hold *h)
 			return finish(h, EINVAL);
 		h->ulen = (socklen_t)ulen;
 		if (write_addr((pid_t)h->n.pid, h->n.data.args[1], h->n.data.args[2], h->ulen,
-			       p->rewritten ? &p->client : NULL, &p->peer, p->plen) < 0)
+			       p->rewritten ? &p->peer.client : NULL, &p->peer_sa, p->plen) < 0)
 			return finish(h, EFAULT);
 	}
 	if (p->nonblock != ((h->flags & SOCK_NONBLOCK) != 0)) { /* a stashed one, for another call */
@@ -266,7 +266,7 @@ static bool install(struct hold *h)
 		if (fl >= 0 && fcntl(p->fd, F_SETFL, p->nonblock ? fl & ~O_NONBLOCK : fl | O_NONBLOCK) == 0)
 			p->nonblock = !p->nonblock;
 	}
-	if (p->rewritten && sv_peer_put(sv_cookie(p->fd), &p->client) < 0)
+	if (p->rewritten && sv_peer_put(sv_cookie(p->fd), &p->peer) < 0)
 		shim_log(SHIM_LOG_ERROR, "event=table error=nomem");
 	struct seccomp_notif_addfd a = {
 		.id = h->n.id,
@@ -332,7 +332,7 @@ static bool accept_step(struct hold *h)
 				}
 				p->fd = fd;
 				p->nonblock = (h->flags & SOCK_NONBLOCK) != 0;
-				p->peer = ss;
+				p->peer_sa = ss;
 				p->plen = sl;
 				p->lcookie = h->lcookie;
 				p->lport = h->lport;
@@ -349,7 +349,7 @@ static bool accept_step(struct hold *h)
 			h->conn = p;
 		}
 		if (!p->done) {
-			struct shim_conn_ref ref = {p->fd, (const struct sockaddr *)&p->peer, p->lport};
+			struct shim_conn_ref ref = {p->fd, (const struct sockaddr *)&p->peer_sa, p->lport};
 			enum shim_verdict v = shim_header_step(&ref, &p->pr, p->eof);
 
 			if (v == SHIM_INCOMPLETE) {
@@ -359,7 +359,13 @@ static bool accept_step(struct hold *h)
 				}
 				v = shim_header_none(&ref, p->pr.seen, SHIM_REASON_TIMEOUT);
 			}
-			/* The core noted the client in this process's own table: not needed here. */
+			/* The core noted the client in this process's own table: taken from it (the
+			 * destination; the client is in pr), then cleared. */
+			if (v == SHIM_ACCEPT_HEADER && p->pr.rewritten) {
+				const struct shim_fd *e = shim_fd_get(p->fd);
+				if (e != NULL)
+					p->peer.local = e->local;
+			}
 			shim_fd_clear(p->fd);
 			if (v == SHIM_REJECT) {
 				h->conn = NULL;
@@ -372,7 +378,7 @@ static bool accept_step(struct hold *h)
 			}
 			p->done = true;
 			p->rewritten = v == SHIM_ACCEPT_HEADER && p->pr.rewritten;
-			p->client = p->pr.client;
+			p->peer.client = p->pr.client;
 		}
 		return install(h);
 	}
@@ -518,17 +524,22 @@ static void on_accept(const struct seccomp_notif *n, bool four)
 	accept_step(h);
 }
 
-static void on_getpeername(const struct seccomp_notif *n)
+/* getpeername(): the header's client; getsockname() (trapped under PROXYSHIM_LOCAL_ADDR=header):
+ * its destination. Else, and for any socket not in the table, the kernel's own call. */
+static void on_getname(const struct seccomp_notif *n, bool local)
 {
 	int fd = target_fd(n), ulen;
-	const struct shim_addr *a;
+	const struct sv_peer *e;
+	const struct shim_addr *a = NULL;
 
 	if (fd < 0) {
 		sv_respond(n->id, 0); /* the kernel's answer (EBADF ...) */
 		return;
 	}
-	a = sv_peer_get(sv_cookie(fd));
+	e = sv_peer_get(sv_cookie(fd));
 	close(fd);
+	if (e != NULL)
+		a = local ? (e->local.family != 0 ? &e->local : NULL) : &e->client;
 	if (a == NULL) {
 		sv_respond(n->id, 0);
 		return;
@@ -597,7 +608,10 @@ void sv_notif_receive(void)
 		on_accept(&n, true);
 		break;
 	case SYS_getpeername:
-		on_getpeername(&n);
+		on_getname(&n, false);
+		break;
+	case SYS_getsockname:
+		on_getname(&n, true);
 		break;
 	case SYS_listen:
 		on_listen(&n);

@@ -1,4 +1,5 @@
-/* What getpeername() answers for a connection whose header named a client: the client, by the
+/* What getpeername() answers for a connection whose header named a client: the client (and the
+ * header's destination, for getsockname() under PROXYSHIM_LOCAL_ADDR=header), by the
  * socket's cookie (SO_COOKIE). A cookie is the socket's for its whole life and never reused, so
  * the table stays right across dup(), fd reuse and fd passing without trapping close(). Entries
  * of sockets that are gone are swept against the live ones (sock_diag, no privilege needed) when
@@ -18,7 +19,7 @@
 
 struct slot {
 	uint64_t cookie; /* 0: free */
-	struct shim_addr client;
+	struct sv_peer peer;
 	bool live; /* seen by the sweep under way */
 };
 
@@ -142,7 +143,7 @@ static void sweep(void)
 	shim_log(SHIM_LOG_INFO, "event=sweep before=%zu after=%zu", before, g_count);
 }
 
-int sv_peer_put(uint64_t cookie, const struct shim_addr *client)
+int sv_peer_put(uint64_t cookie, const struct sv_peer *peer)
 {
 	struct slot *s;
 
@@ -156,16 +157,16 @@ int sv_peer_put(uint64_t cookie, const struct shim_addr *client)
 	if (s->cookie == 0)
 		g_count++;
 	s->cookie = cookie;
-	s->client = *client;
+	s->peer = *peer;
 	return 0;
 }
 
-const struct shim_addr *sv_peer_get(uint64_t cookie)
+const struct sv_peer *sv_peer_get(uint64_t cookie)
 {
 	if (g_tab == NULL || cookie == 0)
 		return NULL;
 	struct slot *s = find(g_tab, g_cap, cookie);
-	return s->cookie == cookie ? &s->client : NULL;
+	return s->cookie == cookie ? &s->peer : NULL;
 }
 
 size_t sv_peer_count(void)

@@ -107,6 +107,8 @@ static int install_filter(bool listen_too)
 		IS(SYS_accept4), NOTIFY,
 		IS(SYS_getpeername), NOTIFY,
 		IS(listen_too ? SYS_listen : 0xFFFFFFFFu), NOTIFY,
+		/* PROXYSHIM_LOCAL_ADDR=header: the header's destination. */
+		IS(shim_config()->local_from_header ? SYS_getsockname : 0xFFFFFFFFu), NOTIFY,
 		IS(SYS_io_uring_setup), NOTIFY,
 		IS(X32_BIT | SYS_accept), DENY,
 		IS(X32_BIT | SYS_accept4), DENY,
@@ -288,9 +290,6 @@ int main(int argc, char **argv)
 		say("%s: %s", path, strerror(errno));
 		return errno == ENOENT ? 127 : EXIT_CANNOT_RUN;
 	}
-	if (c->local_from_header)
-		shim_log(SHIM_LOG_WARN, "event=supervise note=\"PROXYSHIM_LOCAL_ADDR=header is not served: "
-					"getsockname() gives the real local address\"");
 	if (c->keep_tlvs)
 		shim_log(SHIM_LOG_WARN, "event=supervise note=\"PROXYSHIM_KEEP_TLVS: proxyshim_tlv() is the "
 					"library's; a supervised program has no TLVs\"");

@@ -52,10 +52,14 @@ int sv_mem_write2(pid_t tid, uint64_t a1, const void *b1, size_t n1, uint64_t a2
 void sv_mem_use_proc(void);
 bool sv_mem_uses_proc(void);
 
-/* ---- peers.c: what getpeername() answers for a rewritten connection ---- */
+/* ---- peers.c: what getpeername() (and getsockname()) answer for a rewritten connection ---- */
+struct sv_peer {
+	struct shim_addr client;
+	struct shim_addr local; /* the header's destination; family 0: none */
+};
 uint64_t sv_cookie(int fd); /* 0 when the socket has none */
-int sv_peer_put(uint64_t cookie, const struct shim_addr *client);
-const struct shim_addr *sv_peer_get(uint64_t cookie);
+int sv_peer_put(uint64_t cookie, const struct sv_peer *peer);
+const struct sv_peer *sv_peer_get(uint64_t cookie);
 size_t sv_peer_count(void);
 
 /* ---- notif.c: the trapped calls ---- */

@@ -661,3 +661,38 @@ def test_kubernetes_profile_without_pidfd_getfd_is_the_default_refusal(tmp_path)
                        env=clean_env(), capture_output=True, timeout=20)
     assert r.returncode == 126 and r.stdout == b"", r
     assert "pidfd_getfd failed: Operation not permitted (EPERM)" in r.stderr.decode(), r
+
+
+# ---- PROXYSHIM_LOCAL_ADDR=header: getsockname() gives the header's destination ----
+
+DEST = ("192.0.2.80", 8080)
+
+
+@pytest.mark.parametrize("name", ["c-static-epoll", "c-static-blocking", "go-static"])
+def test_local_addr_header_answers_getsockname(procs, name):
+    """With PROXYSHIM_LOCAL_ADDR=header, getsockname() on a rewritten connection gives the
+    header's destination (Go: the request's LocalAddr, which Go takes from getsockname()), as
+    the library does; an untrusted peer's connection keeps the real local address; and the
+    listener's own getsockname() stays the kernel's."""
+    p, port = start(procs, name, env=dict(clean_env(), PROXYSHIM_LOCAL_ADDR="header"))
+    assert "LOCAL_ADDR=header is not served" not in p.output()
+    kind = SERVERS[name][1]
+    for _ in range(2):
+        seen = ask(name, p, port, v2_header(CLIENT, DEST), TRUSTED)
+        assert seen is not None and seen["accept"] == CLIENT and seen["peer"] == CLIENT, p.output()
+        if kind == "ts":
+            assert addr(seen["line"]["local"]) == DEST, seen["line"]
+        else:
+            assert json.loads(seen["data"].partition(b"\r\n\r\n")[2])["local"] == "%s:%d" % DEST, seen
+    seen = ask(name, p, port, b"", UNTRUSTED)
+    if kind == "ts":
+        assert addr(seen["line"]["local"]) == ("127.0.0.1", port), seen["line"]
+    else:
+        assert json.loads(seen["data"].partition(b"\r\n\r\n")[2])["local"] == "127.0.0.1:%d" % port, seen
+
+
+def test_local_addr_real_does_not_trap_getsockname(procs):
+    """By default getsockname() is not trapped: the real local address, at no cost."""
+    p, port = start(procs, "c-static-epoll")
+    seen = ask("c-static-epoll", p, port, v2_header(CLIENT, DEST), TRUSTED)
+    assert seen["accept"] == CLIENT and addr(seen["line"]["local"]) == ("127.0.0.1", port), seen
