@@ -49,7 +49,7 @@ NEEDS = {"conn": ["loadgen", LIB, TESTSERVER, "nginx", "haproxy"], "G": ["loadge
          "J": ["loadgen", LIB, TESTSERVER, "strace", "consume"],
          "P": [LIB, "strace", os.path.join(BUILD, "progs", "fdpass")],
          "U": ["loadgen", LIB, TESTSERVER, "nginx", "strace"],
-         "S": ["loadgen", WRAPPER, SUPERVISOR, GO_SERVER, TS_STATIC, "haproxy"]}
+         "S": ["loadgen", WRAPPER, SUPERVISOR, GO_SERVER, TS_STATIC, "haproxy", "strace"]}
 
 QUICK = os.environ.get("QUICK", "") not in ("", "0")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", 6 if QUICK else 24))
@@ -700,6 +700,31 @@ def start_supervisable(argv, supervised):
     return s
 
 
+TRAPPED = ("accept", "accept4", "getpeername")
+
+
+def trapped_calls(argv, hdr, expect, half, m=STRACE_M1 * 4):
+    """The trapped calls the supervised program makes per connection: strace -c attached to
+    its threads (not the supervisor's) while m connections come one at a time."""
+    s = start_supervisable(argv, True)
+    tids = [t for pid in s.prog_pids for t in os.listdir("/proc/%d/task" % pid)]
+    with tempfile.NamedTemporaryFile(suffix=".strace") as f:
+        st = subprocess.Popen(["strace", "-f", "-c", "-o", f.name, "-e", "trace=" + ",".join(TRAPPED)] +
+                              [a for t in tids for a in ("-p", t)], stderr=subprocess.PIPE)
+        time.sleep(0.5)  # attached
+        loadgen(s.port, "127.0.1.160", hdr, expect, count=m, conns=1, half_close=half)
+        st.send_signal(signal.SIGINT)
+        st.wait(20)
+        calls = {}
+        with open(f.name) as g:
+            for line in g:
+                p = line.split()
+                if len(p) >= 5 and p[0][0].isdigit() and p[-1] != "total":
+                    calls[p[-1]] = int(p[3])
+    s.stop()
+    return {n: calls.get(n, 0) / float(m) for n in TRAPPED}
+
+
 def supervised_scenarios(tmp):
     go = [GO_SERVER, "-listen", "127.0.0.1:PORT"]
     ts = [TS_STATIC, "--listen", "127.0.0.1:PORT", "--mode", "epoll", "--et", "--greet"]
@@ -727,6 +752,7 @@ def supervised_scenarios(tmp):
             c0 = {part: cpu_ns(pids) for part, pids in parts.items()}
             out = loadgen(port, SOURCES["S" + key], hdr, expect, secs=SECS, half_close=half, sources=NSOURCES)
             n = max(out["conns"], 1)
+
             for part, pids in parts.items():
                 out["cpu_" + part] = (cpu_ns(pids) - c0[part]) / 1000.0 / n
             out["cpu_us"] = sum(out["cpu_" + part] for part in parts)
@@ -735,6 +761,8 @@ def supervised_scenarios(tmp):
             sys.stderr.write("  S round %d/%d done\n" % (rnd + 1, ROUNDS))
     for x in [hap] + list(srv.values()):
         x.stop()
+    results["trapped"] = {"go-sup": trapped_calls(go, "v2", runs["go-sup"][2], False),
+                          "c-sup": trapped_calls(ts, "v2", runs["c-sup"][2], True)}
     return results
 
 
@@ -755,6 +783,11 @@ def report_supervised(sres, check):
             " ".join("%.0f" % r["cps"] for r in rs[:12]) + (" ..." if len(rs) > 12 else "")))
     print("(program, superv., haproxy: CPU time per connection in us of the server, proxyshim-supervise and\n"
           " HAProxy, from schedstat; cpu sum: theirs together)")
+    for key, what in SUPERVISED:
+        if key in sres["trapped"]:
+            t = sres["trapped"][key]
+            print("S   %s: %.2f trapped calls per connection (%s; strace -c on the program, one connection "
+                  "at a time)" % (what, sum(t.values()), ", ".join("%s %.2f" % kv for kv in sorted(t.items()))))
     x, lo, hi = ratio(sres["go-sup"], sres["go-plain"], "cps")
     check("S Go supervised/plain conn/s", x, ">= 0.6", x >= 0.6, (lo, hi))
     x, lo, hi = ratio(sres["go-sup"], sres["go-haproxy"], "cps")
