@@ -24,7 +24,7 @@ PRELOAD_OBJ := $(PRELOAD_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_BIN    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 # The product (make, make install): needs a C compiler and the libc headers, nothing else.
-PRODUCT := $(BUILD)/libproxyshim.so $(BUILD)/proxyshim $(BUILD)/proxyshim-send
+PRODUCT := $(BUILD)/libproxyshim.so $(BUILD)/proxyshim $(BUILD)/proxyshim-send $(BUILD)/proxyshim-supervise
 # What the tests run besides it, built by make e2e / make test (make unit builds the unit tests):
 # the test server, and small programs the e2e tests run (tests/e2e/progs/*.c; speakfirst also
 # _FORTIFY_SOURCE-built) and preload (tests/e2e/faults/*.c).
@@ -65,6 +65,14 @@ $(BUILD)/testserver: tests/e2e/testserver.c
 $(BUILD)/proxyshim: shim/cli/proxyshim.c $(HDRS)
 	$(CC) $(CFLAGS) -o $@ $< $(LDHARD) -ldl
 
+# The supervisor (shim/supervise/): the core with libc's own functions behind it (what libcore.a
+# holds, linked as objects so that make builds no archive it does not ship), exec()ed by the
+# wrapper for proxyshim --supervise.
+SUPERVISE_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard shim/supervise/*.c))
+SUPERVISE_CORE := $(CORE_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/shim/core/sys_direct.o $(PROTO_OBJ)
+$(BUILD)/proxyshim-supervise: $(SUPERVISE_OBJ) $(SUPERVISE_CORE)
+	$(CC) $(CFLAGS) -o $@ $(SUPERVISE_OBJ) $(SUPERVISE_CORE) $(LDHARD) -ldl -lpthread
+
 $(BUILD)/progs/%: tests/e2e/progs/%.c tests/e2e/progs/common.h
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $< -ldl
@@ -78,6 +86,29 @@ $(BUILD)/faults/libstartrace.so: tests/e2e/progs/startrace.c tests/e2e/progs/com
 $(BUILD)/progs/speakfirst-fortify: tests/e2e/progs/speakfirst.c tests/e2e/progs/common.h
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -O2 -U_FORTIFY_SOURCE -D_FORTIFY_SOURCE=2 -o $@ $<
+
+# Statically linked servers for the supervised mode (tests/e2e/test_supervise.py): the test
+# server with glibc and with musl, and a Go net/http server (Debian's golang-go) built with
+# CGO_ENABLED=0 (static) and with cgo (dynamic; Go makes its own calls all the same).
+SUPERVISE_PROGS := $(BUILD)/progs/testserver-static $(BUILD)/progs/testserver-static-musl \
+	$(BUILD)/progs/go-httpserver $(BUILD)/progs/go-httpserver-cgo
+E2E_PROGS += $(SUPERVISE_PROGS)
+$(BUILD)/progs/testserver-static: tests/e2e/testserver.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -static -o $@ $< -lpthread
+$(BUILD)/progs/testserver-static-musl: tests/e2e/testserver.c tests/e2e/musl-compat.h
+	@mkdir -p $(@D)
+	$(MUSL_CC) -O2 -g -std=gnu11 -D_GNU_SOURCE -static -include tests/e2e/musl-compat.h -o $@ $< -lpthread
+# An i386 program (int 0x80, no libc): the filter refuses the ABI it cannot serve.
+SUPERVISE_PROGS += $(BUILD)/progs/accept32
+E2E_PROGS += $(BUILD)/progs/accept32
+$(BUILD)/progs/accept32: tests/e2e/progs/i386/accept32.c
+	@mkdir -p $(@D)
+	$(CC) -m32 -nostdlib -static -fno-pie -no-pie -ffreestanding -O2 -o $@ $<
+GO ?= go
+$(BUILD)/progs/go-httpserver $(BUILD)/progs/go-httpserver-cgo: $(BUILD)/progs/go-%: tests/e2e/progs/go/httpserver/main.go
+	@mkdir -p $(@D)
+	cd tests/e2e/progs/go/httpserver && CGO_ENABLED=$(if $(findstring cgo,$*),1,0) $(GO) build -o $(abspath $@) main.go
 
 # The test server built against musl (Debian musl-tools), to load the glibc-built library into
 # a musl program. musl has no close_range(): tests/e2e/musl-compat.h supplies it.
@@ -98,9 +129,10 @@ MAN1        := man/proxyshim.1 man/proxyshim-send.1
 MAN7        := man/libproxyshim.7
 
 .PHONY: install uninstall
-install: $(BUILD)/libproxyshim.so $(BUILD)/proxyshim $(BUILD)/proxyshim-send
+install: $(BUILD)/libproxyshim.so $(BUILD)/proxyshim $(BUILD)/proxyshim-send $(BUILD)/proxyshim-supervise
 	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
-	  $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man7
+	  $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man7 $(DESTDIR)$(LIBDIR)/proxyshim
+	$(INSTALL) -m 755 $(BUILD)/proxyshim-supervise $(DESTDIR)$(LIBDIR)/proxyshim/proxyshim-supervise
 	$(INSTALL) -m 644 $(BUILD)/libproxyshim.so $(DESTDIR)$(LIBDIR)/libproxyshim.so
 	$(INSTALL) -m 755 $(BUILD)/proxyshim $(BUILD)/proxyshim-send $(DESTDIR)$(BINDIR)/
 	$(INSTALL) -m 644 include/proxyshim.h $(DESTDIR)$(INCLUDEDIR)/proxyshim.h
@@ -108,6 +140,8 @@ install: $(BUILD)/libproxyshim.so $(BUILD)/proxyshim $(BUILD)/proxyshim-send
 	$(INSTALL) -m 644 $(MAN7) $(DESTDIR)$(MANDIR)/man7/
 
 uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/proxyshim/proxyshim-supervise
+	-rmdir $(DESTDIR)$(LIBDIR)/proxyshim 2>/dev/null
 	rm -f $(DESTDIR)$(LIBDIR)/libproxyshim.so $(DESTDIR)$(BINDIR)/proxyshim \
 	  $(DESTDIR)$(BINDIR)/proxyshim-send $(DESTDIR)$(INCLUDEDIR)/proxyshim.h \
 	  $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(MAN1))) \
@@ -194,7 +228,7 @@ e2e: $(HARDEN)
 stress: deps $(PROGS) $(HARDEN)
 	@tests/stress/run.sh
 
-bench: $(PRODUCT) $(BUILD)/testserver $(BUILD)/progs/fdpass
+bench: $(PRODUCT) $(BUILD)/testserver $(BUILD)/progs/fdpass $(BUILD)/progs/testserver-static $(BUILD)/progs/go-httpserver
 	@tests/bench/run.sh
 
 demo: $(PRODUCT)

@@ -18,6 +18,7 @@
 
 #define PROG "proxyshim"
 #define LIBNAME "libproxyshim.so"
+#define SUPERVISOR "proxyshim-supervise"
 #define EXIT_USAGE 2
 #define EXIT_CANNOT_RUN 126 /* found, but cannot run under the shim (as env(1), nice(1)) */
 #define EXIT_NOT_FOUND 127
@@ -48,9 +49,15 @@ static const char help_head[] =
 	"    The library is looked up next to this program (a build tree), then in ../lib and\n"
 	"    ../lib/proxyshim relative to it (an installed PREFIX/bin/proxyshim).\n"
 	"\n"
-	"    COMMAND must be dynamically linked: a program without an ELF interpreter (statically\n"
-	"    linked, as Go programs usually are) never reads LD_PRELOAD, so proxyshim refuses to\n"
-	"    run it. A set-uid, set-gid or file-capability program runs in the kernel's\n"
+	"    A program LD_PRELOAD never reaches runs supervised instead: one without an ELF\n"
+	"    interpreter (statically linked, as Go programs usually are), or a Go program (its\n"
+	"    build-info section or Go note: Go makes its own system calls). A supervisor process\n"
+	"    (proxyshim-supervise) then serves the program's accept(), accept4() and\n"
+	"    getpeername() through seccomp user notification, with the same settings; it needs\n"
+	"    Linux 5.14 and pidfd_getfd() (refused by some container seccomp profiles), probes\n"
+	"    them first and exits 126 naming what is refused.\n"
+	"\n"
+	"    A set-uid, set-gid or file-capability program runs in the kernel's\n"
 	"    secure-execution mode, where the shim stays inert; proxyshim warns and runs it.\n"
 	"    Scripts (#!) are run; their interpreter inherits the environment.\n"
 	"\n"
@@ -61,6 +68,13 @@ static const char help_tail[] =
 	"                        print the effective settings, one NAME=value a line, after a\n"
 	"                        library= line naming the library found. With -- COMMAND, also\n"
 	"                        check that COMMAND can run under the shim; it is not run.\n"
+	"    --supervise         Run COMMAND supervised (seccomp user notification) even when\n"
+	"                        LD_PRELOAD would reach it.\n"
+	"    --no-supervise      Never supervise: a statically linked COMMAND is refused, a Go\n"
+	"                        program gets LD_PRELOAD as any other.\n"
+	"    --no-io-uring       Supervised: io_uring_setup() fails with ENOSYS, so that a program\n"
+	"                        that can fall back to accept() does (its accepts through io_uring\n"
+	"                        would pass the supervisor by: the header reaching it as data).\n"
 	"    -h, --help          Print this page and exit.\n"
 	"\n"
 	"    An option's value may also be given as --opt=VALUE. The first argument that is not\n"
@@ -73,8 +87,9 @@ static const char help_tail[] =
 	"         value; with COMMAND the same line comes from COMMAND's start-up), or the\n"
 	"         library cannot be found or loaded.\n"
 	"    2    bad arguments.\n"
-	"    126  COMMAND cannot run under the shim: statically linked, built for another\n"
-	"         architecture than the library, or not executable.\n"
+	"    126  COMMAND cannot run under the shim: statically linked (with --no-supervise),\n"
+	"         built for another architecture than the library, or not executable; or the\n"
+	"         supervised mode is refused by the kernel or a seccomp profile.\n"
 	"    127  COMMAND not found.\n"
 	"\n"
 	"EXAMPLES\n"
@@ -98,6 +113,8 @@ static const struct shim_setting shim_settings[SHIM_NSETTINGS] = SHIM_SETTINGS_R
 struct opts {
 	const char *values[NVARS]; /* by setting; NULL: not given */
 	int check;
+	int supervise; /* 1: --supervise, -1: --no-supervise, 0: chosen by COMMAND */
+	int no_io_uring; /* --no-io-uring: the supervised program's io_uring_setup() fails ENOSYS */
 	char **cmd; /* NULL-terminated, NULL when none */
 };
 
@@ -149,6 +166,19 @@ static void parse_args(int argc, char **argv, struct opts *o)
 			o->check = 1;
 			continue;
 		}
+		if (strcmp(arg, "--supervise") == 0 || strcmp(arg, "--no-supervise") == 0) {
+			int want = arg[2] == 's' ? 1 : -1;
+			if (o->supervise != 0)
+				usage_error("--supervise and --no-supervise given together or twice");
+			o->supervise = want;
+			continue;
+		}
+		if (strcmp(arg, "--no-io-uring") == 0) {
+			if (o->no_io_uring)
+				usage_error("--no-io-uring given twice");
+			o->no_io_uring = 1;
+			continue;
+		}
 		for (k = 0; k < NVARS; k++)
 			if (shim_settings[k].flag != NULL &&
 			    (v = opt_value(argv, argc, &i, shim_settings[k].flag)) != NULL)
@@ -159,6 +189,8 @@ static void parse_args(int argc, char **argv, struct opts *o)
 			usage_error("%s given twice", shim_settings[k].flag);
 		o->values[k] = v;
 	}
+	if (o->no_io_uring && o->supervise < 0)
+		usage_error("--no-io-uring is for the supervised mode: not with --no-supervise");
 	if (i < argc)
 		o->cmd = argv + i;
 	if (o->cmd == NULL && !o->check)
@@ -240,6 +272,7 @@ struct elf_info {
 	unsigned char data; /* ELFDATA2LSB/MSB */
 	uint16_t machine;
 	int has_interp;
+	int is_go; /* a Go note (PT_NOTE "Go") or a .go.buildinfo section */
 };
 
 static uint16_t get16(const unsigned char *p, unsigned char data)
@@ -257,6 +290,76 @@ static uint64_t get64(const unsigned char *p, unsigned char data)
 {
 	return data == ELFDATA2MSB ? (uint64_t)get32(p, data) << 32 | get32(p + 4, data)
 				   : (uint64_t)get32(p + 4, data) << 32 | get32(p, data);
+}
+
+/* Whether the PT_NOTE segment of program header ph holds a note of owner "Go" (the Go
+ * linker's build ID, type 4), as Go's own tools tell a Go binary. */
+static int go_note(int fd, const unsigned char *ph, const struct elf_info *info)
+{
+	unsigned char buf[4096];
+	uint64_t off, size;
+	size_t at = 0;
+	ssize_t n;
+
+	if (info->cls == ELFCLASS64) {
+		off = get64(ph + offsetof(Elf64_Phdr, p_offset), info->data);
+		size = get64(ph + offsetof(Elf64_Phdr, p_filesz), info->data);
+	} else {
+		off = get32(ph + offsetof(Elf32_Phdr, p_offset), info->data);
+		size = get32(ph + offsetof(Elf32_Phdr, p_filesz), info->data);
+	}
+	if (off > (uint64_t)LONG_MAX)
+		return 0;
+	n = pread(fd, buf, size < sizeof(buf) ? (size_t)size : sizeof(buf), (off_t)off);
+	while (n > 0 && at + 12 <= (size_t)n) {
+		uint32_t namesz = get32(buf + at, info->data), descsz = get32(buf + at + 4, info->data);
+		if (namesz == 3 && at + 15 <= (size_t)n && memcmp(buf + at + 12, "Go", 3) == 0)
+			return 1;
+		at += 12 + ((namesz + 3u) & ~3u) + ((descsz + 3u) & ~3u);
+	}
+	return 0;
+}
+
+/* Whether the section headers name a .go.buildinfo section (a Go binary whose note was
+ * stripped). 0 when unsure. */
+static int go_section(int fd, const unsigned char *eh, const struct elf_info *info)
+{
+	static const char want[] = ".go.buildinfo";
+	unsigned char sh[64], names[65536];
+	uint64_t shoff, stroff, strsize;
+	uint16_t shentsize, shnum, shstrndx;
+	int is64 = info->cls == ELFCLASS64;
+	size_t shsz = is64 ? sizeof(Elf64_Shdr) : sizeof(Elf32_Shdr);
+	ssize_t got;
+
+	shoff = is64 ? get64(eh + offsetof(Elf64_Ehdr, e_shoff), info->data)
+		     : get32(eh + offsetof(Elf32_Ehdr, e_shoff), info->data);
+	shentsize = get16(eh + (is64 ? offsetof(Elf64_Ehdr, e_shentsize) : offsetof(Elf32_Ehdr, e_shentsize)), info->data);
+	shnum = get16(eh + (is64 ? offsetof(Elf64_Ehdr, e_shnum) : offsetof(Elf32_Ehdr, e_shnum)), info->data);
+	shstrndx = get16(eh + (is64 ? offsetof(Elf64_Ehdr, e_shstrndx) : offsetof(Elf32_Ehdr, e_shstrndx)), info->data);
+	if (shoff == 0 || shentsize < shsz || shstrndx >= shnum || shoff > (uint64_t)LONG_MAX / 2)
+		return 0;
+	if (pread(fd, sh, shsz, (off_t)(shoff + (uint64_t)shstrndx * shentsize)) != (ssize_t)shsz)
+		return 0;
+	stroff = is64 ? get64(sh + offsetof(Elf64_Shdr, sh_offset), info->data)
+		      : get32(sh + offsetof(Elf32_Shdr, sh_offset), info->data);
+	strsize = is64 ? get64(sh + offsetof(Elf64_Shdr, sh_size), info->data)
+		       : get32(sh + offsetof(Elf32_Shdr, sh_size), info->data);
+	if (stroff > (uint64_t)LONG_MAX)
+		return 0;
+	got = pread(fd, names, strsize < sizeof(names) ? (size_t)strsize : sizeof(names), (off_t)stroff);
+	if (got <= 0)
+		return 0;
+	for (uint16_t i = 0; i < shnum; i++) {
+		uint32_t name;
+		if (pread(fd, sh, shsz, (off_t)(shoff + (uint64_t)i * shentsize)) != (ssize_t)shsz)
+			return 0;
+		name = get32(sh, info->data); /* sh_name: the first field of both layouts */
+		if (name < (uint64_t)got && (size_t)got - name >= sizeof(want) &&
+		    memcmp(names + name, want, sizeof(want)) == 0)
+			return 1;
+	}
+	return 0;
 }
 
 /* Reads the ELF and program headers of path with pread(): 0, or a negative errno (-ENOEXEC
@@ -327,11 +430,13 @@ static int elf_read(const char *path, struct elf_info *info)
 			goto out;
 		}
 		/* p_type is the first field of both layouts. */
-		if (get32(ph, info->data) == PT_INTERP) {
+		if (get32(ph, info->data) == PT_INTERP)
 			info->has_interp = 1;
-			break;
-		}
+		else if (get32(ph, info->data) == PT_NOTE && !info->is_go)
+			info->is_go = go_note(fd, ph, info);
 	}
+	if (!info->is_go)
+		info->is_go = go_section(fd, eh, info);
 out:
 	close(fd);
 	return rc;
@@ -352,8 +457,10 @@ static const char *machine_name(uint16_t m)
 }
 
 /* Refuses (exits) when the program at path cannot run under the shim; warns when it would run
- * with the shim inert. */
-static void check_command(const char *cmd, const char *path, const char *lib)
+ * with the shim inert. Returns 1 when it is to run supervised: LD_PRELOAD never reaches it
+ * (no ELF interpreter, or Go, which makes its own system calls), or --supervise (want 1);
+ * never with --no-supervise (want -1). */
+static int check_command(const char *cmd, const char *path, const char *lib, int want)
 {
 	struct elf_info prog, shim;
 	struct stat st;
@@ -365,15 +472,18 @@ static void check_command(const char *cmd, const char *path, const char *lib)
 		die(EXIT_CANNOT_RUN, "%s: not an executable file", path);
 	rc = elf_read(path, &prog);
 	if (rc == -EACCES)
-		return; /* execute-only: the kernel will judge it */
+		return want > 0; /* execute-only: the kernel will judge it */
 	if (rc < 0)
 		die(EXIT_CANNOT_RUN, "%s: cannot read its ELF headers: %s", path, strerror(-rc));
+	if (want >= 0 && (want > 0 || (prog.is_elf && (!prog.has_interp || prog.is_go))))
+		return 1;
 	if (prog.is_elf) {
 		if (!prog.has_interp)
 			die(EXIT_CANNOT_RUN,
 			    "%s is statically linked (no ELF interpreter), so it never reads LD_PRELOAD "
 			    "and the shim cannot work in it; Go programs are usually built this way: "
-			    "rebuild with cgo and dynamic linking, or put a PROXY-aware proxy in front",
+			    "run it supervised (without --no-supervise), rebuild with cgo and dynamic "
+			    "linking, or put a PROXY-aware proxy in front",
 			    path);
 		if (elf_read(lib, &shim) == 0 && shim.is_elf &&
 		    (shim.cls != prog.cls || shim.machine != prog.machine))
@@ -393,6 +503,48 @@ static void check_command(const char *cmd, const char *path, const char *lib)
 	else if (getxattr(path, "security.capability", NULL, 0) > 0)
 		say("warning: %s has file capabilities: it runs in secure-execution mode, where the "
 		    "shim stays inert", path);
+	return 0;
+}
+
+/* The supervisor: next to this program (build tree, PREFIX/bin), or in ../lib/proxyshim. */
+static void find_supervisor(char *out)
+{
+	static const char *const rel[] = {"/" SUPERVISOR, "/../lib/proxyshim/" SUPERVISOR};
+	char dir[PATH_MAX], path[PATH_MAX + 64];
+	size_t i;
+
+	self_dir(dir, sizeof(dir));
+	for (i = 0; i < sizeof(rel) / sizeof(rel[0]); i++) {
+		snprintf(path, sizeof(path), "%s%s", dir, rel[i]);
+		if (access(path, X_OK) == 0 && realpath(path, out) != NULL)
+			return;
+	}
+	die(EXIT_CANNOT_RUN, "cannot find " SUPERVISOR " in %s or %s/../lib/proxyshim: the supervised mode "
+	    "is not installed", dir, dir);
+}
+
+/* Runs COMMAND (found at path) under the supervisor, which reads the PROXYSHIM_* variables:
+ * proxyshim-supervise [--no-io-uring] PATH -- ARGV... */
+static void exec_supervised(const char *path, char **cmd, int no_io_uring)
+{
+	char sup[PATH_MAX];
+	size_t n = 0, a = 1;
+	char **argv;
+
+	find_supervisor(sup);
+	while (cmd[n])
+		n++;
+	argv = calloc(n + 5, sizeof(*argv));
+	if (argv == NULL)
+		die(1, "out of memory");
+	argv[0] = sup;
+	if (no_io_uring)
+		argv[a++] = (char *)"--no-io-uring";
+	argv[a++] = (char *)path;
+	argv[a++] = (char *)"--";
+	memcpy(argv + a, cmd, n * sizeof(*argv));
+	execv(sup, argv);
+	die(EXIT_CANNOT_RUN, "%s: %s", sup, strerror(errno));
 }
 
 static void set_vars(const struct opts *o)
@@ -477,7 +629,7 @@ int main(int argc, char **argv)
 {
 	struct opts o;
 	char lib[PATH_MAX], path[PATH_MAX];
-	int rc;
+	int rc, supervised = 0;
 
 	parse_args(argc, argv, &o);
 	find_library(lib);
@@ -487,11 +639,15 @@ int main(int argc, char **argv)
 			die(rc == -ENOENT ? EXIT_NOT_FOUND : EXIT_CANNOT_RUN, "%s: %s", o.cmd[0],
 			    rc == -ENOENT && strchr(o.cmd[0], '/') == NULL ? "command not found in PATH"
 									 : strerror(-rc));
-		check_command(o.cmd[0], path, lib);
+		supervised = check_command(o.cmd[0], path, lib, o.supervise);
 	}
 	set_vars(&o);
 	if (o.check)
 		return run_check(argv, lib);
+	if (supervised)
+		exec_supervised(path, o.cmd, o.no_io_uring);
+	if (o.no_io_uring && o.cmd != NULL && !o.check)
+		say("warning: --no-io-uring is for the supervised mode; %s runs with LD_PRELOAD", path);
 	set_preload(lib);
 	execv(path, o.cmd);
 	die(errno == ENOENT ? EXIT_NOT_FOUND : EXIT_CANNOT_RUN, "%s: %s", path, strerror(errno));

@@ -13,7 +13,8 @@ the run time utime + stime are split from, in ns instead of 10 ms ticks, which 0
 
 Environment: QUICK=1 (fewer and shorter rounds, under 90 s), BENCH_ONLY=GROUP,... (run and
 report only these scenario groups: conn (A to F, and K, which reuses their runs), G, H, I, J,
-P (connections passed to another process with SCM_RIGHTS), U (untrusted clients under PROXYSHIM_UNTRUSTED=pass and =reject); e.g. BENCH_ONLY=G,H; default all; the exit status covers the checks that ran), BUILD (default
+P (connections passed to another process with SCM_RIGHTS), U (untrusted clients under PROXYSHIM_UNTRUSTED=pass and =reject),
+S (the supervised mode: Go net/http and the static test server, plain, supervised, and Go behind HAProxy); e.g. BENCH_ONLY=G,H; default all; the exit status covers the checks that ran), BUILD (default
 build), BENCH_ROUNDS, BENCH_SECS, BENCH_CONNS to override the round count, seconds per run and
 concurrent connections."""
 import os
@@ -37,13 +38,18 @@ LIB = os.path.join(BUILD, "libproxyshim.so")
 TESTSERVER = os.path.join(BUILD, "testserver")
 TOOLS = {n: os.path.join(BUILD, "bench", n) for n in ("loadgen", "bulksink", "spawn", "eagain", "shimsize",
                                                       "empty.so", "consume")}
-GROUPS = ("conn", "G", "H", "I", "J", "P", "U")
+WRAPPER = os.path.join(BUILD, "proxyshim")
+SUPERVISOR = os.path.join(BUILD, "proxyshim-supervise")
+GO_SERVER = os.path.join(BUILD, "progs", "go-httpserver")
+TS_STATIC = os.path.join(BUILD, "progs", "testserver-static")
+GROUPS = ("conn", "G", "H", "I", "J", "P", "U", "S")
 # What each group runs: checked before anything starts.
 NEEDS = {"conn": ["loadgen", LIB, TESTSERVER, "nginx", "haproxy"], "G": ["loadgen", "bulksink", LIB],
          "H": ["spawn", "empty.so", LIB], "I": ["loadgen", "eagain", "shimsize", LIB, TESTSERVER],
          "J": ["loadgen", LIB, TESTSERVER, "strace", "consume"],
          "P": [LIB, "strace", os.path.join(BUILD, "progs", "fdpass")],
-         "U": ["loadgen", LIB, TESTSERVER, "nginx", "strace"]}
+         "U": ["loadgen", LIB, TESTSERVER, "nginx", "strace"],
+         "S": ["loadgen", WRAPPER, SUPERVISOR, GO_SERVER, TS_STATIC, "haproxy", "strace"]}
 
 QUICK = os.environ.get("QUICK", "") not in ("", "0")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", 6 if QUICK else 24))
@@ -66,7 +72,9 @@ UNTRUSTED_SRC = "127.0.2.1"   # direct clients the shim must leave alone
 # address exhaust the ephemeral ports (connect() then scans for a free one and the rate
 # collapses for reasons that have nothing to do with the server).
 SOURCES = {"A": "127.0.1.0", "B": "127.0.2.0", "C": "127.0.1.16", "D": "127.0.1.32", "E": "127.0.1.48",
-           "F": "127.0.1.64", "Upass": "127.0.2.32", "Ureject": "127.0.2.48"}
+           "F": "127.0.1.64", "Upass": "127.0.2.32", "Ureject": "127.0.2.48",
+           "Sgo-plain": "127.0.1.80", "Sgo-sup": "127.0.1.96", "Sgo-haproxy": "127.0.1.112",
+           "Sc-plain": "127.0.1.128", "Sc-sup": "127.0.1.144"}
 NSOURCES = 16
 CLIENT = "203.0.113.7"       # the client the headers announce
 
@@ -652,6 +660,145 @@ def untrusted_scenarios(tmp):
     return results, calls
 
 
+# ---- S: the supervised mode (proxyshim-supervise, seccomp user notification) ----
+
+# (key, what): Go net/http (static, CGO_ENABLED=0) without a header, supervised with v2
+# headers, and behind HAProxy accept-proxy (the plain one); the static test server (glibc
+# -static, epoll edge-triggered with accept4) without a header and supervised.
+SUPERVISED = [
+    ("go-plain", "Go net/http, no header"),
+    ("go-sup", "Go net/http supervised, v2 header"),
+    ("go-haproxy", "HAProxy accept-proxy -> Go plain"),
+    ("c-plain", "static C testserver, no header"),
+    ("c-sup", "static C testserver supervised, v2"),
+]
+
+
+def start_supervisable(argv, supervised):
+    """The Go server or the static test server on a free port, plain or under the wrapper
+    (which execs proxyshim-supervise: the supervisor keeps the pid, the program is its child).
+    cpu_pids: what serves connections; sup_pids / prog_pids: the two sides, for CPU apart."""
+    port = free_port()
+    argv = [a.replace("PORT", str(port)) for a in argv]
+    if supervised:
+        argv = [WRAPPER, "--trusted", TRUSTED_NET, "--log", "error", "--"] + argv
+    s = Server(argv, plain_env())
+    wait_port(port, proc=s.p)
+    s.port = port
+    if supervised:
+        for _ in range(100):
+            kids = child_pids(s.pid)
+            if kids:
+                break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("the supervised program did not start: %s" % s.errors())
+        s.sup_pids, s.prog_pids = [s.pid], kids
+    else:
+        s.sup_pids, s.prog_pids = [], [s.pid]
+    s.cpu_pids = s.sup_pids + s.prog_pids
+    return s
+
+
+TRAPPED = ("accept", "accept4", "getpeername")
+
+
+def trapped_calls(argv, hdr, expect, half, m=STRACE_M1 * 4):
+    """The trapped calls the supervised program makes per connection: strace -c attached to
+    its threads (not the supervisor's) while m connections come one at a time."""
+    s = start_supervisable(argv, True)
+    tids = [t for pid in s.prog_pids for t in os.listdir("/proc/%d/task" % pid)]
+    with tempfile.NamedTemporaryFile(suffix=".strace") as f:
+        st = subprocess.Popen(["strace", "-f", "-c", "-o", f.name, "-e", "trace=" + ",".join(TRAPPED)] +
+                              [a for t in tids for a in ("-p", t)], stderr=subprocess.PIPE)
+        time.sleep(0.5)  # attached
+        loadgen(s.port, "127.0.1.160", hdr, expect, count=m, conns=1, half_close=half)
+        st.send_signal(signal.SIGINT)
+        st.wait(20)
+        calls = {}
+        with open(f.name) as g:
+            for line in g:
+                p = line.split()
+                if len(p) >= 5 and p[0][0].isdigit() and p[-1] != "total":
+                    calls[p[-1]] = int(p[3])
+    s.stop()
+    return {n: calls.get(n, 0) / float(m) for n in TRAPPED}
+
+
+def supervised_scenarios(tmp):
+    go = [GO_SERVER, "-listen", "127.0.0.1:PORT"]
+    ts = [TS_STATIC, "--listen", "127.0.0.1:PORT", "--mode", "epoll", "--et", "--greet"]
+    srv = {"go-plain": start_supervisable(go, False), "go-sup": start_supervisable(go, True),
+           "c-plain": start_supervisable(ts, False), "c-sup": start_supervisable(ts, True)}
+    hap, (hport,) = start_haproxy(tmp, [srv["go-plain"].port])
+    # (port, header, what the reply must hold, half-close, pids: {part: pids})
+    runs = {
+        "go-plain": (srv["go-plain"].port, "none", '"remote":"127.0.1.', False, {"program": srv["go-plain"].prog_pids}),
+        "go-sup": (srv["go-sup"].port, "v2", '"remote":"%s:' % CLIENT, False,
+                   {"supervisor": srv["go-sup"].sup_pids, "program": srv["go-sup"].prog_pids}),
+        "go-haproxy": (hport, "v2", '"remote":"127.0.0.1:', False,
+                       {"haproxy": hap.cpu_pids, "program": srv["go-plain"].prog_pids}),
+        "c-plain": (srv["c-plain"].port, "none", "peer=127.0.1.", True, {"program": srv["c-plain"].prog_pids}),
+        "c-sup": (srv["c-sup"].port, "v2", "peer=%s " % CLIENT, True,
+                  {"supervisor": srv["c-sup"].sup_pids, "program": srv["c-sup"].prog_pids}),
+    }
+    for key, (port, hdr, expect, half, _) in runs.items():  # warm-up, and a check of each reply
+        loadgen(port, SOURCES["S" + key], hdr, expect, secs=0.3, half_close=half, sources=NSOURCES)
+    keys = [k for k, _ in SUPERVISED]
+    results = {k: [] for k in keys}
+    for rnd in range(ROUNDS):
+        for key in keys[rnd % len(keys):] + keys[:rnd % len(keys)]:
+            port, hdr, expect, half, parts = runs[key]
+            c0 = {part: cpu_ns(pids) for part, pids in parts.items()}
+            out = loadgen(port, SOURCES["S" + key], hdr, expect, secs=SECS, half_close=half, sources=NSOURCES)
+            n = max(out["conns"], 1)
+
+            for part, pids in parts.items():
+                out["cpu_" + part] = (cpu_ns(pids) - c0[part]) / 1000.0 / n
+            out["cpu_us"] = sum(out["cpu_" + part] for part in parts)
+            results[key].append(out)
+        if (rnd + 1) % 5 == 0 or rnd + 1 == ROUNDS:
+            sys.stderr.write("  S round %d/%d done\n" % (rnd + 1, ROUNDS))
+    for x in [hap] + list(srv.values()):
+        x.stop()
+    results["trapped"] = {"go-sup": trapped_calls(go, "v2", runs["go-sup"][2], False),
+                          "c-sup": trapped_calls(ts, "v2", runs["c-sup"][2], True)}
+    return results
+
+
+def report_supervised(sres, check):
+    print()
+    print("%-3s %-38s %8s %7s %7s %8s %8s %8s %8s   %s" % (
+        "", "supervised mode (medians)", "conn/s", "p50 us", "p99 us", "program", "superv.", "haproxy",
+        "cpu sum", "conn/s by round"))
+    for key, what in SUPERVISED:
+        rs = sres[key]
+
+        def m(k):
+            xs = [r[k] for r in rs if k in r]
+            return ("%8.1f" % med(xs)) if xs else "%8s" % "-"
+        print("S   %-38s %8.0f %7.0f %7.0f %s %s %s %8.1f   %s" % (
+            what, med([r["cps"] for r in rs]), med([r["p50_us"] for r in rs]), med([r["p99_us"] for r in rs]),
+            m("cpu_program"), m("cpu_supervisor"), m("cpu_haproxy"), med([r["cpu_us"] for r in rs]),
+            " ".join("%.0f" % r["cps"] for r in rs[:12]) + (" ..." if len(rs) > 12 else "")))
+    print("(program, superv., haproxy: CPU time per connection in us of the server, proxyshim-supervise and\n"
+          " HAProxy, from schedstat; cpu sum: theirs together)")
+    for key, what in SUPERVISED:
+        if key in sres["trapped"]:
+            t = sres["trapped"][key]
+            print("S   %s: %.2f trapped calls per connection (%s; strace -c on the program, one connection "
+                  "at a time)" % (what, sum(t.values()), ", ".join("%s %.2f" % kv for kv in sorted(t.items()))))
+    x, lo, hi = ratio(sres["go-sup"], sres["go-plain"], "cps")
+    check("S Go supervised/plain conn/s", x, ">= 0.6", x >= 0.6, (lo, hi))
+    x, lo, hi = ratio(sres["go-sup"], sres["go-haproxy"], "cps")
+    check("S Go supervised/HAProxy-in-front conn/s", x, ">= 1.6", x >= 1.6, (lo, hi))
+    x, lo, hi = ratio(sres["c-sup"], sres["c-plain"], "cps")
+    check("S static C supervised/plain conn/s", x, ">= 0.85", x >= 0.85, (lo, hi))
+    for key, base in (("go-sup", "go-plain"), ("go-haproxy", "go-plain"), ("c-sup", "c-plain")):
+        x, lo, hi = ratio(sres[key], sres[base], "cpu_us")
+        check("S %s/%s CPU per conn, all parts" % (key, base), x, "-", None, (lo, hi))
+
+
 # ---- report ----
 
 def med(xs):
@@ -686,7 +833,7 @@ def only():
     for x in raw.split(","):
         name = "conn" if x.strip().lower() == "conn" else x.strip().upper()
         if name not in GROUPS:
-            sys.exit("perf bench: BENCH_ONLY=%s: %r is not one of conn (A-F and K), G, H, I, J, P, U" % (raw, x))
+            sys.exit("perf bench: BENCH_ONLY=%s: %r is not one of conn (A-F and K), G, H, I, J, P, U, S" % (raw, x))
         sel.add(name)
     return sel
 
@@ -854,7 +1001,7 @@ def main():
                 sys.exit("perf bench: %s not found (make deps)" % n)
     t_start = time.monotonic()
     print("machine: %s; load average at start: %s" % (machine(), open("/proc/loadavg").read().split()[0]))
-    if "conn" in sel or "U" in sel:
+    if "conn" in sel or "U" in sel or "S" in sel:
         print("servers pinned to cpu %s, load generator to cpu %s; %d rounds interleaved, %.1f s a run, "
               "%d concurrent connections; medians" % (SERVER_CPU, CLIENT_CPU, ROUNDS, SECS, CONNS))
     else:
@@ -895,6 +1042,9 @@ def main():
         if "U" in sel:
             ures, ucalls = step("U", "U: untrusted clients, PROXYSHIM_UNTRUSTED=pass and reject",
                                 lambda: untrusted_scenarios(tmp))
+        if "S" in sel:
+            sres = step("S", "S: the supervised mode (Go net/http, static C; HAProxy in front)",
+                        lambda: supervised_scenarios(tmp))
     finally:
         for s in Server.all:
             s.stop()
@@ -914,6 +1064,8 @@ def main():
         report_fdpass(pres, check)
     if "U" in sel:
         report_untrusted(ures, ucalls, check)
+    if "S" in sel:
+        report_supervised(sres, check)
     if "conn" in sel:
         x, lo, hi = ratio(res[("nginx", "D")], res[("nginx", "A")], "cpu_us")
         check("K nginx worker CPU per connection D/A", x, "<= 1.05", x <= 1.05, (lo, hi))

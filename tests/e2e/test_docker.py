@@ -202,7 +202,7 @@ def test_every_kubernetes_object_is_valid():
     r, objs = k8s_objects()
     assert r.returncode == 0, r.stdout + r.stderr
     assert [o["error"] for o in objs] == [None] * len(objs)
-    assert sorted(o["kind"] for o in objs) == ["ConfigMap", "Deployment", "NetworkPolicy", "Service"]
+    assert sorted(o["kind"] for o in objs) == ["ConfigMap", "Deployment", "NetworkPolicy", "Pod", "Service"]
 
 
 def test_the_validator_rejects_a_broken_object(tmp_path):
@@ -276,6 +276,47 @@ def test_network_policy_lets_only_the_trusted_range_reach_the_port(k8s):
     assert peer == {"ipBlock": {"cidr": env_map(app)["PROXYSHIM_TRUSTED"]}}
     http = [p["containerPort"] for p in app["ports"] if p["name"] == "http"]
     assert rule["ports"] == [{"protocol": "TCP", "port": http[0]}]
+
+
+SECCOMP_PROFILE = os.path.join(DOCKER, "k8s", "proxyshim-supervise-seccomp.json")
+
+
+def test_supervised_pod_uses_the_shipped_seccomp_profile(k8s):
+    """The supervised example: the wrapper as the container's command, a Localhost profile
+    named as the shipped file, and nothing a Pod Security "restricted" level refuses."""
+    spec = k8s["Pod"]["spec"]
+    prof = spec["securityContext"]["seccompProfile"]
+    assert prof["type"] == "Localhost"
+    assert os.path.basename(prof["localhostProfile"]) == os.path.basename(SECCOMP_PROFILE)
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    (app,) = spec["containers"]
+    sc = app["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}
+    assert "seccompProfile" not in sc
+    cmd = app["command"]
+    assert os.path.basename(cmd[0]) == "proxyshim" and "--" in cmd
+    opts = dict(zip(cmd[1:cmd.index("--"):2], cmd[2:cmd.index("--"):2]))
+    ports = {p["name"]: p["containerPort"] for p in app["ports"]}
+    assert opts["--trusted"] == "10.0.0.0/16" and opts["--ports"] == str(ports["http"])
+    assert app["readinessProbe"]["httpGet"]["port"] == "health" and ports["health"] != ports["http"]
+
+
+def test_seccomp_profile_is_the_runtime_default_plus_the_supervised_calls():
+    prof = json.load(open(SECCOMP_PROFILE))
+    assert (prof["defaultAction"], prof["defaultErrnoRet"]) == ("SCMP_ACT_ERRNO", 1)
+    assert prof["architectures"][0] == "SCMP_ARCH_X86_64"
+    allowed = {n for r in prof["syscalls"] if r["action"] == "SCMP_ACT_ALLOW" and "args" not in r
+               for n in r["names"]}
+    for n in ("pidfd_getfd", "pidfd_open", "process_vm_readv", "process_vm_writev", "seccomp",
+              "accept4", "ioctl", "execve", "prctl", "poll", "signalfd4", "wait4", "read", "write"):
+        assert n in allowed, n
+    # what the default keeps out stays out
+    for n in ("mount", "bpf", "kexec_load", "init_module", "unshare", "setns", "reboot"):
+        assert n not in allowed, n
+    names = [n for r in prof["syscalls"] for n in r["names"]]
+    # a call in two rules only where the default splits it by argument
+    assert {n for n in names if names.count(n) > 1} <= {"socket", "personality"}
+    assert {k for r in prof["syscalls"] for k in r} <= {"names", "action", "errnoRet", "args"}
 
 
 # ---- the copy entrypoint, for real, as a non-root user ----

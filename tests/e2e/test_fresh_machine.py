@@ -13,7 +13,7 @@ import pytest
 
 from util import ROOT, free_port
 
-PRODUCT = {"libproxyshim.so", "proxyshim", "proxyshim-send"}
+PRODUCT = {"libproxyshim.so", "proxyshim", "proxyshim-send", "proxyshim-supervise"}
 
 # Runs "$@" in a mount namespace where cmocka (its headers and libraries) is not installed: an
 # overlay with a whiteout over each directory that holds a cmocka file. It first proves that
@@ -94,8 +94,8 @@ def built_files(tree):
 
 @pytest.mark.time_limit(600)
 def test_make_builds_the_product_without_test_packages(tmp_path):
-    """`make` on a machine with a C compiler and libc only builds the library and the two
-    programs, and nothing that needs the test packages."""
+    """`make` on a machine with a C compiler and libc only builds the library, the two
+    programs and the supervisor, and nothing that needs the test packages."""
     tree = fresh_clone(tmp_path)
     rc, out = without_cmocka(tmp_path, ["make", "-j2"], tree)
     assert rc == 0, "make failed without cmocka:\n" + out[-3000:]

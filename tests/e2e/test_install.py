@@ -13,7 +13,8 @@ from util import (BUILD, LIB, ROOT, SEND, WRAPPER, exchange, start_testserver, v
                   wait_conns)
 from test_preload_accept import PAYLOAD, SRC4, TRUSTED, check_line
 
-ARTIFACTS = [LIB, WRAPPER, SEND]
+SUPERVISOR = os.path.join(BUILD, "proxyshim-supervise")
+ARTIFACTS = [LIB, WRAPPER, SEND, SUPERVISOR]
 
 
 def make(*targets, **vars):
@@ -38,6 +39,7 @@ def files_under(d):
 EXPECTED = {
     "usr/local/bin/proxyshim": (0o755, WRAPPER),
     "usr/local/bin/proxyshim-send": (0o755, SEND),
+    "usr/local/lib/proxyshim/proxyshim-supervise": (0o755, SUPERVISOR),
     "usr/local/lib/libproxyshim.so": (0o644, LIB),
     "usr/local/include/proxyshim.h": (0o644, os.path.join(ROOT, "include/proxyshim.h")),
     "usr/local/share/man/man1/proxyshim.1": (0o644, os.path.join(ROOT, "man/proxyshim.1")),
@@ -76,6 +78,11 @@ def test_install_and_uninstall(tmp_path, procs):
     assert got == PAYLOAD
     (line,) = wait_conns(p, 1)
     check_line(line, "AF_INET", SRC4[0], SRC4[1], PAYLOAD)
+    # ... and the installed supervisor (PREFIX/lib/proxyshim) for the supervised mode.
+    r = subprocess.run([wrapper, "--trusted", TRUSTED, "--supervise", "--", "/bin/sh", "-c",
+                        "grep ^Seccomp: /proc/self/status"], env=clean_env(),
+                       capture_output=True, text=True, timeout=10)
+    assert (r.returncode, r.stdout.split()) == (0, ["Seccomp:", "2"]), r
     r = subprocess.run([str(dest / "usr/local/bin/proxyshim-send"), "--help"],
                        capture_output=True, timeout=10)
     assert r.returncode == 0 and b"SYNOPSIS" in r.stdout

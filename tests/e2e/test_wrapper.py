@@ -301,12 +301,44 @@ def test_static_binary_is_refused(tmp_path, cc, flags):
     if shutil.which(cc) is None:
         pytest.fail("%s is not installed (make deps)" % cc)
     prog, marker = build_c(tmp_path, "static", flags, cc)
-    r = run("--trusted", "127.0.0.1", "--", str(prog), env=clean_env())
+    r = run("--trusted", "127.0.0.1", "--no-supervise", "--", str(prog), env=clean_env())
     assert r.returncode == 126, r
     assert r.stdout == b"" and not marker.exists()
     err = one_line(r)
     assert "%s is statically linked (no ELF interpreter)" % prog in err, err
-    assert "LD_PRELOAD" in err and "Go" in err
+    assert "LD_PRELOAD" in err and "Go" in err and "supervised" in err
+
+
+@pytest.mark.parametrize("cc,flags", [("cc", ["-static"]), ("cc", ["-static-pie"]),
+                                      pytest.param("musl-gcc", ["-static"], marks=pytest.mark.apps)])
+def test_static_binary_runs_supervised_by_default(tmp_path, cc, flags):
+    """Without --no-supervise the same kind of program runs, under a seccomp filter, with
+    proxyshim-supervise as its parent."""
+    if shutil.which(cc) is None:
+        pytest.fail("%s is not installed (make deps)" % cc)
+    src = tmp_path / "s.c"
+    src.write_text(r'''#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+int main(void) {
+    char path[64], line[256];
+    FILE *f;
+    snprintf(path, sizeof(path), "/proc/%d/comm", (int)getppid());
+    if ((f = fopen(path, "r")) && fgets(line, sizeof(line), f)) printf("parent=%s", line);
+    if ((f = fopen("/proc/self/status", "r")))
+        while (fgets(line, sizeof(line), f))
+            if (strncmp(line, "Seccomp:", 8) == 0) printf("%s", line);
+    return 3;
+}
+''')
+    prog = tmp_path / "static"
+    subprocess.run([cc] + flags + ["-o", str(prog), str(src)], check=True, capture_output=True)
+    r = run("--trusted", "127.0.0.1", "--", str(prog), env=clean_env())
+    assert r.returncode == 3, r
+    assert r.stdout.decode().split() == ["parent=proxyshim-super", "Seccomp:", "2"], r
+    # The same program with --supervise explicitly: the same.
+    r2 = run("--trusted", "127.0.0.1", "--supervise", "--", str(prog), env=clean_env())
+    assert (r2.returncode, r2.stdout) == (3, r.stdout), r2
 
 
 def test_dynamic_build_of_the_same_program_runs(tmp_path):
