@@ -23,6 +23,7 @@ javac:openjdk-17-jdk-headless
 /usr/lib/postgresql/15/bin/postgres:postgresql-15
 tclsh:tcl
 perl:perl
+go:golang-go
 ruby:ruby
 /usr/share/rubygems-integration/all/gems/webrick-1.8.1/lib/webrick.rb:ruby-webrick
 php:php-cli
