@@ -190,17 +190,9 @@ static uint32_t now_s(void)
 	return (uint32_t)ts.tv_sec;
 }
 
-static uint32_t hash(uint64_t c)
-{
-	c ^= c >> 33;
-	c *= 0xff51afd7ed558ccdull;
-	c ^= c >> 33;
-	return (uint32_t)c;
-}
-
 static struct slot *slot_at(struct table *t, uint64_t cookie, unsigned i)
 {
-	return &t->slot[(hash(cookie) + i) & (SHIM_FDPASS_SLOTS - 1)];
+	return &t->slot[(shim_cookie_hash(cookie) + i) & (SHIM_FDPASS_SLOTS - 1)];
 }
 
 static bool slot_lock(struct slot *s)

@@ -27,6 +27,15 @@ enum shim_fdpass_state {
 	SHIM_FDPASS_SETTLING = 3, /* | pid << 2: that process is reading the header */
 };
 
+/* A cookie's place in a hash table (cookies are sequential: their bits are mixed first). */
+static inline uint32_t shim_cookie_hash(uint64_t c)
+{
+	c ^= c >> 33;
+	c *= 0xff51afd7ed558ccdull;
+	c ^= c >> 33;
+	return (uint32_t)c;
+}
+
 /* The socket's cookie: 0, or a negative errno (ENOTSOCK; ENOPROTOOPT on kernels before 4.12). */
 int shim_fdpass_cookie(int fd, uint64_t *cookie);
 /* Maps the table if it is not yet: creating it when create is set, else only if it exists.

@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "../core/fdpass.h"
 #include "../core/log.h"
 #include "supervise.h"
 
@@ -29,23 +30,12 @@ static size_t g_cap, g_count, g_sweep_at = 4096;
 uint64_t sv_cookie(int fd)
 {
 	uint64_t c = 0;
-	socklen_t l = sizeof(c);
-	if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &c, &l) != 0)
-		return 0;
-	return c;
-}
-
-static size_t hash(uint64_t c)
-{
-	c ^= c >> 33;
-	c *= 0xff51afd7ed558ccdULL;
-	c ^= c >> 33;
-	return (size_t)c;
+	return shim_fdpass_cookie(fd, &c) == 0 ? c : 0;
 }
 
 static struct slot *find(struct slot *tab, size_t cap, uint64_t cookie)
 {
-	size_t i = hash(cookie) & (cap - 1);
+	size_t i = shim_cookie_hash(cookie) & (cap - 1);
 	while (tab[i].cookie != 0 && tab[i].cookie != cookie)
 		i = (i + 1) & (cap - 1);
 	return &tab[i];

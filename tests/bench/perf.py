@@ -486,6 +486,17 @@ def memory():
 
 # ---- J: system calls ----
 
+def strace_counts(path):
+    """System call name -> calls, from an `strace -c -o path` summary."""
+    calls = {}
+    with open(path) as g:
+        for line in g:
+            p = line.split()
+            if len(p) >= 5 and p[0][0].isdigit() and p[-1] != "total":
+                calls[p[-1]] = int(p[3])
+    return calls
+
+
 def strace_calls(env, hdr, source, m):
     """System calls (all threads) of a testserver that serves m connections and exits."""
     with tempfile.NamedTemporaryFile(suffix=".strace") as f:
@@ -509,12 +520,7 @@ def strace_calls(env, hdr, source, m):
         expect = "peer=%s " % (CLIENT if hdr != "none" else source)
         loadgen(port, source, hdr, expect, count=m, conns=1, half_close=True)
         s.p.wait(30)
-        calls = {}
-        with open(f.name) as g:
-            for line in g:
-                p = line.split()
-                if len(p) >= 5 and p[0][0].isdigit() and p[-1] != "total":
-                    calls[p[-1]] = int(p[3])
+        calls = strace_counts(f.name)
         return calls
 
 
@@ -578,13 +584,7 @@ def fdpass_calls(env, m, header):
         a.stop()  # the worker ends when its sender goes
         w.p.wait(20)
         for role in ("acceptor", "worker"):
-            calls = {}
-            with open(os.path.join(tmp, role)) as g:
-                for line in g:
-                    p = line.split()
-                    if len(p) >= 5 and p[0][0].isdigit() and p[-1] != "total":
-                        calls[p[-1]] = int(p[3])
-            out[role] = calls
+            out[role] = strace_counts(os.path.join(tmp, role))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
@@ -715,12 +715,7 @@ def trapped_calls(argv, hdr, expect, half, m=STRACE_M1 * 4):
         loadgen(s.port, "127.0.1.160", hdr, expect, count=m, conns=1, half_close=half)
         st.send_signal(signal.SIGINT)
         st.wait(20)
-        calls = {}
-        with open(f.name) as g:
-            for line in g:
-                p = line.split()
-                if len(p) >= 5 and p[0][0].isdigit() and p[-1] != "total":
-                    calls[p[-1]] = int(p[3])
+        calls = strace_counts(f.name)
     s.stop()
     return {n: calls.get(n, 0) / float(m) for n in TRAPPED}
 
