@@ -312,6 +312,29 @@ def test_supervised_pod_uses_the_shipped_seccomp_profile(k8s):
     assert app["readinessProbe"]["httpGet"]["port"] == "health" and ports["health"] != ports["http"]
 
 
+def test_supervised_pod_image_recipe_gives_a_wrapper_that_runs(k8s, world_dir):
+    """The image recipe in supervised-pod.yaml's comment: the files its COPY --from= line takes
+    from the proxyshim image, put into one folder, are enough for the pod's command (the wrapper
+    at that folder, run supervised as the pod's user)."""
+    text = open(os.path.join(DOCKER, "k8s", "supervised-pod.yaml")).read()
+    (copy,) = re.findall(r"^#\s+COPY --from=proxyshim (.+)$", text, re.M)
+    *srcs, dst = copy.split()
+    built = {f: path for f, path, _ in SHIPPED_FILES}
+    assert all(os.path.dirname(s) == "/proxyshim" and os.path.basename(s) in built
+               for s in srcs), srcs
+    (app,) = k8s["Pod"]["spec"]["containers"]
+    assert app["command"][0] == dst.rstrip("/") + "/proxyshim"
+    assert k8s["Pod"]["spec"]["securityContext"]["runAsUser"] == NOBODY  # AS_NOBODY below
+    folder = os.path.join(world_dir, "proxyshim")
+    os.mkdir(folder)
+    for s in srcs:
+        shutil.copy(built[os.path.basename(s)], folder)
+    r = subprocess.run(AS_NOBODY + [os.path.join(folder, "proxyshim"), "--supervise", "--",
+                                    "/bin/true"], capture_output=True, text=True, timeout=20,
+                       env={"PATH": "/usr/bin:/bin", "PROXYSHIM_TRUSTED": "127.0.0.1"})
+    assert r.returncode == 0, r
+
+
 def test_seccomp_profile_is_the_runtime_default_plus_the_supervised_calls():
     prof = json.load(open(SECCOMP_PROFILE))
     assert (prof["defaultAction"], prof["defaultErrnoRet"]) == ("SCMP_ACT_ERRNO", 1)
