@@ -1,13 +1,14 @@
 #!/bin/sh
-# Copies proxyshim (the library, the wrapper and proxyshim-send) from /proxyshim into a mounted
-# volume: the first argument, else $PROXYSHIM_DEST, else /shared. Runs as any user that can
-# write there. A plain copy: the volume may belong to another user, and the files get the
-# copying user and the volume's defaults rather than the image's owners. Each file arrives
-# under a temporary name and is renamed, so a program never loads a half-written library.
+# Copies proxyshim (the library, the wrapper, proxyshim-send and proxyshim-supervise, which the
+# wrapper finds next to itself) from /proxyshim into a mounted volume: the first argument, else
+# $PROXYSHIM_DEST, else /shared. Runs as any user that can write there. A plain copy: the volume
+# may belong to another user, and the files get the copying user and the volume's defaults
+# rather than the image's owners. Each file arrives under a temporary name and is renamed, so a
+# program never loads a half-written library.
 set -eu
 src=${PROXYSHIM_SRC:-/proxyshim}
 dest=${1:-${PROXYSHIM_DEST:-/shared}}
-files="libproxyshim.so proxyshim proxyshim-send"
+files="libproxyshim.so proxyshim proxyshim-send proxyshim-supervise"
 
 if [ ! -d "$dest" ]; then
 	echo "proxyshim-copy: $dest is not a directory (mount a volume there, or give another path)" >&2
@@ -26,6 +27,6 @@ for f in $files; do
 	fi
 	mv -f "$tmp" "$dest/$f"
 done
-chmod 0755 "$dest/proxyshim" "$dest/proxyshim-send"
+chmod 0755 "$dest/proxyshim" "$dest/proxyshim-send" "$dest/proxyshim-supervise"
 chmod 0644 "$dest/libproxyshim.so"
 echo "proxyshim-copy: copied $files into $dest"

@@ -3,7 +3,8 @@ The Dockerfiles are linted (npm dockerfile-utils) and their build stage's make r
 files it copies; the legacy-nginx example's nginx config and environment serve for real under
 the shim; every Kubernetes object is validated against the Kubernetes schema (npm
 kubernetes-models) and checked for the pattern's fields; and the copy entrypoint runs for real,
-as a non-root user, into a folder from which a server then runs with the copied library."""
+as a non-root user, into a folder from which a server then runs with the copied library and a
+command runs under the copied wrapper's supervised mode (the copied supervisor beside it)."""
 import json
 import os
 import re
@@ -24,7 +25,11 @@ MANIFESTS = sorted(os.path.join(DOCKER, "k8s", f) for f in os.listdir(os.path.jo
 ENTRYPOINT = os.path.join(DOCKER, "copy-entrypoint.sh")
 NOBODY = 65534
 AS_NOBODY = ["setpriv", "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY, "--clear-groups"]
-SHIPPED = ("libproxyshim.so", "proxyshim", "proxyshim-send")
+SUPERVISOR = os.path.join(BUILD, "proxyshim-supervise")
+# What /proxyshim/ ships and the copy entrypoint copies: (name, built file, mode in the volume).
+SHIPPED_FILES = (("libproxyshim.so", LIB, 0o644), ("proxyshim", WRAPPER, 0o755),
+                 ("proxyshim-send", SEND, 0o755), ("proxyshim-supervise", SUPERVISOR, 0o755))
+SHIPPED = tuple(f for f, _, _ in SHIPPED_FILES)
 
 pytestmark = pytest.mark.apps  # node/npm tooling (linter, schema validator), nginx
 
@@ -92,6 +97,12 @@ def test_delivery_image_is_multi_stage_with_only_proxyshim_in_the_final_stage():
     assert user and user[-1].split()[1].split(":")[0] not in ("0", "root"), user
     assert 'ENTRYPOINT ["/proxyshim/copy-entrypoint.sh"]' in final
     assert 'CMD ["/shared"]' in final
+    # every shipped file is built and put into /out, which the final stage takes whole
+    (run,) = [l for l in build if l.startswith("RUN ") and re.search(r"\bmake build/", l)]
+    make_targets = re.search(r"\bmake (build/[^&]+)", run).group(1).split()
+    (cp,) = re.findall(r"\bcp ([^&]+) /out/", run)
+    for f in SHIPPED:
+        assert "build/" + f in make_targets and "build/" + f in cp.split(), (f, run)
 
 
 def test_build_stage_builds_from_the_files_it_copies(tmp_path):
@@ -301,6 +312,29 @@ def test_supervised_pod_uses_the_shipped_seccomp_profile(k8s):
     assert app["readinessProbe"]["httpGet"]["port"] == "health" and ports["health"] != ports["http"]
 
 
+def test_supervised_pod_image_recipe_gives_a_wrapper_that_runs(k8s, world_dir):
+    """The image recipe in supervised-pod.yaml's comment: the files its COPY --from= line takes
+    from the proxyshim image, put into one folder, are enough for the pod's command (the wrapper
+    at that folder, run supervised as the pod's user)."""
+    text = open(os.path.join(DOCKER, "k8s", "supervised-pod.yaml")).read()
+    (copy,) = re.findall(r"^#\s+COPY --from=proxyshim (.+)$", text, re.M)
+    *srcs, dst = copy.split()
+    built = {f: path for f, path, _ in SHIPPED_FILES}
+    assert all(os.path.dirname(s) == "/proxyshim" and os.path.basename(s) in built
+               for s in srcs), srcs
+    (app,) = k8s["Pod"]["spec"]["containers"]
+    assert app["command"][0] == dst.rstrip("/") + "/proxyshim"
+    assert k8s["Pod"]["spec"]["securityContext"]["runAsUser"] == NOBODY  # AS_NOBODY below
+    folder = os.path.join(world_dir, "proxyshim")
+    os.mkdir(folder)
+    for s in srcs:
+        shutil.copy(built[os.path.basename(s)], folder)
+    r = subprocess.run(AS_NOBODY + [os.path.join(folder, "proxyshim"), "--supervise", "--",
+                                    "/bin/true"], capture_output=True, text=True, timeout=20,
+                       env={"PATH": "/usr/bin:/bin", "PROXYSHIM_TRUSTED": "127.0.0.1"})
+    assert r.returncode == 0, r
+
+
 def test_seccomp_profile_is_the_runtime_default_plus_the_supervised_calls():
     prof = json.load(open(SECCOMP_PROFILE))
     assert (prof["defaultAction"], prof["defaultErrnoRet"]) == ("SCMP_ACT_ERRNO", 1)
@@ -334,7 +368,7 @@ def image_dir(base):
     """/proxyshim/ as the image holds it: root's files, the script beside them."""
     src = os.path.join(base, "image-proxyshim")
     os.mkdir(src)
-    for f, path in zip(SHIPPED, (LIB, WRAPPER, SEND)):
+    for f, path, _ in SHIPPED_FILES:
         shutil.copy(path, os.path.join(src, f))
     shutil.copy(ENTRYPOINT, os.path.join(src, "copy-entrypoint.sh"))
     os.chmod(src, 0o755)
@@ -369,9 +403,9 @@ def test_copy_entrypoint_as_nobody_then_serve_from_the_copy(world_dir, procs):
     dest = volume(world_dir)
     r = copy_as_nobody(src, dest)
     assert r.returncode == 0, r.stderr
-    assert r.stdout == "proxyshim-copy: copied libproxyshim.so proxyshim proxyshim-send into %s\n" % dest
+    assert r.stdout == "proxyshim-copy: copied %s into %s\n" % (" ".join(SHIPPED), dest)
     assert sorted(os.listdir(dest)) == sorted(SHIPPED)  # no temporary file left behind
-    for f, mode in zip(SHIPPED, (0o644, 0o755, 0o755)):
+    for f, _, mode in SHIPPED_FILES:
         st = os.stat(os.path.join(dest, f))
         assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (NOBODY, NOBODY, mode), f
         with open(os.path.join(dest, f), "rb") as a, open(os.path.join(src, f), "rb") as b:
@@ -381,6 +415,13 @@ def test_copy_entrypoint_as_nobody_then_serve_from_the_copy(world_dir, procs):
     r = subprocess.run([os.path.join(dest, "proxyshim"), "--check"], capture_output=True,
                        text=True, timeout=10, env={"PATH": "/usr/bin:/bin"})
     assert r.stdout.splitlines()[0] == "library=%s/libproxyshim.so" % dest, r
+
+    # ... and the copied supervisor: a command run supervised from the copy, as the non-root
+    # user, has the copied proxyshim-supervise for its parent.
+    r = subprocess.run(AS_NOBODY + [os.path.join(dest, "proxyshim"), "--supervise", "--", "/bin/sh",
+                                    "-c", "readlink /proc/$PPID/exe"], capture_output=True, text=True,
+                       timeout=20, env={"PATH": "/usr/bin:/bin", "PROXYSHIM_TRUSTED": "127.0.0.1"})
+    assert (r.returncode, r.stdout) == (0, os.path.join(dest, "proxyshim-supervise") + "\n"), r
 
     # A server started from the copy, as the same non-root user, rewrites the address.
     www = os.path.join(world_dir, "www")
