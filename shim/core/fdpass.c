@@ -51,6 +51,7 @@ struct table {
 
 const char *shim_fdpass_dir = SHIM_FDPASS_DIR;
 static struct table *_Atomic g_table;
+static _Atomic bool g_warned;
 
 /* The shim's own short-lived fds are opened and closed by system calls of its own: the close
  * is real_close(), so an open() a sanitizer or another preload library intercepts would be
@@ -65,7 +66,6 @@ static void *sys_map(int fd)
 {
 	return (void *)syscall(SYS_mmap, NULL, TABLE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 }
-static _Atomic bool g_warned;
 
 int shim_fdpass_cookie(int fd, uint64_t *cookie)
 {

@@ -96,11 +96,10 @@ struct shim_fd *shim_listener(int fd)
 
 static void inherited(int fd, void *arg)
 {
-	int acc = 0;
-	socklen_t il = sizeof(acc);
 	(void)arg;
-	/* One system call for each fd that is not a listening socket: no table entry made. */
-	if (shim_fd_kind(fd) == SHIM_FD_NONE && getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &il) == 0 && acc)
+	/* classify() asks SO_ACCEPTCONN first: one system call for each fd that is not a
+	 * listening socket, and no table entry made for it. */
+	if (shim_fd_kind(fd) == SHIM_FD_NONE)
 		classify(fd, shim_config());
 }
 
