@@ -208,13 +208,8 @@ int shim_fdpass_settle(int fd, struct shim_fd *e, enum shim_settle how)
 			continue; /* settled meanwhile, or gone: look again */
 		/* Another live process is reading the header: wait for its result, as a read of
 		 * this socket would wait for the header. */
-		if (how == SHIM_SETTLE_NOWAIT)
+		if (shim_settle_mode(fd, how) != SHIM_SETTLE_WAIT)
 			return -EAGAIN;
-		if (how == SHIM_SETTLE_READ) {
-			int fl = shim_fd_status(fd);
-			if (fl >= 0 && (fl & O_NONBLOCK))
-				return -EAGAIN;
-		}
 		if (shim_now_ms() > shim_pend_deadline(e) + 1000)
 			return settle_here(fd, e, how); /* its reader is stuck: ours decides */
 		struct timespec ms = {0, 1000000};

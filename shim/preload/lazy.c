@@ -67,11 +67,7 @@ int shim_lazy_settle_here(int fd, struct shim_fd *e, enum shim_settle how)
 	ref.peer = (const struct sockaddr *)&ss;
 	ref.lport = e->pend.lport;
 	deadline = shim_pend_deadline(e);
-	if (how == SHIM_SETTLE_READ) {
-		int fl = shim_fd_status(fd);
-		if (fl >= 0 && !(fl & O_NONBLOCK))
-			how = SHIM_SETTLE_WAIT;
-	}
+	how = shim_settle_mode(fd, how);
 	if (how == SHIM_SETTLE_WAIT) {
 		v = shim_take_header(&ref, &pr, deadline);
 	} else {

@@ -54,6 +54,16 @@ enum shim_settle {
 	SHIM_SETTLE_NOWAIT,   /* a read with MSG_DONTWAIT */
 	SHIM_SETTLE_WAIT,     /* getpeername(): wait up to the deadline */
 };
+/* How a settle of fd goes: a read on a blocking socket waits as getpeername() does. */
+static inline enum shim_settle shim_settle_mode(int fd, enum shim_settle how)
+{
+	if (how == SHIM_SETTLE_READ) {
+		int fl = shim_fd_status(fd);
+		if (fl >= 0 && !(fl & O_NONBLOCK))
+			return SHIM_SETTLE_WAIT;
+	}
+	return how;
+}
 /* Marks fd's header as still to come, to be taken by deadline (shim_now_ms()): 0, or -ENOMEM. */
 int shim_lazy_mark(int fd, const struct sockaddr *peer, uint16_t lport, uint64_t deadline);
 /* Reads the pending header of fd (entry e): 0 when the program may go on, -EAGAIN (incomplete,
