@@ -191,6 +191,22 @@ static inline int listen_on(const char *host, unsigned port)
 	return fd;
 }
 
+/* Writes all len bytes of p to fd, again after EINTR: 0, or -1 (a failed or empty write). */
+static inline int write_all(int fd, const void *p, size_t len)
+{
+	const char *c = p;
+	size_t off = 0;
+	while (off < len) {
+		ssize_t w = write(fd, c + off, len - off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		off += (size_t)w;
+	}
+	return 0;
+}
+
 /* Parses "HOST:PORT" or "[V6]:PORT" in place. */
 static inline int split_hostport(char *s, const char **host, unsigned *port)
 {

@@ -20,20 +20,6 @@
 
 static const char *g_banner;
 
-static int write_all(int fd, const char *p, size_t len)
-{
-	size_t off = 0;
-	while (off < len) {
-		ssize_t w = write(fd, p + off, len - off);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return 1;
-		off += (size_t)w;
-	}
-	return 0;
-}
-
 /* Writes the banner if any, reads one line from in and answers it on out: 0, or 1 when the
  * read fails. */
 static int serve(int in, int out)
@@ -58,7 +44,7 @@ static int serve(int in, int out)
 			break;
 	}
 	int len = snprintf(reply, sizeof(reply), "reply: %.*s", (int)n, buf);
-	return write_all(out, reply, (size_t)len);
+	return write_all(out, reply, (size_t)len) ? 1 : 0;
 }
 
 int main(int argc, char **argv)

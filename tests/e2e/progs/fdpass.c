@@ -39,20 +39,6 @@ static int unix_addr(struct sockaddr_un *sun, const char *path)
 	return 0;
 }
 
-static int write_all(int fd, const unsigned char *p, size_t len)
-{
-	size_t off = 0;
-	while (off < len) {
-		ssize_t w = write(fd, p + off, len - off);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		off += (size_t)w;
-	}
-	return 0;
-}
-
 /* One fd and its one byte from the sender: the fd, -1 when the sender has gone, -2 when a
  * message came without an fd. */
 static int recv_fd(int us, int raw)
