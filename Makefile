@@ -10,6 +10,12 @@ WARN    := -Wall -Wextra -Wshadow -Wconversion -Wmissing-prototypes
 CFLAGS  ?= -O2 -g
 override CFLAGS += -std=gnu11 $(WARN) -Iinclude -fPIC -D_GNU_SOURCE
 LDHARD  := -Wl,-z,relro,-z,now,-z,noexecstack
+# The version: VERSION is its one source (the library's proxyshim_version(), --version, --check,
+# the logs, the counters' proxyshim_build_info, the package, the image's labels); the library's
+# SONAME is libproxyshim.so.$(SOVERSION).
+VERSION_NUM := $(shell cat VERSION)
+SOVERSION   := 1
+override CFLAGS += -DPROXYSHIM_VERSION='"$(VERSION_NUM)"'
 
 PROTO_SRC   := $(wildcard shim/proto/*.c)
 # The core (no hooks): what both front-ends share. sys_direct.c gives it libc's functions where
@@ -37,7 +43,7 @@ PROGS := $(PRODUCT) $(E2E_PROGS)
 .PHONY: all test unit e2e check fuzz bench demo clean deps
 all: $(PRODUCT)
 
-$(BUILD)/obj/%.o: %.c $(HDRS) Makefile
+$(BUILD)/obj/%.o: %.c $(HDRS) Makefile VERSION
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -fvisibility=hidden -c $< -o $@
 
@@ -53,16 +59,16 @@ $(BUILD)/libproto.a: $(PROTO_OBJ)
 	$(AR) rcs $@ $^
 
 $(BUILD)/libproxyshim.so: $(PRELOAD_OBJ) $(PROTO_OBJ) shim/preload/libproxyshim.map
-	$(CC) -shared -o $@ $(PRELOAD_OBJ) $(PROTO_OBJ) -Wl,--version-script=shim/preload/libproxyshim.map -Wl,-Bsymbolic-functions -Wl,-z,defs $(LDHARD) -ldl -lpthread
+	$(CC) -shared -o $@ $(PRELOAD_OBJ) $(PROTO_OBJ) -Wl,--version-script=shim/preload/libproxyshim.map -Wl,-soname,libproxyshim.so.$(SOVERSION) -Wl,-Bsymbolic-functions -Wl,-z,defs $(LDHARD) -ldl -lpthread
 
-$(BUILD)/proxyshim-send: shim/cli/proxyshim-send.c $(BUILD)/libproto.a $(HDRS)
+$(BUILD)/proxyshim-send: shim/cli/proxyshim-send.c $(BUILD)/libproto.a $(HDRS) VERSION
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libproto.a $(LDHARD)
 
 $(BUILD)/testserver: tests/e2e/testserver.c
 	$(CC) $(CFLAGS) -o $@ $< -lpthread
 
 # The wrapper: proxyshim [options] -- COMMAND (dlopen()s the library for --check).
-$(BUILD)/proxyshim: shim/cli/proxyshim.c $(HDRS)
+$(BUILD)/proxyshim: shim/cli/proxyshim.c $(HDRS) VERSION
 	$(CC) $(CFLAGS) -o $@ $< $(LDHARD) -ldl
 
 # The supervisor (shim/supervise/): the core with libc's own functions behind it (what libcore.a
@@ -196,7 +202,7 @@ fuzz: $(FUZZ_BIN)
 # sanitized library is loaded after its runtime:
 #   LD_PRELOAD="$$(gcc -print-file-name=libasan.so) build/asan/libproxyshim.so" (libtsan.so alike)
 SAN_CC  ?= gcc
-SAN_LIB  = $(SAN_CC) -std=gnu11 $(WARN) -Iinclude -fPIC -D_GNU_SOURCE -fvisibility=hidden -shared \
+SAN_LIB  = $(SAN_CC) -std=gnu11 $(WARN) -DPROXYSHIM_VERSION='"$(VERSION_NUM)"' -Iinclude -fPIC -D_GNU_SOURCE -fvisibility=hidden -shared \
 	   -o $@ $(PRELOAD_SRC) $(PROTO_SRC) -Wl,--version-script=shim/preload/libproxyshim.map \
 	   -Wl,-Bsymbolic-functions -Wl,-z,defs $(LDHARD) -ldl -lpthread
 $(BUILD)/asan/libproxyshim.so: $(PRELOAD_SRC) $(PROTO_SRC) $(HDRS) shim/preload/libproxyshim.map
