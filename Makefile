@@ -74,10 +74,15 @@ $(BUILD)/proxyshim: shim/cli/proxyshim.c $(HDRS) VERSION
 # The supervisor (shim/supervise/): the core with libc's own functions behind it (what libcore.a
 # holds, linked as objects so that make builds no archive it does not ship), exec()ed by the
 # wrapper for proxyshim --supervise.
-SUPERVISE_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard shim/supervise/*.c))
-SUPERVISE_CORE := $(CORE_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/shim/core/sys_direct.o $(PROTO_OBJ)
-$(BUILD)/proxyshim-supervise: $(SUPERVISE_OBJ) $(SUPERVISE_CORE)
-	$(CC) $(CFLAGS) -o $@ $(SUPERVISE_OBJ) $(SUPERVISE_CORE) $(LDHARD) -ldl -lpthread
+# Linked statically (glibc's libc.a, in libc6-dev): it runs in any image, distroless/static and
+# scratch (Go's usual bases) too; its objects are built apart, with PROXYSHIM_STATIC.
+SUPERVISE_SRC := $(wildcard shim/supervise/*.c) $(CORE_SRC) shim/core/sys_direct.c $(PROTO_SRC)
+SUPERVISE_OBJ := $(SUPERVISE_SRC:%.c=$(BUILD)/obj-static/%.o)
+$(BUILD)/obj-static/%.o: %.c $(HDRS) Makefile VERSION
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -DPROXYSHIM_STATIC -fvisibility=hidden -c $< -o $@
+$(BUILD)/proxyshim-supervise: $(SUPERVISE_OBJ)
+	$(CC) $(CFLAGS) -static-pie -o $@ $(SUPERVISE_OBJ) $(LDHARD) -lpthread
 
 $(BUILD)/progs/%: tests/e2e/progs/%.c tests/e2e/progs/common.h
 	@mkdir -p $(@D)

@@ -19,8 +19,10 @@
 
 _Atomic unsigned shim_parked_total;
 
-/* pthread_create moved into libc under GLIBC_2.34; the old version is still there. */
-#if defined(__GLIBC__) && defined(__x86_64__)
+/* pthread_create moved into libc under GLIBC_2.34; the old version is still there. (Not in a
+ * static link, the supervisor's: there is no version to bind to.) */
+#if defined(PROXYSHIM_STATIC)
+#elif defined(__GLIBC__) && defined(__x86_64__)
 __asm__(".symver pthread_create,pthread_create@GLIBC_2.2.5");
 #elif defined(__GLIBC__) && defined(__aarch64__)
 __asm__(".symver pthread_create,pthread_create@GLIBC_2.17");

@@ -696,3 +696,27 @@ def test_local_addr_real_does_not_trap_getsockname(procs):
     p, port = start(procs, "c-static-epoll")
     seen = ask("c-static-epoll", p, port, v2_header(CLIENT, DEST), TRUSTED)
     assert seen["accept"] == CLIENT and addr(seen["line"]["local"]) == ("127.0.0.1", port), seen
+
+
+# ---- images without a C library (distroless/static, scratch: Go's usual bases) ----
+
+def test_supervisor_runs_in_a_root_without_a_c_library(procs, tmp_path):
+    """The supervisor is linked statically: in a root holding only it and a CGO_ENABLED=0 Go
+    server (no ld.so, no libc, no /proc), the server reports the header's client. With a
+    dynamically linked supervisor the chroot'ed exec fails (ENOENT for its interpreter)."""
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copy2(SUPERVISOR, root / "proxyshim-supervise")
+    shutil.copy2(GO, root / "server")
+    assert not os.path.exists(root / "lib") and not os.path.exists(root / "proc")
+    env = dict(clean_env(), PROXYSHIM_TRUSTED=TRUSTED, PROXYSHIM_LOG="info")
+    p, port = start_listening(["chroot", str(root), "/proxyshim-supervise", "/server", "--", "/server"],
+                              env=env, log_name="sv-chroot")
+    procs.append(p)
+    dst = ("127.0.0.1", port)
+    v1c = ("198.51.100.7", 7070)
+    for head, client in ((v2_header(CLIENT, dst), CLIENT), (v1_header(v1c, dst), v1c)):
+        seen = ask("go-static", p, port, head, TRUSTED)
+        assert seen is not None and seen["accept"] == client, (seen, p.output())
+    seen = ask("go-static", p, port, v2_header(SPOOF, dst), UNTRUSTED)
+    assert seen is not None and seen["status"].split()[1] == "400", (seen, p.output())
