@@ -13,6 +13,7 @@
 #include <linux/audit.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -471,11 +472,78 @@ static int target_fd(const struct seccomp_notif *n)
 	return fd;
 }
 
-/* A call the supervisor cannot serve: it fails, and the header never reaches the program. */
+/* The program's uid (the Uid line's effective uid in /proc/TID/status), or -1. */
+static long target_uid(pid_t tid)
+{
+	char path[48], buf[1024], *u;
+	ssize_t len;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)tid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	len = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (len <= 0)
+		return -1;
+	buf[len] = '\0';
+	u = strstr(buf, "\nUid:");
+	if (u == NULL)
+		return -1;
+	strtol(u + 5, &u, 10); /* the real uid; the effective one follows */
+	return strtol(u, NULL, 10);
+}
+
+/* A call the supervisor cannot serve (it cannot take the program's fd): said once per call and
+ * errno, then once a minute with the count since, so a server that retries in a loop does not
+ * flood the log. An EPERM from a program that changed its user names that and the fix. */
+static void cannot_serve_said(const struct seccomp_notif *n, const char *what, int e)
+{
+	static struct {
+		const char *what;
+		int e;
+		uint64_t said_ms, since;
+	} seen[8];
+	uint64_t now = shim_now_ms();
+	unsigned i;
+	long uid;
+
+	for (i = 0; i < 8 && seen[i].what != NULL; i++)
+		if (seen[i].what == what && seen[i].e == e)
+			break;
+	if (i < 8 && seen[i].what != NULL) {
+		seen[i].since++;
+		if (now - seen[i].said_ms < 60000)
+			return;
+		shim_log(SHIM_LOG_ERROR, "event=cannot_serve call=%s pid=%u errno=%d error=\"%s\" repeated=%llu", what,
+			 n->pid, e, strerror(e), (unsigned long long)seen[i].since);
+		seen[i].said_ms = now;
+		seen[i].since = 0;
+		return;
+	}
+	if (i < 8) {
+		seen[i].what = what;
+		seen[i].e = e;
+		seen[i].said_ms = now;
+	}
+	uid = e == EPERM ? target_uid((pid_t)n->pid) : -1;
+	if (uid >= 0 && (uid_t)uid != geteuid())
+		shim_log(SHIM_LOG_ERROR,
+			 "event=cannot_serve call=%s pid=%u errno=%d error=\"%s\" reason=uid_changed uid=%ld "
+			 "supervisor_uid=%u hint=\"the program changed its user and the supervisor may not take its "
+			 "sockets: start the program as that user, or give the supervisor CAP_SYS_PTRACE; no header "
+			 "reaches the program meanwhile\"",
+			 what, n->pid, e, strerror(e), uid, (unsigned)geteuid());
+	else
+		shim_log(SHIM_LOG_ERROR, "event=cannot_serve call=%s pid=%u errno=%d error=\"%s\"", what, n->pid, e,
+			 strerror(e));
+}
+
+/* accept() the supervisor cannot serve: it fails, and the header never reaches the program. */
 static void cannot_serve(const struct seccomp_notif *n, const char *what, int e)
 {
-	shim_log(SHIM_LOG_ERROR, "event=cannot_serve call=%s pid=%u errno=%d error=\"%s\"", what, n->pid, e,
-		 strerror(e));
+	cannot_serve_said(n, what, e);
 	sv_respond(n->id, e == EBADF ? EBADF : EPERM);
 }
 
@@ -533,7 +601,11 @@ static void on_getname(const struct seccomp_notif *n, bool local)
 	const struct shim_addr *a = NULL;
 
 	if (fd < 0) {
-		sv_respond(n->id, 0); /* the kernel's answer (EBADF ...) */
+		/* The kernel's answer (EBADF ...). Refused (the program changed its user): the
+		 * kernel's too, the balancer's address, never a header's; said. */
+		if (fd != -EBADF && fd != -ESRCH)
+			cannot_serve_said(n, "getpeername", -fd);
+		sv_respond(n->id, 0);
 		return;
 	}
 	e = sv_peer_get(sv_cookie(fd));

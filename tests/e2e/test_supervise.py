@@ -503,6 +503,40 @@ def test_unprivileged_user_without_capabilities(procs, name):
         shutil.rmtree(world, ignore_errors=True)
 
 
+def test_program_that_drops_to_another_user_is_served(procs):
+    """A daemon started as root that drops to uid 65534 after listen(): the supervisor (root,
+    with CAP_SYS_PTRACE) still takes its sockets; accept and getpeername give the client."""
+    argv = SERVERS["c-static-blocking"][0] + ["--user", str(NOBODY)]
+    p, port = start_listening([WRAPPER, "--trusted", TRUSTED, "--log", "info", "--"] + argv, env=clean_env(),
+                              log_name="sv-dropuser")
+    procs.append(p)
+    kid = child_pids(p.pid)[0]
+    assert caps(kid)[0] == str(NOBODY)
+    seen = ask("c-static-blocking", p, port, v2_header(CLIENT, ("127.0.0.1", port)), TRUSTED)
+    assert seen is not None and seen["accept"] == CLIENT and seen["peer"] == CLIENT, p.output()
+
+
+def test_program_that_drops_user_fails_closed_without_cap_sys_ptrace(procs):
+    """The same daemon under a root supervisor without CAP_SYS_PTRACE (a container's root):
+    once the program is uid 65534 the supervisor may not take its listener. accept() fails
+    (EPERM) and the header never reaches the program as data; the supervisor says why, with
+    the fix, once, however often the program retries."""
+    argv = SERVERS["c-static-blocking"][0] + ["--user", str(NOBODY)]
+    p, port = start_listening(["setpriv", "--bounding-set=-sys_ptrace", WRAPPER, "--trusted", TRUSTED, "--log",
+                               "info", "--"] + argv, env=clean_env(), log_name="sv-dropuser-noptrace")
+    procs.append(p)
+    s = connect_from(port, TRUSTED)
+    s.sendall(v2_header(CLIENT, ("127.0.0.1", port)) + BODY)
+    time.sleep(1.0)
+    out = p.output()
+    s.close()
+    assert conn_lines(p) == [], out  # nothing accepted: no header read as data
+    assert "error accept: Operation not permitted" in out, out
+    said = [ln for ln in out.splitlines() if "event=cannot_serve" in ln]
+    assert len(said) == 1, said
+    assert "reason=uid_changed uid=%d" % NOBODY in said[0] and "CAP_SYS_PTRACE" in said[0], said
+
+
 # ---- fds and signals ----
 
 def test_dup_and_fd_reuse(procs):

@@ -40,6 +40,8 @@
  *   --greet             write "peer=ADDR PORT\n" (getpeername()) to the client before echoing
  *   --no-echo           do not echo the bytes back
  *   --io-timeout MS     SO_RCVTIMEO/SO_SNDTIMEO on accepted sockets (default 10000)
+ *   --user UID          after listen(), drop to UID (group UID, no supplementary groups), as a
+ *                       daemon started as root does
  *
  * Output (stdout, one write per line): "listening PORT defer_accept=N" once ready (N: the
  * listener's TCP_DEFER_ACCEPT as getsockopt() reads it after listen()), then one JSON
@@ -56,6 +58,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -188,6 +191,7 @@ static struct {
 	int greet;
 	int echo;
 	int io_timeout_ms;
+	int user;
 } opt = {
 	.listen = "127.0.0.1:0",
 	.mode = MODE_BLOCKING,
@@ -198,6 +202,7 @@ static struct {
 	.high_fd = -1,
 	.fill_fds = -1,
 	.echo = 1,
+	.user = -1,
 	.io_timeout_ms = 10000,
 };
 
@@ -938,7 +943,7 @@ static void usage(void)
 			"[--oneshot] [--exclusive] [--epoll-threads N] "
 			"[--threads N] [--accept4] [--null-addr] [--addrlen N] [--max-conns N] "
 			"[--dup HOW] [--close-with close|close_range] [--probe HOST:PORT] [--high-fd N] "
-			"[--fill-fds N] [--greet] [--no-echo] [--io-timeout MS] [--v6only] "
+			"[--fill-fds N] [--greet] [--no-echo] [--io-timeout MS] [--user UID] [--v6only] "
 			"[--probe-via dup2|dup3] [--signals US] [--read-with HOW]\n");
 	exit(2);
 }
@@ -981,6 +986,7 @@ int main(int argc, char **argv)
 		else if (!strcmp(a, "--greet")) opt.greet = 1;
 		else if (!strcmp(a, "--no-echo")) opt.echo = 0;
 		else if (!strcmp(a, "--io-timeout")) { NEEDV(); opt.io_timeout_ms = atoi(v); }
+		else if (!strcmp(a, "--user")) { NEEDV(); opt.user = atoi(v); }
 		else usage();
 #undef NEEDV
 	}
@@ -1040,6 +1046,13 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		close(nul); /* the next fd handed out is >= fill_fds */
+	}
+	if (opt.user >= 0) {
+		uid_t u = (uid_t)opt.user;
+		if (setgroups(0, NULL) < 0 || setresgid(u, u, u) < 0 || setresuid(u, u, u) < 0) {
+			fprintf(stderr, "testserver: drop to uid %d: %s\n", opt.user, strerror(errno));
+			return 1;
+		}
 	}
 	struct sockaddr_storage bound;
 	socklen_t blen = sizeof bound;
