@@ -566,30 +566,37 @@ unlock:
 	return out;
 }
 
-int shim_park_wait(struct shim_fd *l, int lfd)
+int shim_park_wait(struct shim_fd *l, int lfd, uint64_t give_up)
 {
 	struct shim_park *p = park_of(l, false);
 	struct pollfd pf[2] = {{.fd = lfd, .events = POLLIN}, {.fd = -1, .events = POLLIN}};
 	int r, wait_ms = -1;
+	uint64_t now = shim_now_ms();
 	sigset_t old;
 
 	if (!p)
 		return 1;
+	if (give_up && now >= give_up)
+		return -EAGAIN;
 	park_lock(p, &old);
 	pf[1].fd = p->epfd;
 	if (atomic_load(&p->n) > 0) {
-		uint64_t at = p->v[0].since_ms + park_limit_ms(), now = shim_now_ms();
+		uint64_t at = p->v[0].since_ms + park_limit_ms();
 		wait_ms = at > now ? (int)(at - now) : 0;
 	}
 	park_unlock(p, &old);
 	if (pf[1].fd < 0)
 		return 1;
+	if (give_up && (wait_ms < 0 || give_up - now < (uint64_t)wait_ms))
+		wait_ms = (int)(give_up - now);
 	r = real_poll(pf, 2, wait_ms);
 	if (r < 0)
 		return errno == EINTR ? -EINTR : 0;
 	if (pf[1].revents)
 		return 0;
-	return pf[0].revents ? 1 : 0;
+	if (pf[0].revents)
+		return 1;
+	return give_up && shim_now_ms() >= give_up ? -EAGAIN : 0;
 }
 
 void shim_park_epoll_ctl(struct shim_fd *l, int ep, int op, const struct epoll_event *ev)

@@ -110,8 +110,9 @@ bool shim_park_pending(const struct shim_fd *l);
  * written per accept()'s contract) after closing expired ones; -EAGAIN when none is ready. */
 int shim_park_service(struct shim_fd *l, struct sockaddr *addr, socklen_t *addrlen);
 /* For a blocking listener with parked connections: waits on the listener and the parked
- * connections at once. 1: the listener is readable; 0: look at the parked ones; -EINTR. */
-int shim_park_wait(struct shim_fd *l, int lfd);
+ * connections at once. 1: the listener is readable; 0: look at the parked ones; -EINTR;
+ * -EAGAIN once give_up (shim_now_ms(); 0: never) has passed: the listener's SO_RCVTIMEO. */
+int shim_park_wait(struct shim_fd *l, int lfd, uint64_t give_up);
 bool shim_park_blocking(const struct shim_fd *l);
 /* The program added, changed or removed lfd in its epoll instance ep. */
 void shim_park_epoll_ctl(struct shim_fd *l, int ep, int op, const struct epoll_event *ev);

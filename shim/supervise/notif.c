@@ -64,6 +64,7 @@ struct hold {
 	bool want_addr;
 	socklen_t ulen; /* the caller's *addrlen */
 	struct pend *conn;
+	uint64_t give_up; /* a blocking listener's SO_RCVTIMEO ends the wait then (EAGAIN); 0: never */
 };
 
 static int g_nfd = -1;
@@ -586,6 +587,15 @@ static void on_accept(const struct seccomp_notif *n, bool four)
 	h->flags = flags;
 	fl = fcntl(lfd, F_GETFL); /* the open file's flags: the program's own */
 	h->nonblock = fl >= 0 && (fl & O_NONBLOCK);
+	if (!h->nonblock) {
+		/* The kernel's blocking accept() gives up with EAGAIN after the listener's
+		 * SO_RCVTIMEO: so does a held call (a connection mid-header then waits in the stash
+		 * for the next call, as a queued one would). */
+		struct timeval tv = {0, 0};
+		socklen_t tl = sizeof(tv);
+		if (getsockopt(lfd, SOL_SOCKET, SO_RCVTIMEO, &tv, &tl) == 0 && (tv.tv_sec > 0 || tv.tv_usec > 0))
+			h->give_up = shim_now_ms() + (uint64_t)tv.tv_sec * 1000 + ((uint64_t)tv.tv_usec + 999) / 1000;
+	}
 	h->next = g_holds;
 	g_holds = h;
 	h->want_addr = n->data.args[1] != 0;
@@ -728,6 +738,8 @@ int sv_notif_pollfds(struct pollfd *p, int cap, int *timeout_ms)
 		}
 		if (conn && h->conn->deadline < next)
 			next = h->conn->deadline;
+		if (h->give_up && h->give_up < next)
+			next = h->give_up;
 	}
 	g_npolled = n;
 	if (g_holds == NULL && g_stash == NULL) {
@@ -739,6 +751,13 @@ int sv_notif_pollfds(struct pollfd *p, int cap, int *timeout_ms)
 		next = now + TICK_MS;
 	*timeout_ms = next > now ? (int)(next - now) : 0;
 	return n;
+}
+
+/* A held call still waiting past its listener's SO_RCVTIMEO: EAGAIN, its connection stashed. */
+static void timed_out(struct hold *h, uint64_t now)
+{
+	if (h->give_up && now >= h->give_up)
+		finish(h, EAGAIN);
 }
 
 void sv_notif_resume(const struct pollfd *p, int n)
@@ -757,6 +776,7 @@ void sv_notif_resume(const struct pollfd *p, int n)
 		/* A listener's wait also looks at the stash on the tick: a connection an aborted
 		 * call left there may be this call's. */
 		due = p[i].revents != 0 || (h->conn && !h->conn->done && now >= h->conn->deadline) ||
+		      (h->give_up && now >= h->give_up) ||
 		      (tick && h->conn == NULL && g_stash != NULL);
 		if (!due && !tick)
 			continue;
@@ -768,7 +788,8 @@ void sv_notif_resume(const struct pollfd *p, int n)
 			continue;
 		if (h->conn && (p[i].revents & (POLLERR | POLLHUP | POLLRDHUP | POLLNVAL)))
 			h->conn->eof = true;
-		accept_step(h);
+		if (!accept_step(h))
+			timed_out(h, now);
 	}
 	/* Holds beyond what was polled: looked at on the tick. */
 	if (tick)
@@ -779,8 +800,8 @@ void sv_notif_resume(const struct pollfd *p, int n)
 				polled = g_polled[i] == h;
 			if (!polled && !sv_id_valid(h->n.id))
 				hold_drop(h);
-			else if (!polled)
-				accept_step(h);
+			else if (!polled && !accept_step(h))
+				timed_out(h, now);
 		}
 	g_npolled = 0;
 }

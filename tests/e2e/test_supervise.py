@@ -537,6 +537,34 @@ def test_program_that_drops_user_fails_closed_without_cap_sys_ptrace(procs):
     assert "reason=uid_changed uid=%d" % NOBODY in said[0] and "CAP_SYS_PTRACE" in said[0], said
 
 
+@pytest.mark.parametrize("how", ["supervised", "preload"])
+def test_blocking_accept_honours_the_listeners_so_rcvtimeo(procs, how):
+    """A blocking listener with SO_RCVTIMEO (300 ms): accept() gives up with EAGAIN as the
+    kernel's does, also while a header is incomplete; that connection is the next call's, with
+    its client. (Supervised, a held call waited without a limit: no EAGAIN in 1.2 s.) The
+    library under LD_PRELOAD is the reference."""
+    argv = ([TS_STATIC] if how == "supervised" else [TESTSERVER]) + ["--listen", "127.0.0.1:0",
+                                                                    "--accept-timeout", "300"]
+    p, port = start_listening([WRAPPER, "--trusted", TRUSTED, "--log", "info", "--"] + argv, env=clean_env(),
+                              log_name="sv-rcvtimeo-" + how)
+    procs.append(p)
+    time.sleep(1.2)
+    gave_up = p.output().count("accept: Resource temporarily unavailable")
+    assert 2 <= gave_up <= 5, p.output()
+    head = v2_header(CLIENT, ("127.0.0.1", port))
+    s = connect_from(port, TRUSTED)
+    s.sendall(head[:10])
+    time.sleep(0.8)  # past two timeouts with the header incomplete
+    assert p.output().count("accept: Resource temporarily unavailable") >= gave_up + 2, p.output()
+    assert conn_lines(p) == [], p.output()
+    s.sendall(head[10:] + BODY)
+    shut_wr(s)
+    assert recv_all(s) == BODY
+    s.close()
+    d = wait_json(p, lambda x: "accept" in x)[-1]
+    assert addr(d["accept"]) == CLIENT and addr(d["peer"]) == CLIENT, p.output()
+
+
 # ---- fds and signals ----
 
 def test_dup_and_fd_reuse(procs):

@@ -40,6 +40,7 @@
  *   --greet             write "peer=ADDR PORT\n" (getpeername()) to the client before echoing
  *   --no-echo           do not echo the bytes back
  *   --io-timeout MS     SO_RCVTIMEO/SO_SNDTIMEO on accepted sockets (default 10000)
+ *   --accept-timeout MS SO_RCVTIMEO on the listener: a blocking accept() gives up with EAGAIN
  *   --user UID          after listen(), drop to UID (group UID, no supplementary groups), as a
  *                       daemon started as root does
  *
@@ -192,6 +193,7 @@ static struct {
 	int echo;
 	int io_timeout_ms;
 	int user;
+	int accept_timeout_ms;
 } opt = {
 	.listen = "127.0.0.1:0",
 	.mode = MODE_BLOCKING,
@@ -943,7 +945,7 @@ static void usage(void)
 			"[--oneshot] [--exclusive] [--epoll-threads N] "
 			"[--threads N] [--accept4] [--null-addr] [--addrlen N] [--max-conns N] "
 			"[--dup HOW] [--close-with close|close_range] [--probe HOST:PORT] [--high-fd N] "
-			"[--fill-fds N] [--greet] [--no-echo] [--io-timeout MS] [--user UID] [--v6only] "
+			"[--fill-fds N] [--greet] [--no-echo] [--io-timeout MS] [--user UID] [--accept-timeout MS] [--v6only] "
 			"[--probe-via dup2|dup3] [--signals US] [--read-with HOW]\n");
 	exit(2);
 }
@@ -987,6 +989,7 @@ int main(int argc, char **argv)
 		else if (!strcmp(a, "--no-echo")) opt.echo = 0;
 		else if (!strcmp(a, "--io-timeout")) { NEEDV(); opt.io_timeout_ms = atoi(v); }
 		else if (!strcmp(a, "--user")) { NEEDV(); opt.user = atoi(v); }
+		else if (!strcmp(a, "--accept-timeout")) { NEEDV(); opt.accept_timeout_ms = atoi(v); }
 		else usage();
 #undef NEEDV
 	}
@@ -1046,6 +1049,10 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		close(nul); /* the next fd handed out is >= fill_fds */
+	}
+	if (opt.accept_timeout_ms > 0) {
+		struct timeval tv = {opt.accept_timeout_ms / 1000, (opt.accept_timeout_ms % 1000) * 1000};
+		setsockopt(lfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 	}
 	if (opt.user >= 0) {
 		uid_t u = (uid_t)opt.user;
