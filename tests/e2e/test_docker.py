@@ -246,7 +246,8 @@ def test_service_asks_the_aws_load_balancer_controller_for_proxy_v2(k8s):
         "service.beta.kubernetes.io/aws-load-balancer-scheme": "internet-facing",
         "service.beta.kubernetes.io/aws-load-balancer-proxy-protocol": "*",
         # the NLB in the trusted subnets, its peers its own addresses (test_k8s.py)
-        "service.beta.kubernetes.io/aws-load-balancer-subnets": "nlb-subnet-a,nlb-subnet-b,nlb-subnet-c",
+        "service.beta.kubernetes.io/aws-load-balancer-subnets":
+            "nlb-subnet-a,nlb-subnet-b,nlb-subnet-c",
         "service.beta.kubernetes.io/aws-load-balancer-target-group-attributes":
             "preserve_client_ip.enabled=false",
     }
