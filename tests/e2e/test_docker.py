@@ -238,29 +238,6 @@ def env_map(container):
     return {e["name"]: e.get("value") for e in container.get("env", [])}
 
 
-def test_deployment_injects_the_library_from_an_init_container(k8s):
-    spec = k8s["Deployment"]["spec"]["template"]["spec"]
-    empty = {v["name"] for v in spec["volumes"] if "emptyDir" in v}
-    (init,) = spec["initContainers"]
-    (init_mount,) = [m for m in init["volumeMounts"] if m["name"] in empty]
-    # the copy entrypoint's argument is the folder it copies into: the emptyDir
-    assert init["args"] == [init_mount["mountPath"]]
-    assert "proxyshim" in init["image"]
-    sc = init["securityContext"]
-    assert sc["runAsNonRoot"] is True and sc["runAsUser"] != 0
-    assert sc["allowPrivilegeEscalation"] is False
-    (app,) = spec["containers"]
-    (app_mount,) = [m for m in app["volumeMounts"] if m["name"] == init_mount["name"]]
-    env = env_map(app)
-    assert env["LD_PRELOAD"] == app_mount["mountPath"] + "/libproxyshim.so"
-    assert env["PROXYSHIM_TRUSTED"] == "10.0.0.0/16"
-    assert env["PROXYSHIM_VERSION"] == "v2"
-    # the probes use a port the shim leaves alone: they come without a header
-    ports = {p["name"]: p["containerPort"] for p in app["ports"]}
-    assert env["PROXYSHIM_PORTS"] == str(ports["http"])
-    assert app["readinessProbe"]["httpGet"]["port"] == "health" and ports["health"] != ports["http"]
-
-
 def test_service_asks_the_aws_load_balancer_controller_for_proxy_v2(k8s):
     svc = k8s["Service"]
     assert svc["metadata"]["annotations"] == {
@@ -268,25 +245,17 @@ def test_service_asks_the_aws_load_balancer_controller_for_proxy_v2(k8s):
         "service.beta.kubernetes.io/aws-load-balancer-nlb-target-type": "ip",
         "service.beta.kubernetes.io/aws-load-balancer-scheme": "internet-facing",
         "service.beta.kubernetes.io/aws-load-balancer-proxy-protocol": "*",
+        # the NLB in the trusted subnets, its peers its own addresses (test_k8s.py)
+        "service.beta.kubernetes.io/aws-load-balancer-subnets":
+            "nlb-subnet-a,nlb-subnet-b,nlb-subnet-c",
+        "service.beta.kubernetes.io/aws-load-balancer-target-group-attributes":
+            "preserve_client_ip.enabled=false",
     }
     assert svc["spec"]["type"] == "LoadBalancer"
     pod_labels = k8s["Deployment"]["spec"]["template"]["metadata"]["labels"]
     assert svc["spec"]["selector"].items() <= pod_labels.items()
     (port,) = svc["spec"]["ports"]
     assert port["targetPort"] == "http" and port["protocol"] == "TCP"
-
-
-def test_network_policy_lets_only_the_trusted_range_reach_the_port(k8s):
-    np = k8s["NetworkPolicy"]["spec"]
-    pod_labels = k8s["Deployment"]["spec"]["template"]["metadata"]["labels"]
-    assert np["podSelector"]["matchLabels"].items() <= pod_labels.items()
-    assert np["policyTypes"] == ["Ingress"]
-    (rule,) = np["ingress"]
-    (peer,) = rule["from"]
-    app = k8s["Deployment"]["spec"]["template"]["spec"]["containers"][0]
-    assert peer == {"ipBlock": {"cidr": env_map(app)["PROXYSHIM_TRUSTED"]}}
-    http = [p["containerPort"] for p in app["ports"] if p["name"] == "http"]
-    assert rule["ports"] == [{"protocol": "TCP", "port": http[0]}]
 
 
 SECCOMP_PROFILE = os.path.join(DOCKER, "k8s", "proxyshim-supervise-seccomp.json")
@@ -306,9 +275,9 @@ def test_supervised_pod_uses_the_shipped_seccomp_profile(k8s):
     assert "seccompProfile" not in sc
     cmd = app["command"]
     assert os.path.basename(cmd[0]) == "proxyshim" and "--" in cmd
-    opts = dict(zip(cmd[1:cmd.index("--"):2], cmd[2:cmd.index("--"):2]))
     ports = {p["name"]: p["containerPort"] for p in app["ports"]}
-    assert opts["--trusted"] == "10.0.0.0/16" and opts["--ports"] == str(ports["http"])
+    env = env_map(app)
+    assert env["PROXYSHIM_TRUSTED"] and env["PROXYSHIM_PORTS"] == str(ports["http"])
     assert app["readinessProbe"]["httpGet"]["port"] == "health" and ports["health"] != ports["http"]
 
 
