@@ -59,7 +59,7 @@ $(BUILD)/libproto.a: $(PROTO_OBJ)
 	$(AR) rcs $@ $^
 
 $(BUILD)/libproxyshim.so: $(PRELOAD_OBJ) $(PROTO_OBJ) shim/preload/libproxyshim.map
-	$(CC) -shared -o $@ $(PRELOAD_OBJ) $(PROTO_OBJ) -Wl,--version-script=shim/preload/libproxyshim.map -Wl,-soname,libproxyshim.so.$(SOVERSION) -Wl,-Bsymbolic-functions -Wl,-z,defs $(LDHARD) -ldl -lpthread
+	$(CC) -shared -o $@ $(PRELOAD_OBJ) $(PROTO_OBJ) -Wl,--version-script=shim/preload/libproxyshim.map -Wl,-soname,libproxyshim.so.$(SOVERSION) -Wl,-e,shim_selfcheck_main -Wl,-Bsymbolic-functions -Wl,-z,defs $(LDHARD) -ldl -lpthread
 
 $(BUILD)/proxyshim-send: shim/cli/proxyshim-send.c $(BUILD)/libproto.a $(HDRS) VERSION
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libproto.a $(LDHARD)

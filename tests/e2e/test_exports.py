@@ -3,6 +3,8 @@ script), and needs no glibc symbol version newer than 2.17."""
 import re
 import subprocess
 
+import pytest
+
 from util import LIB, ROOT
 
 MAP = ROOT + "/shim/preload/libproxyshim.map"
@@ -54,3 +56,22 @@ def test_the_shim_calls_libc_only_through_real_pointers():
                     continue
                 bad.append("%s:%d: %s" % (name, lineno, line.strip()))
     assert not bad, "direct calls to hooked functions:\n" + "\n".join(bad)
+
+
+LOADERS = {"glibc": "/lib64/ld-linux-x86-64.so.2", "musl": "/lib/ld-musl-x86_64.so.1"}
+
+
+@pytest.mark.parametrize("libc", sorted(LOADERS))
+def test_library_runs_as_a_program_through_the_loader(libc):
+    """`LOADER libproxyshim.so` (how a static wrapper answers --check, with no dlopen()): the
+    settings this environment gives, exit 0; a bad value: the library's one line, exit 1."""
+    env = {"PATH": "/usr/bin:/bin", "PROXYSHIM_TRUSTED": "10.1.0.0/16", "PROXYSHIM_MODE": "optional"}
+    r = subprocess.run([LOADERS[libc], LIB], env=env, capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "active=yes" and "PROXYSHIM_TRUSTED=10.1.0.0/16" in lines and \
+        "PROXYSHIM_MODE=optional" in lines, r.stdout
+    r = subprocess.run([LOADERS[libc], LIB], env=dict(env, PROXYSHIM_TIMEOUT_MS="soon"), capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 1 and r.stdout == "", r
+    assert 'invalid PROXYSHIM_TIMEOUT_MS="soon"' in r.stderr, r.stderr
