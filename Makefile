@@ -193,6 +193,30 @@ uninstall:
 	  $(addprefix $(DESTDIR)$(MANDIR)/man5/,$(notdir $(MAN5))) \
 	  $(addprefix $(DESTDIR)$(MANDIR)/man7/,$(notdir $(MAN7)))
 
+# ---- the Debian package (debian/) ----
+# make deb: dpkg-buildpackage -us -uc -b on a copy of the tree in build/deb/proxyshim-VERSION
+# (the source tree stays clean; the .deb, .buildinfo and .changes land in build/deb/), then
+# lintian, which must report no error and no warning (its output: build/deb/lintian.txt).
+# make deb-test: that, then tests/package/ installs the package into a scratch root (never
+# into this machine) and runs the demo with it.
+DEB_DIR   := $(BUILD)/deb
+DEB_SRC   := $(DEB_DIR)/proxyshim-$(VERSION_NUM)
+DEB_JOBS  ?= 2
+
+.PHONY: deb deb-test
+deb:
+	rm -rf $(DEB_DIR)
+	mkdir -p $(DEB_SRC)
+	tar -cf - --exclude=./build --exclude=./$(BUILD) --exclude=./.git --exclude=node_modules \
+	  --exclude=__pycache__ --exclude=.pytest_cache --exclude=./tests/fuzz/corpus-run . | tar -xf - -C $(DEB_SRC)
+	cd $(DEB_SRC) && dpkg-buildpackage -us -uc -b -j$(DEB_JOBS)
+	lintian --fail-on error,warning --display-info --pedantic $(DEB_DIR)/proxyshim_$(VERSION_NUM)_*.changes \
+	  > $(DEB_DIR)/lintian.txt 2>&1; rc=$$?; cat $(DEB_DIR)/lintian.txt; \
+	  [ $$rc = 0 ] || { echo "make deb: lintian failed (exit $$rc)" >&2; exit 1; }
+
+deb-test: deb
+	DEB_DIR=$(abspath $(DEB_DIR)) $(PYTHON) -m pytest -q tests/package $(PYTEST_ARGS)
+
 # Unit tests of the core (test_fdtable, test_trust, test_addr, test_handoff, test_settings,
 # test_conn ...) link libcore.a: the core with libc's functions behind it, no hook and no stub.
 # pollmerge is the preload library's: it links alone (what it asks of the parks is a function
