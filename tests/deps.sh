@@ -41,6 +41,10 @@ ip:iproute2
 npm:npm
 groff:groff-base
 man:man-db
+dpkg-buildpackage:dpkg-dev
+dh:debhelper
+fakeroot:fakeroot
+lintian:lintian
 "
 missing=""
 for entry in $need; do

@@ -287,3 +287,16 @@ def test_proxyshim_conf_5_documents_every_key():
         assert k in text, k
     assert "PROXYSHIM_CONFIG" in text  # the variable that names another file
     assert "/etc/proxyshim.conf" in text
+
+
+# ---- the Debian package's version (make deb-test builds and tests the package itself) ----
+
+def test_debian_changelog_version_is_VERSION():
+    """VERSION is the version's one source: debian/changelog's latest entry agrees with it."""
+    version = open(os.path.join(ROOT, "VERSION")).read().strip()
+    first = open(os.path.join(ROOT, "debian/changelog")).readline()
+    m = re.match(r"^proxyshim \(([^)]+)\) ", first)
+    assert m, first
+    # a native package: the upstream version itself, no Debian revision
+    assert m.group(1) == version
+    assert open(os.path.join(ROOT, "debian/source/format")).read().strip() == "3.0 (native)"
