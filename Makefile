@@ -127,7 +127,7 @@ e2e: $(BUILD)/testserver-musl
 # The library as libproxyshim.so.$(SOVERSION) (its SONAME) with libproxyshim.so beside it (the
 # name users put in LD_PRELOAD), the supervisor in PKGLIBDIR (LIBDIR/proxyshim: the wrapper looks
 # in ../lib/proxyshim), the application API header (include/proxyshim.h only: the pp_* protocol
-# code is internal), man pages (libproxyshim(7)'s /usr/local/lib becomes LIBDIR), the wrapper's
+# code is internal), man pages (their /usr/local/lib/libproxyshim.so becomes LIBDIR's), the wrapper's
 # bash completion when the tree has it (shim/cli/proxyshim.bash).
 PREFIX      ?= /usr/local
 DESTDIR     ?=
@@ -155,10 +155,10 @@ install: $(BUILD)/libproxyshim.so $(BUILD)/proxyshim $(BUILD)/proxyshim-send $(B
 	ln -sfn $(LIBFILE) $(DESTDIR)$(LIBDIR)/libproxyshim.so
 	$(INSTALL) -m 755 $(BUILD)/proxyshim $(BUILD)/proxyshim-send $(DESTDIR)$(BINDIR)/
 	$(INSTALL) -m 644 include/proxyshim.h $(DESTDIR)$(INCLUDEDIR)/proxyshim.h
-	$(INSTALL) -m 644 $(MAN1) $(DESTDIR)$(MANDIR)/man1/
-	$(INSTALL) -m 644 $(MAN5) $(DESTDIR)$(MANDIR)/man5/
-	sed 's|/usr/local/lib/libproxyshim\.so|$(LIBDIR)/libproxyshim.so|g' $(MAN7) > $(DESTDIR)$(MANDIR)/man7/libproxyshim.7
-	chmod 644 $(DESTDIR)$(MANDIR)/man7/libproxyshim.7
+	for m in $(MAN1) $(MAN5) $(MAN7); do \
+	  d=$(DESTDIR)$(MANDIR)/man$${m##*.}/$${m##*/}; \
+	  sed 's|/usr/local/lib/libproxyshim\.so|$(LIBDIR)/libproxyshim.so|g' $$m > $$d && chmod 644 $$d || exit 1; \
+	done
 ifneq ($(COMPLETION),)
 	$(INSTALL) -d $(DESTDIR)$(BASHCOMPDIR)
 	$(INSTALL) -m 644 $(COMPLETION) $(DESTDIR)$(BASHCOMPDIR)/proxyshim
