@@ -50,9 +50,6 @@ enum pp_command {
 	PP_CMD_V1_UNKNOWN = 2, /* v1 "PROXY UNKNOWN": use the real endpoints */
 };
 
-/* The library's version, as `proxyshim --version` prints it (the file VERSION). */
-const char *proxyshim_version(void);
-
 /* The effective configuration as "NAME=value" lines (what `proxyshim --check` prints).
  * Returns the length it needed, like snprintf. */
 int proxyshim_settings(char *buf, size_t cap);
