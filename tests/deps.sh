@@ -39,12 +39,12 @@ valgrind:valgrind
 strace:strace
 ip:iproute2
 npm:npm
-groff:groff-base
-man:man-db
 dpkg-buildpackage:dpkg-dev
 dh:debhelper
 fakeroot:fakeroot
 lintian:lintian
+groff:groff-base
+man:man-db
 "
 missing=""
 for entry in $need; do
