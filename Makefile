@@ -172,6 +172,7 @@ uninstall:
 	@lib=$(DESTDIR)$(LIBDIR)/$(LIBFILE); link=$(DESTDIR)$(LIBDIR)/libproxyshim.so; \
 	real=$$(readlink -f "$$lib" 2>/dev/null); \
 	if [ -r '$(LD_SO_PRELOAD)' ]; then \
+	  set -f; \
 	  for w in $$(tr ':' ' ' < '$(LD_SO_PRELOAD)'); do \
 	    hit=; \
 	    case "$$w" in libproxyshim.so|$(LIBFILE)) hit=1 ;; esac; \

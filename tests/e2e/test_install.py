@@ -171,8 +171,10 @@ def test_uninstall_refuses_while_ld_so_preload_names_the_library(tmp_path, names
 def test_uninstall_proceeds_when_ld_so_preload_names_other_libraries(tmp_path):
     dest = tmp_path / "dest"
     make("install", PREFIX="/usr/local", DESTDIR=str(dest))
-    # another library, a path to where the library would be under another prefix, a blank line
-    preload = preload_names(tmp_path, dest, "usr/local/lib/libother.so", "opt/lib/libproxyshim.so", "")
+    # another library, a path to where the library would be under another prefix, a pattern
+    # (ld.so does not expand it), a blank line
+    preload = preload_names(tmp_path, dest, "usr/local/lib/libother.so", "opt/lib/libproxyshim.so",
+                            "usr/local/lib/*.so", "")
     r = make("uninstall", PREFIX="/usr/local", DESTDIR=str(dest), LD_SO_PRELOAD=preload)
     assert files_under(dest) == set(), r.stdout + r.stderr
 

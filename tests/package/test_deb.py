@@ -249,9 +249,10 @@ def test_dpkg_root_install_and_removal_refused_while_preloaded(deb, tmp_path):
     p = dpkg_root(r, "-r", "proxyshim")
     assert p.returncode != 0 and os.path.isfile(r + LIB + ".1"), p
 
-    # another library only: removed, the conffile kept until purge
+    # another library, and a pattern (ld.so does not expand it): removed, the conffile kept
+    # until purge
     with open(preload, "w") as f:
-        f.write("/usr/lib/other.so\n")
+        f.write("/usr/lib/other.so /usr/lib/*/proxyshim/*.so\n")
     p = dpkg_root(r, "-r", "proxyshim")
     assert p.returncode == 0, p.stdout + p.stderr
     assert not os.path.lexists(r + LIB) and not os.path.exists(r + "/usr/bin/proxyshim")
