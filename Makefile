@@ -129,34 +129,99 @@ $(BUILD)/testserver-musl: tests/e2e/testserver.c tests/e2e/musl-compat.h
 e2e: $(BUILD)/testserver-musl
 
 # ---- install ----
+# The library as libproxyshim.so.$(SOVERSION) (its SONAME) with libproxyshim.so beside it (the
+# name users put in LD_PRELOAD), the supervisor in PKGLIBDIR (LIBDIR/proxyshim: the wrapper looks
+# in ../lib/proxyshim), the application API header (include/proxyshim.h only: the pp_* protocol
+# code is internal), man pages (their /usr/local/lib/libproxyshim.so becomes LIBDIR's), the wrapper's
+# bash completion when the tree has it (shim/cli/proxyshim.bash).
 PREFIX      ?= /usr/local
 DESTDIR     ?=
 BINDIR      ?= $(PREFIX)/bin
 LIBDIR      ?= $(PREFIX)/lib
+PKGLIBDIR   ?= $(LIBDIR)/proxyshim
 INCLUDEDIR  ?= $(PREFIX)/include
 MANDIR      ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+# make uninstall refuses while this file names the library (tests point it elsewhere).
+LD_SO_PRELOAD ?= /etc/ld.so.preload
 INSTALL     ?= install
 MAN1        := man/proxyshim.1 man/proxyshim-send.1
+MAN5        := man/proxyshim.conf.5
 MAN7        := man/libproxyshim.7
+LIBFILE     := libproxyshim.so.$(SOVERSION)
+COMPLETION  := $(wildcard shim/cli/proxyshim.bash)
 
 .PHONY: install uninstall
 install: $(BUILD)/libproxyshim.so $(BUILD)/proxyshim $(BUILD)/proxyshim-send $(BUILD)/proxyshim-supervise
-	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
-	  $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man7 $(DESTDIR)$(LIBDIR)/proxyshim
-	$(INSTALL) -m 755 $(BUILD)/proxyshim-supervise $(DESTDIR)$(LIBDIR)/proxyshim/proxyshim-supervise
-	$(INSTALL) -m 644 $(BUILD)/libproxyshim.so $(DESTDIR)$(LIBDIR)/libproxyshim.so
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGLIBDIR) $(DESTDIR)$(INCLUDEDIR) \
+	  $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man7
+	$(INSTALL) -m 755 $(BUILD)/proxyshim-supervise $(DESTDIR)$(PKGLIBDIR)/proxyshim-supervise
+	$(INSTALL) -m 644 $(BUILD)/libproxyshim.so $(DESTDIR)$(LIBDIR)/$(LIBFILE)
+	ln -sfn $(LIBFILE) $(DESTDIR)$(LIBDIR)/libproxyshim.so
 	$(INSTALL) -m 755 $(BUILD)/proxyshim $(BUILD)/proxyshim-send $(DESTDIR)$(BINDIR)/
 	$(INSTALL) -m 644 include/proxyshim.h $(DESTDIR)$(INCLUDEDIR)/proxyshim.h
-	$(INSTALL) -m 644 $(MAN1) $(DESTDIR)$(MANDIR)/man1/
-	$(INSTALL) -m 644 $(MAN7) $(DESTDIR)$(MANDIR)/man7/
+	for m in $(MAN1) $(MAN5) $(MAN7); do \
+	  d=$(DESTDIR)$(MANDIR)/man$${m##*.}/$${m##*/}; \
+	  sed 's|/usr/local/lib/libproxyshim\.so|$(LIBDIR)/libproxyshim.so|g' $$m > $$d && chmod 644 $$d || exit 1; \
+	done
+ifneq ($(COMPLETION),)
+	$(INSTALL) -d $(DESTDIR)$(BASHCOMPDIR)
+	$(INSTALL) -m 644 $(COMPLETION) $(DESTDIR)$(BASHCOMPDIR)/proxyshim
+endif
 
+# Removing a library that /etc/ld.so.preload names would make every later command print an
+# ld.so error: refused, with the reason, while any word of that file (ld.so reads words,
+# separated by spaces, tabs, newlines or colons) is a path that resolves to the installed file
+# or its symlink, or the bare name (which ld.so looks up in its search path).
 uninstall:
-	rm -f $(DESTDIR)$(LIBDIR)/proxyshim/proxyshim-supervise
-	-rmdir $(DESTDIR)$(LIBDIR)/proxyshim 2>/dev/null
-	rm -f $(DESTDIR)$(LIBDIR)/libproxyshim.so $(DESTDIR)$(BINDIR)/proxyshim \
+	@lib=$(DESTDIR)$(LIBDIR)/$(LIBFILE); link=$(DESTDIR)$(LIBDIR)/libproxyshim.so; \
+	real=$$(readlink -f "$$lib" 2>/dev/null); \
+	if [ -r '$(LD_SO_PRELOAD)' ]; then \
+	  set -f; \
+	  for w in $$(tr ':' ' ' < '$(LD_SO_PRELOAD)'); do \
+	    hit=; \
+	    case "$$w" in libproxyshim.so|$(LIBFILE)) hit=1 ;; esac; \
+	    if [ -z "$$hit" ] && [ -e "$$w" ] && [ -n "$$real" ] && \
+	       [ "$$(readlink -f "$$w")" = "$$real" ]; then hit=1; fi; \
+	    if [ -n "$$hit" ]; then \
+	      echo "make uninstall: refused: $(LD_SO_PRELOAD) names $$w, the library this would remove ($$link -> $$lib):" >&2; \
+	      echo "  every program would then print an ld.so error; remove that line from $(LD_SO_PRELOAD) first" >&2; \
+	      exit 1; \
+	    fi; \
+	  done; \
+	fi
+	rm -f $(DESTDIR)$(PKGLIBDIR)/proxyshim-supervise
+	-rmdir $(DESTDIR)$(PKGLIBDIR) 2>/dev/null
+	rm -f $(DESTDIR)$(LIBDIR)/libproxyshim.so $(DESTDIR)$(LIBDIR)/$(LIBFILE) $(DESTDIR)$(BINDIR)/proxyshim \
 	  $(DESTDIR)$(BINDIR)/proxyshim-send $(DESTDIR)$(INCLUDEDIR)/proxyshim.h \
+	  $(DESTDIR)$(BASHCOMPDIR)/proxyshim \
 	  $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(MAN1))) \
+	  $(addprefix $(DESTDIR)$(MANDIR)/man5/,$(notdir $(MAN5))) \
 	  $(addprefix $(DESTDIR)$(MANDIR)/man7/,$(notdir $(MAN7)))
+
+# ---- the Debian package (debian/) ----
+# make deb: dpkg-buildpackage -us -uc -b on a copy of the tree in build/deb/proxyshim-VERSION
+# (the source tree stays clean; the .deb, .buildinfo and .changes land in build/deb/), then
+# lintian, which must report no error and no warning (its output: build/deb/lintian.txt).
+# make deb-test: that, then tests/package/ installs the package into a scratch root (never
+# into this machine) and runs the demo with it.
+DEB_DIR   := $(BUILD)/deb
+DEB_SRC   := $(DEB_DIR)/proxyshim-$(VERSION_NUM)
+DEB_JOBS  ?= 2
+
+.PHONY: deb deb-test
+deb:
+	rm -rf $(DEB_DIR)
+	mkdir -p $(DEB_SRC)
+	tar -cf - --exclude=./build --exclude=./$(BUILD) --exclude=./.git --exclude=node_modules \
+	  --exclude=__pycache__ --exclude=.pytest_cache --exclude=./tests/fuzz/corpus-run . | tar -xf - -C $(DEB_SRC)
+	cd $(DEB_SRC) && dpkg-buildpackage -us -uc -b -j$(DEB_JOBS)
+	lintian --fail-on error,warning --display-info --pedantic $(DEB_DIR)/proxyshim_$(VERSION_NUM)_*.changes \
+	  > $(DEB_DIR)/lintian.txt 2>&1; rc=$$?; cat $(DEB_DIR)/lintian.txt; \
+	  [ $$rc = 0 ] || { echo "make deb: lintian failed (exit $$rc)" >&2; exit 1; }
+
+deb-test: deb
+	DEB_DIR=$(abspath $(DEB_DIR)) $(PYTHON) -m pytest -q tests/package $(PYTEST_ARGS)
 
 # Unit tests of the core (test_fdtable, test_trust, test_addr, test_handoff, test_settings,
 # test_conn ...) link libcore.a: the core with libc's functions behind it, no hook and no stub.

@@ -39,6 +39,10 @@ valgrind:valgrind
 strace:strace
 ip:iproute2
 npm:npm
+dpkg-buildpackage:dpkg-dev
+dh:debhelper
+fakeroot:fakeroot
+lintian:lintian
 groff:groff-base
 man:man-db
 "

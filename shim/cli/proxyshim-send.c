@@ -14,7 +14,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-#include "proxyshim.h"
+#include "proxyshim_proto.h"
 
 #define PROG "proxyshim-send"
 #define EXIT_USAGE 2

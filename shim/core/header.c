@@ -10,7 +10,7 @@
 #include <sys/mman.h>
 #include <time.h>
 
-#include "proxyshim.h"
+#include "proxyshim_proto.h"
 #include "addr.h"
 #include "config.h"
 #include "conn.h"

@@ -12,7 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "proxyshim.h"
+#include "proxyshim_proto.h"
 #include "settings.h"
 
 const struct shim_setting shim_settings[SHIM_NSETTINGS] = SHIM_SETTINGS_ROWS;

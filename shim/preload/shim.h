@@ -11,7 +11,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
-#include "proxyshim.h"
+#include "proxyshim_proto.h"
 #include "../core/addr.h"
 #include "../core/base.h"
 #include "../core/config.h"

@@ -6,7 +6,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "proxyshim.h"
+#include "proxyshim_proto.h"
 
 /* The v2 fixed header (the spec's struct proxy_hdr_v2): byte offsets of its fields. */
 #define PP2_OFF_VER_CMD 12 /* version (high nibble), command (low) */

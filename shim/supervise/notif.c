@@ -27,7 +27,7 @@
 #include "../core/log.h"
 #include "../core/stats.h"
 #include "../core/trust.h"
-#include "proxyshim.h"
+#include "proxyshim_proto.h"
 #include "supervise.h"
 
 /* A stashed connection nobody asked for again (its listener closed, the program gone) is

@@ -55,7 +55,7 @@
 #include <unistd.h>
 
 #include "bench.h"
-#include "proxyshim.h"
+#include "proxyshim_proto.h"
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24

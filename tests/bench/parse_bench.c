@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "proxyshim.h"
+#include "proxyshim_proto.h"
 
 struct bench_case {
 	const char *name;

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "proxyshim.h"
+#include "proxyshim_proto.h"
 #include "../../shim/proto/pp_internal.h"
 
 #define CHECK(c) do { if (!(c)) __builtin_trap(); } while (0)

@@ -5,7 +5,7 @@
 #include <string.h>
 #include <sys/un.h>
 
-#include "proxyshim.h"
+#include "proxyshim_proto.h"
 
 #define CHECK(c) do { if (!(c)) __builtin_trap(); } while (0)
 

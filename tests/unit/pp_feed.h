@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "proxyshim.h"
+#include "proxyshim_proto.h"
 
 #define FEED_PAGES 20 /* 81920 bytes with 4 KiB pages: a 65551-byte header and then some */
 

@@ -24,7 +24,7 @@
 
 #include <cmocka.h>
 
-#include "proxyshim.h"
+#include "proxyshim_proto.h"
 #include "core/config.h"
 #include "core/conn.h"
 #include "core/header.h"

@@ -15,7 +15,7 @@
 #include <cmocka.h>
 
 #include "core/settings.h"
-#include "proxyshim.h"
+#include "proxyshim_proto.h"
 
 #define FIX "tests/unit/fixtures/"
 #define ABSENT FIX "absent.conf" /* the default file: not there */

@@ -8,7 +8,7 @@
 
 #include <cmocka.h>
 
-#include "proxyshim.h"
+#include "proxyshim_proto.h"
 
 static const uint8_t area[] = "\x01\x00\x02h2"        /* ALPN */
 			      "\x04\x00\x03pad"       /* NOOP, skipped */
