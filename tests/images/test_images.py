@@ -70,7 +70,7 @@ def bud(tag, containerfile, context, *build_args):
         argv += ["--build-arg", a]
     t = time.monotonic()
     r = run(argv + [context], timeout=900)
-    USED.update(re.findall(r"^(?:--> |--> Using cache )([0-9a-f]{12,64})", r.stdout, re.M))
+    USED.update(re.findall(r"^(?:--> |--> Using cache )([0-9a-f]{11,64})", r.stdout, re.M))
     return time.monotonic() - t
 
 
@@ -81,7 +81,10 @@ USED = set()
 def collect_garbage():
     """With vfs every layer is a whole copy of its tree (the build stage's: about 470 MB), and
     each change of the sources leaves the previous build's layers behind, untagged. Removes the
-    untagged images this run's builds did not use; the used ones are the next run's cache."""
+    untagged images this run's builds did not use; the used ones are the next run's cache. First
+    the builds' working containers that buildah leaves (one for each stage that is only copied
+    from, one for a failed build), which would hold their images."""
+    run(["buildah", "rm", "--all"], check=False)
     r = podman("images", "--all", "--no-trunc", "--filter", "dangling=true", "--format", "{{.ID}}")
     old = [i.split(":")[-1] for i in r.stdout.split()]
     old = [i for i in old if not any(i.startswith(u) for u in USED)]
