@@ -7,4 +7,4 @@ def pytest_terminal_summary(terminalreporter):
         return
     terminalreporter.write_sep("-", "images: times and sizes")
     for what, value in test_images.MEASURED:
-        terminalreporter.write_line("%-58s %s" % (what, value))
+        terminalreporter.write_line("%-62s %s" % (what, value))
