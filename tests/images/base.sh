@@ -37,6 +37,8 @@ fi
 echo "proxyshim-images: importing $tarball as $image" >&2
 ctr=$(buildah from scratch)
 buildah add --quiet "$ctr" "$tarball" / >/dev/null
-buildah config --cmd /bin/sh --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-	--label org.opencontainers.image.title="Debian $suite minbase (debootstrap, proxyshim tests)" "$ctr"
+buildah config --cmd /bin/sh \
+	--env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+	--label org.opencontainers.image.title="Debian $suite minbase (debootstrap, proxyshim tests)" \
+	"$ctr"
 buildah commit --quiet --rm "$ctr" "$image" >/dev/null

@@ -112,12 +112,12 @@ def images():
     r = subprocess.run([os.path.join(HERE, "base.sh"), IMAGES_DIR], env=ENV, capture_output=True,
                        text=True, timeout=1800)
     assert r.returncode == 0, r.stderr
-    made = "debootstrap" in r.stderr
-    measured("base image %s (tests/images/base.sh)" % ("made: debootstrap + import" if made else "cached"),
-             "%.1f s" % (time.monotonic() - t))
+    how = "made: debootstrap + import" if "debootstrap" in r.stderr else "cached"
+    measured("base image %s (tests/images/base.sh)" % how, "%.1f s" % (time.monotonic() - t))
     base = "BASE_IMAGE=" + BASE
-    measured("stand-in busybox build", "%.1f s" % bud(BUSYBOX, os.path.join(HERE, "busybox.Containerfile"), HERE, base))
-    measured("stand-in nginx build", "%.1f s" % bud(NGINX, os.path.join(HERE, "nginx.Containerfile"), HERE, base))
+    for what, tag, cf in (("busybox", BUSYBOX, "busybox.Containerfile"),
+                          ("nginx", NGINX, "nginx.Containerfile")):
+        measured("stand-in %s build" % what, "%.1f s" % bud(tag, os.path.join(HERE, cf), HERE, base))
     measured("docker/Dockerfile build", "%.1f s" % bud(
         PROXYSHIM, os.path.join(ROOT, "docker", "Dockerfile"), ROOT, "BUILD_IMAGE=" + BASE,
         "RUN_IMAGE=" + BUSYBOX, "VERSION=" + VERSION))
@@ -204,9 +204,8 @@ def test_build_context_is_only_what_the_dockerfile_copies(workdir):
 
 
 def test_image_labels_user_and_entrypoint():
-    r = podman("image", "inspect", "--format",
-               "{{json .Labels}}\n{{.Config.User}}\n{{json .Config.Entrypoint}}\n{{json .Config.Cmd}}",
-               PROXYSHIM)
+    fmt = "{{json .Labels}}\n{{.Config.User}}\n{{json .Config.Entrypoint}}\n{{json .Config.Cmd}}"
+    r = podman("image", "inspect", "--format", fmt, PROXYSHIM)
     labels, user, entry, cmd = r.stdout.splitlines()
     labels = json.loads(labels)
     assert labels["org.opencontainers.image.version"] == VERSION, labels
