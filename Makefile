@@ -310,6 +310,14 @@ bench: $(PRODUCT) $(BUILD)/testserver $(BUILD)/progs/fdpass $(BUILD)/progs/tests
 demo: $(PRODUCT)
 	@tests/demo.sh
 
+# docker/Dockerfile and docker/examples/legacy-nginx built with buildah and run with podman and
+# runc (tests/images/): root only. Local base images from debootstrap, the container storage in
+# $(BUILD)/images/ (kept: the next run reuses them; several GB with vfs).
+.PHONY: images
+images: $(PRODUCT)
+	@tests/deps.sh images
+	PROXYSHIM_IMAGES_DIR=$(abspath $(BUILD))/images $(PYTHON) -m pytest -q tests/images $(PYTEST_ARGS)
+
 clean:
 	rm -rf $(BUILD)
 

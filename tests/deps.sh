@@ -46,6 +46,19 @@ lintian:lintian
 groff:groff-base
 man:man-db
 "
+# tests/deps.sh images: what make images needs instead (tests/images/): buildah, podman with
+# runc (crun is podman's other choice), debootstrap for the local base image, HAProxy, readelf.
+if [ "${1:-}" = images ]; then
+	need="
+buildah:buildah
+podman:podman
+runc:runc
+debootstrap:debootstrap
+haproxy:haproxy
+readelf:binutils
+/usr/lib/python3/dist-packages/pytest:python3-pytest
+"
+fi
 missing=""
 for entry in $need; do
 	what=${entry%%:*}
@@ -102,6 +115,7 @@ turn_off() {
 		if [ -L "$l" ]; then rm -f "$l"; fi # a link the helpers did not make
 	done
 }
+[ "${1:-}" = images ] && npm_deps() { return 0; } # no npm tooling in make images
 if [ -z "$missing" ]; then
 	npm_deps
 	exit $?

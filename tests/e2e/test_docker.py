@@ -1,4 +1,5 @@
-"""docker/: no Docker engine runs here, so the images and manifests are checked by what can run.
+"""docker/: the images are built and run for real by make images (tests/images/, buildah and
+podman); here, in make test, the images and manifests are checked by what runs without them.
 The Dockerfiles are linted (npm dockerfile-utils) and their build stage's make run on exactly the
 files it copies; the legacy-nginx example's nginx config and environment serve for real under
 the shim; every Kubernetes object is validated against the Kubernetes schema (npm
@@ -83,11 +84,30 @@ def stages(path):
     return out
 
 
+def global_args(path):
+    """The ARG lines before the first FROM: {name: default}."""
+    out = {}
+    for line in open(path).read().splitlines():
+        line = line.strip()
+        if line.upper().startswith("FROM "):
+            break
+        if line.startswith("ARG "):
+            k, _, v = line[4:].partition("=")
+            out[k] = v
+    return out
+
+
 def test_delivery_image_is_multi_stage_with_only_proxyshim_in_the_final_stage():
     st = stages(DOCKERFILES[0])
     assert len(st) == 2
     (build_from, build), (final_from, final) = st
-    assert re.fullmatch(r"FROM debian:12 AS build", build_from)
+    # the base images are build arguments, Debian 12 and busybox by default
+    assert build_from == "FROM ${BUILD_IMAGE} AS build" and final_from == "FROM ${RUN_IMAGE}"
+    assert global_args(DOCKERFILES[0]) == {"BUILD_IMAGE": "debian:12",
+                                            "RUN_IMAGE": "busybox:1.36.1-musl"}
+    assert "strip --strip-unneeded /out/libproxyshim.so" in " ".join(build)
+    assert any(l.startswith("LABEL ") and "org.opencontainers.image.version=\"${VERSION}\"" in l
+               for l in final), final
     assert any(l.startswith("RUN ") and "make " in l for l in build)
     copies = [l for l in final if l.startswith("COPY ")]
     assert copies and all(l.split()[-1].startswith("/proxyshim/") for l in copies), copies
@@ -147,7 +167,9 @@ def dockerfile_env(path):
 
 def test_legacy_nginx_dockerfile_preloads_the_copied_library():
     st = stages(DOCKERFILES[1])
-    assert [f for f, _ in st] == ["FROM ${PROXYSHIM_IMAGE} AS proxyshim", "FROM nginx:1.27"]
+    assert [f for f, _ in st] == ["FROM ${PROXYSHIM_IMAGE} AS proxyshim", "FROM ${NGINX_IMAGE}"]
+    assert global_args(DOCKERFILES[1]) == {"PROXYSHIM_IMAGE": "proxyshim:latest",
+                                            "NGINX_IMAGE": "nginx:1.27"}
     final = st[1][1]
     (cp,) = [l for l in final if l.startswith("COPY --from=proxyshim")]
     _, _, src, dst = cp.split()
