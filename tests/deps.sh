@@ -41,6 +41,8 @@ ip:iproute2
 npm:npm
 groff:groff-base
 man:man-db
+promtool:prometheus
+/usr/share/gocode/src/github.com/go-logfmt/logfmt/decode.go:golang-github-go-logfmt-logfmt-dev
 "
 missing=""
 for entry in $need; do

@@ -1,7 +1,7 @@
 """PROXYSHIM_STATS: the Prometheus text file a server under the shim writes for node_exporter's
 textfile collector. Real servers (python3 -m http.server, nginx with two workers) take a known
 mix of connections; the file must hold exactly the counts that mix makes, in the text format,
-written within about a second and at exit, replaced by rename, with the server's pid as a label
+written within about a second of a change, replaced by rename, with the server's pid as a label
 and never a client address. A strict parser in this file checks every line, and Prometheus' own
 promtool (`promtool check metrics`) checks real files.
 
