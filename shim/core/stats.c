@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -52,14 +51,13 @@ const char *shim_reason_name(enum shim_reason r)
 	return (unsigned)r < SHIM_REASON_MAX ? reason_names[r] : "error";
 }
 
-/* This process's file, decided at its first write; what it last renamed into place (so that
- * exit removes only its own), and whether a failure was said. Guarded by g_lock, which the
- * writer thread, the start, a first count and exit take; reset in a new process. */
-static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+/* This process's file, decided at its first write; whether it wrote one, and whether a
+ * failure was said. Guarded by g_busy, which the writer thread, the start, a first count and
+ * exit take; reset in a new process. A flag, not a mutex: nothing to re-initialise in a
+ * child, and pthread_mutex_trylock() would need glibc 2.34. */
+static _Atomic bool g_busy;
 static char g_path[300];
-static bool g_have_file; /* g_dev/g_ino name the file this process wrote last */
-static dev_t g_dev;
-static ino_t g_ino;
+static bool g_have_file;
 static bool g_closed; /* exit() ran: no more writes */
 static bool g_warned;
 
@@ -103,7 +101,7 @@ static int writer_of(const char *path)
 }
 
 /* Decides g_path: the name with %p made the pid; a name without %p is this process's unless
- * another live process wrote it, and then "name-PID.ext" is. Under g_lock. Returns the other
+ * another live process wrote it, and then "name-PID.ext" is. Under g_busy. Returns the other
  * writer's pid when the name was taken, else 0. */
 static int name_file(int pid)
 {
@@ -169,11 +167,21 @@ static size_t render(char *buf, size_t cap, int pid)
 	return n < cap ? n : cap - 1;
 }
 
-/* Under g_lock: 0, or the errno of the step that failed. */
+static bool try_lock(void)
+{
+	bool no = false;
+	return atomic_compare_exchange_strong(&g_busy, &no, true);
+}
+
+static void unlock(void)
+{
+	atomic_store(&g_busy, false);
+}
+
+/* Under g_busy: 0, or the errno of the step that failed. */
 static int write_locked(int pid)
 {
 	char tmp[320], buf[8192];
-	struct stat st;
 	size_t n = render(buf, sizeof(buf), pid);
 	int fd, err = 0;
 
@@ -183,8 +191,6 @@ static int write_locked(int pid)
 		return errno;
 	if (write(fd, buf, n) != (ssize_t)n)
 		err = errno ? errno : ENOSPC;
-	else if (fstat(fd, &st) < 0)
-		err = errno;
 	real_close(fd);
 	if (!err && rename(tmp, g_path) < 0)
 		err = errno;
@@ -193,22 +199,25 @@ static int write_locked(int pid)
 		return err;
 	}
 	g_have_file = true;
-	g_dev = st.st_dev;
-	g_ino = st.st_ino;
 	return 0;
 }
 
 /* Writes this process's file now. A failure is said once per process, outside the lock (a
- * log line that has nowhere to go is counted, which comes back here). */
+ * log line that has nowhere to go is counted, which comes back here). With the flag held
+ * elsewhere (the writer thread is writing; a signal handler's count interrupted a write of
+ * its own thread) the write is left to the writer thread's next turn. */
 static void write_file(void)
 {
 	char path[sizeof(g_path)];
 	int pid = (int)getpid(), other = 0, err = 0;
 	bool say;
 
-	pthread_mutex_lock(&g_lock);
+	if (!try_lock()) {
+		atomic_store(&g_dirty, true);
+		return;
+	}
 	if (g_closed) {
-		pthread_mutex_unlock(&g_lock);
+		unlock();
 		return;
 	}
 	if (!g_path[0])
@@ -218,7 +227,7 @@ static void write_file(void)
 	if (say)
 		g_warned = true;
 	memcpy(path, g_path, sizeof(path));
-	pthread_mutex_unlock(&g_lock);
+	unlock();
 	if (other)
 		shim_log(SHIM_LOG_INFO, "event=stats path=%s note=\"process %d writes %s: this process writes its own file\"",
 			 path, other, shim_config()->stats_path);
@@ -242,18 +251,26 @@ static void *writer(void *arg)
 static void at_exit(void)
 {
 	/* In the program's thread, under no hook (exit()): keeps errno itself. Removes this
-	 * process's file if it is still the one it wrote (nobody replaced it), and stops the
-	 * writer thread from making it again. */
+	 * process's file if it is still its own (its pid in the labels: nobody replaced it; no
+	 * stat(), whose symbol would need glibc 2.33), and stops the writer thread from making
+	 * it again. */
 	int saved = errno;
-	struct stat st;
 
 	shim_proc_check(); /* a child that never wrote has nothing of the parent's to remove */
-	pthread_mutex_lock(&g_lock);
+	/* The writer thread's write takes a few system calls; 2 s bounds a wait for one that
+	 * cannot end (exit() from a handler that interrupted this thread's own write). */
+	for (int i = 0; !try_lock(); i++) {
+		struct timespec pause = {0, 200000};
+		if (i == 10000)
+			goto out;
+		nanosleep(&pause, NULL);
+	}
 	g_closed = true;
-	if (g_have_file && stat(g_path, &st) == 0 && st.st_dev == g_dev && st.st_ino == g_ino)
+	if (g_have_file && writer_of(g_path) == (int)getpid())
 		unlink(g_path);
 	g_have_file = false;
-	pthread_mutex_unlock(&g_lock);
+	unlock();
+out:
 	errno = saved;
 }
 
@@ -344,9 +361,8 @@ void shim_stats_touch(void)
 void shim_stats_atfork_child(void)
 {
 	/* The writer thread stayed in the parent; this process counts, and writes, its own file,
-	 * named at its first write. The parent's lock may have been held by its writer. */
-	pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
-	memcpy(&g_lock, &fresh, sizeof(g_lock));
+	 * named at its first write. The parent's writer may have been writing (g_busy). */
+	atomic_store(&g_busy, false);
 	g_path[0] = '\0';
 	g_have_file = false;
 	g_closed = false;
