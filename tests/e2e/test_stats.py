@@ -455,7 +455,11 @@ def test_a_process_that_never_listens_writes_no_file(tmp_path, argv):
 # ---- nginx, two workers, one file each ----
 
 @pytest.mark.apps
-def test_nginx_two_workers_one_file_per_pid(procs, tmp_path):
+@pytest.mark.parametrize("name", ["proxyshim-%p.prom", "proxyshim.prom"])
+def test_nginx_two_workers_one_file_per_pid(procs, tmp_path, name):
+    """One file per process, with %p in the name or without: then the master, which started
+    first, keeps the name, and each worker, finding it written by the live master, writes
+    proxyshim-PID.prom."""
     port = free_port()
     d = tmp_path
     (d / "logs").mkdir()
@@ -481,7 +485,7 @@ http {
     }
 }
 """ % {"d": d, "port": port})
-    stats = str(d / "stats" / "proxyshim-%p.prom")
+    stats = str(d / "stats" / name)
     p = Proc(["nginx", "-p", str(d), "-c", str(conf), "-g", "daemon off;"],
              env=shim_env(TRUSTED=TRUSTED, STATS=stats), log_name="nginx")
     procs.append(p)
@@ -508,11 +512,12 @@ http {
     def totals():
         files = {}
         for name in os.listdir(str(d / "stats")):
-            m = re.match(r"^proxyshim-(\d+)\.prom$", name)
-            assert m, "an unexpected file: " + name
+            m = re.match(r"^proxyshim(-(\d+))?\.prom$", name)
+            assert m and (m.group(1) or "%p" not in stats), "an unexpected file: " + name
+            pid = int(m.group(2)) if m.group(1) else p.pid
             text = read(str(d / "stats" / name))
             no_address(text)
-            files[int(m.group(1))] = summary(text, int(m.group(1)))
+            files[pid] = summary(text, pid)
         conns, hb = {}, 0
         for c, b, parked in files.values():
             assert parked == 0
