@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -320,34 +321,36 @@ static bool to_syslog(int level, const char *msg, size_t n)
 {
 	static const struct sockaddr_un dev_log = {.sun_family = AF_UNIX, .sun_path = "/dev/log"};
 	static const int severity[] = {7, 3, 4, 6, 7}; /* off (unused), error, warn, info, debug */
-	char dgram[LINE_MAX_BYTES + 64], t[24], *p;
+	char head[48], t[24], *p;
 	int fd, sev = (level >= 0 && level <= SHIM_LOG_DEBUG) ? severity[level] : 7;
 	size_t k = 0;
 	ssize_t w;
+	struct iovec iov[2];
+	struct msghdr mh = {.msg_name = (void *)&dev_log, .msg_namelen = sizeof(dev_log), .msg_iov = iov,
+			    .msg_iovlen = 2};
 
-	/* "<PRI>proxyshim[PID]: " by hand, as the line itself (no stdio in a signal handler). */
-	dgram[k++] = '<';
+	/* "<PRI>proxyshim[PID]: " by hand, as the line itself (no stdio in a signal handler),
+	 * sent ahead of the message without copying it: the stack stays small. */
+	head[k++] = '<';
 	p = digits(t + sizeof(t), (unsigned)(3 * 8 + sev), 10, 1);
-	memcpy(dgram + k, p, (size_t)(t + sizeof(t) - p));
+	memcpy(head + k, p, (size_t)(t + sizeof(t) - p));
 	k += (size_t)(t + sizeof(t) - p);
-	memcpy(dgram + k, ">proxyshim[", 11);
+	memcpy(head + k, ">proxyshim[", 11);
 	k += 11;
 	p = digits(t + sizeof(t), (unsigned)getpid(), 10, 1);
-	memcpy(dgram + k, p, (size_t)(t + sizeof(t) - p));
+	memcpy(head + k, p, (size_t)(t + sizeof(t) - p));
 	k += (size_t)(t + sizeof(t) - p);
-	memcpy(dgram + k, "]: ", 3);
+	memcpy(head + k, "]: ", 3);
 	k += 3;
-	if (n > sizeof(dgram) - k)
-		n = sizeof(dgram) - k;
-	memcpy(dgram + k, msg, n);
+	iov[0] = (struct iovec){.iov_base = head, .iov_len = k};
+	iov[1] = (struct iovec){.iov_base = (void *)msg, .iov_len = n};
 	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return false;
+	shim_resolve(); /* real_sendmsg, real_close: a line may come before the front-end's start */
 	do
-		w = sendto(fd, dgram, k + n, MSG_DONTWAIT | MSG_NOSIGNAL,
-			   (const struct sockaddr *)&dev_log, sizeof(dev_log));
+		w = real_sendmsg(fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
 	while (w < 0 && errno == EINTR);
-	shim_resolve(); /* real_close: a line may come before the front-end's start */
 	real_close(fd);
 	return w == (ssize_t)(k + n);
 }
