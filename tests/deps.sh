@@ -45,6 +45,8 @@ fakeroot:fakeroot
 lintian:lintian
 groff:groff-base
 man:man-db
+promtool:prometheus
+/usr/share/gocode/src/github.com/go-logfmt/logfmt/decode.go:golang-github-go-logfmt-logfmt-dev
 "
 # tests/deps.sh images: what make images needs instead (tests/images/): buildah, podman with
 # runc (crun is podman's other choice), debootstrap for the local base image, HAProxy, readelf.

@@ -1,4 +1,5 @@
-/* Counters (stats.c), written to PROXYSHIM_STATS by a thread of their own. */
+/* Counters (stats.c), written to PROXYSHIM_STATS at start, then by a thread of their own;
+ * removed at exit. */
 #ifndef SHIM_CORE_STATS_H
 #define SHIM_CORE_STATS_H
 
@@ -12,6 +13,9 @@ enum shim_reason {
 };
 /* Counts one connection's outcome (version 0 when unknown) and the header bytes it took. */
 void shim_stat(enum shim_result r, enum shim_reason why, unsigned version, size_t header_bytes);
+/* The process starts: writes the file now (with PROXYSHIM_STATS), every main series at 0, and
+ * has exit() remove it. The writer thread waits for the first change. */
+void shim_stats_start(void);
 /* Something the file shows changed (the parked gauge): write it within a second. */
 void shim_stats_changed(void);
 /* A log line that reached neither stderr nor /dev/log. */

@@ -2,8 +2,8 @@
  * value ends the process here, naming the variable), then every real symbol (published
  * together, so a hook in another thread never finds one missing; hooks called before this,
  * from other libraries' constructors, resolve them themselves), then this process's identity
- * page with what parking resets in a child, then the connections an exec handed over, then
- * the listening sockets it inherited. */
+ * page with what parking resets in a child, the counters' file, then the connections an exec
+ * handed over, then the listening sockets it inherited. */
 #include <errno.h>
 
 #include "shim.h"
@@ -16,6 +16,7 @@ __attribute__((constructor)) static void shim_init(void)
 	shim_resolve();
 	shim_park_register();
 	shim_proc_check(); /* this process's page, before any child can be made */
+	shim_stats_start(); /* PROXYSHIM_STATS: the file is there from the start */
 	shim_handoff_adopt();
 	shim_listeners_inherited();
 	errno = saved;

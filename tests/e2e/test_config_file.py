@@ -73,7 +73,7 @@ def logged_client(p, tag, status=200, timeout=5.0):
 
 def wait_reject(p, reason, peer, timeout=5.0):
     """Waits for the shim's log line rejecting a connection from peer for reason."""
-    pat = re.compile(r'^proxyshim: level=warn event=reject reason=%s (detail="[^"]*" )?peer=%s:\d+ port=\d+$'
+    pat = re.compile(r'^proxyshim: ts=\S+ pid=\d+ level=warn event=reject reason=%s (detail="[^"]*" )?peer=%s:\d+ port=\d+$'
                      % (reason, re.escape(peer)), re.M)
     deadline = time.monotonic() + timeout
     while not pat.search(p.output()):
@@ -115,7 +115,8 @@ def test_settings_from_the_file_apply_to_a_server(procs, tmp_path):
     text = ""
     while time.monotonic() < deadline:
         text = stats.read_text() if stats.exists() else ""
-        if 'result="rejected",reason="version"' in text and 'result="untrusted"' in text:
+        if re.search(r'reason="version",version="none"\} 1$', text, re.M) and \
+                re.search(r'result="untrusted",reason="none",version="none"\} [1-9]', text):  # 0s from the start
             break
         time.sleep(0.05)
     assert re.search(r'^proxyshim_connections_total\{pid="%d",result="rewritten",reason="none",version="2"\} 1$'
@@ -185,7 +186,7 @@ def test_a_bad_file_refuses_listen_and_leaves_other_programs_alone(procs, tmp_pa
     refuse = [l for l in out.splitlines() if l.startswith("proxyshim:")]
     assert len(refuse) == 1, out
     line = refuse[0]
-    assert line.startswith('proxyshim: level=error event=refuse reason=config detail="'), line
+    assert re.match(r'proxyshim: ts=\S+ pid=\d+ level=error event=refuse reason=config detail="', line), line
     where = "%s:%d:" % (conf, lineno) if lineno else str(conf)
     assert where in line, (where, line)
     for n in names:

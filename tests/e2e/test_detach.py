@@ -47,7 +47,7 @@ def stats_of(path):
     with open(path) as f:
         for line in f:
             m = re.match(r'proxyshim_connections_total\{pid="(\d+)",result="(\w+)",reason="\w+",version="\w+"\} (\d+)', line)
-            if m:
+            if m and int(m.group(3)):  # the main series are there at 0 from the start
                 counts[m.group(2)] = counts.get(m.group(2), 0) + int(m.group(3))
     return counts
 

@@ -6,17 +6,23 @@ else it is dropped and counted in the PROXYSHIM_STATS file. A UNIX stream socket
 stdout stream), a pipe or a file as stderr still get the lines.
 
 The server is tests/e2e/progs/fd2server.c. /dev/log is made only inside a private mount
-namespace with its own /dev (a tmpfs): the real /dev is never touched. Trusted peer 127.0.0.2."""
+namespace with its own /dev (a tmpfs): the real /dev is never touched. Trusted peer 127.0.0.2.
+
+Each line, as go-logfmt (a real logfmt parser) reads it: "proxyshim:", then ts= (UTC, RFC 3339
+with milliseconds), pid=, level=, event=, and values quoted and escaped where logfmt needs it."""
 import os
 import re
 import select
 import socket
 import subprocess
 import time
+from datetime import datetime, timezone
 
 import pytest
 
-from util import BUILD, connect_from, shut_wr, recv_all, shim_env, start_listening, v1_header, wait_json
+from util import (BUILD, Proc, connect_from, shut_wr, recv_all, shim_env, start_listening, v1_header,
+                  wait_json)
+from util.logfmt import TS, logfmt_decode, shim_lines
 
 FD2SERVER = os.path.join(BUILD, "progs", "fd2server")
 TRUSTED = "127.0.0.2"
@@ -25,7 +31,9 @@ DST = ("198.51.100.20", 21)
 REQUEST = b"hello over fd 2\n"
 REPLY = b"reply: " + REQUEST
 BANNER = b"220 fd2server ready\r\n"
-DEBUG_ACCEPT = re.compile(r"level=debug event=accept version=1 client=203\.0\.113\.9:4711 "
+# The start of every line after "proxyshim: " (the values are checked in section 7).
+TS_PID = r"ts=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z pid=\d+ "
+DEBUG_ACCEPT = re.compile(TS_PID + r"level=debug event=accept version=1 client=203\.0\.113\.9:4711 "
                           r"peer=127\.0\.0\.2:\d+ port=(\d+)$")
 
 # The server runs in a private mount namespace whose /dev is a fresh tmpfs: null, zero, random
@@ -178,11 +186,11 @@ def test_unsuitable_stderr_goes_to_dev_log(server, tmp_path):
         # a refusal at warn, while the refused connection is fd 2
         assert talk(port, b"GET / HTTP/1.0\r\n\r\n") == b""
         dgram = log.recv(4096).decode()
-        assert re.match(r"<28>proxyshim\[%d\]: level=warn event=reject reason=missing "
-                        r"peer=127\.0\.0\.2:\d+ port=%d$" % (p.pid, port), dgram), dgram
+        assert re.match(r"<28>proxyshim\[%d\]: %slevel=warn event=reject reason=missing "
+                        r"peer=127\.0\.0\.2:\d+ port=%d$" % (p.pid, TS_PID, port), dgram), dgram
         # stderr (the log file) took the listen line before the server closed it, nothing after
         out = p.output()
-        assert "proxyshim: level=info event=listen port=%d\n" % port in out
+        assert re.search(r"^proxyshim: %slevel=info event=listen port=%d$" % (TS_PID, port), out, re.M), out
         assert "event=accept" not in out and "event=reject" not in out
     finally:
         log.close()
@@ -251,7 +259,7 @@ def test_unix_stream_pipe_file_stderr_still_get_lines(kind, tmp_path):
                 text += reader.recv(4096) if kind == "unix-stream" else reader.read(4096)
         lines = [ln for ln in text.decode().splitlines() if "event=accept" in ln]
         assert len(lines) == 1, text
-        assert lines[0].startswith("proxyshim: level=debug event=accept ")
+        assert re.match("proxyshim: " + TS_PID + "level=debug event=accept ", lines[0]), lines
         m = DEBUG_ACCEPT.search(lines[0])
         assert m and int(m.group(1)) == port, lines
     finally:
@@ -260,3 +268,80 @@ def test_unix_stream_pipe_file_stderr_still_get_lines(kind, tmp_path):
         proc.wait(5)
         if reader is not None:
             reader.close()
+
+
+# ---- 7: the lines themselves, read by go-logfmt ----
+
+def ts_seconds(ts):
+    """ts= as seconds since the epoch."""
+    assert TS.match(ts), ts
+    return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+
+
+def test_lines_start_with_ts_and_pid_and_parse_as_logfmt(server):
+    """Every line of a served connection: ts= (UTC, milliseconds, the time it was written), pid=
+    (the server's), then level= and event= as before; go-logfmt decodes each."""
+    t0 = time.time()
+    p, port = server("plain")
+    assert talk(port, v1_header(SRC, DST) + REQUEST) == REPLY
+    served(p, 1)
+    p.wait_output("event=accept")
+    t1 = time.time()
+    lines = shim_lines(p.output())
+    assert len(lines) >= 2, p.output()
+    decoded = logfmt_decode(lines)
+    for pairs in decoded:
+        keys = [k for k, _ in pairs]
+        assert keys[:4] == ["ts", "pid", "level", "event"], pairs
+        d = dict(pairs)
+        assert d["pid"] == str(p.pid), pairs
+        # the clock's own second, with 10 ms of slack for the clocks' granularity
+        assert t0 - 0.01 <= ts_seconds(d["ts"]) <= t1 + 0.01, (d["ts"], t0, t1)
+    events = [dict(x) for x in decoded]
+    assert {"level": "info", "event": "listen", "port": str(port)}.items() <= events[0].items(), events
+    accept = [e for e in events if e["event"] == "accept"]
+    assert len(accept) == 1 and accept[0]["client"] == "%s:%d" % SRC, events
+    assert accept[0]["level"] == "debug" and accept[0]["version"] == "1", accept
+
+
+def test_awkward_values_are_quoted_and_escaped(procs, tmp_path):
+    """A bad config file in a directory whose name holds a space and a '"' (its error quotes the
+    bad value), and a counters file under a missing directory of the same kind: go-logfmt gets
+    back exactly the texts the shim meant, the '"' included."""
+    d = tmp_path / 'conf dir "x"'
+    d.mkdir()
+    conf = d / "proxyshim.conf"
+    conf.write_text("PROXYSHIM_TRUSTED=127.0.0.2\nPROXYSHIM_MODE=sometimes\n")
+    argv = ["/usr/bin/python3", "-c",
+            "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()"]
+    r = subprocess.run(argv, env=shim_env(CONFIG=str(conf)), capture_output=True, timeout=10)
+    err = r.stderr.decode()
+    assert r.returncode == 1 and "PermissionError" in err, err
+    stats = str(tmp_path / 'no such "dir"' / "x y.prom")
+    r = subprocess.run(argv, env=shim_env(TRUSTED=TRUSTED, STATS=stats), capture_output=True, timeout=10)
+    assert r.returncode == 0, r
+    err += r.stderr.decode()
+    decoded = [dict(x) for x in logfmt_decode(shim_lines(err))]
+    refuse = [e for e in decoded if e["event"] == "refuse"]
+    assert len(refuse) == 1, err
+    assert refuse[0]["detail"] == "%s:2: invalid PROXYSHIM_MODE='sometimes': expected strict or optional" \
+        % conf, refuse
+    assert (refuse[0]["level"], refuse[0]["reason"]) == ("error", "config") and refuse[0]["pid"].isdigit(), refuse
+    # the counters file that cannot be written: said once, with the path and errno's text
+    unwritable = [e for e in decoded if e["event"] == "stats"]
+    assert len(unwritable) == 1, err
+    assert unwritable[0]["level"] == "warn" and unwritable[0]["path"] == stats, unwritable
+    assert unwritable[0]["error"] == os.strerror(2) and unwritable[0]["errno"] == "2", unwritable
+
+
+def test_control_characters_in_values_are_escaped(tmp_path):
+    """A counters path holding a tab and a newline (a file name may): the warning stays one
+    line, and go-logfmt decodes the value back to the path itself."""
+    stats = str(tmp_path / "missing\tdir\nx" / "s.prom")
+    r = subprocess.run(["/bin/true"], env=shim_env(TRUSTED=TRUSTED, STATS=stats), capture_output=True,
+                       timeout=10)
+    err = r.stderr.decode()
+    assert r.returncode == 0 and err.count("\n") == 1, repr(err)
+    (line,) = logfmt_decode(shim_lines(err))
+    d = dict(line)
+    assert (d["level"], d["event"], d["path"]) == ("warn", "stats", stats), line

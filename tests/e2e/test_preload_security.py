@@ -325,4 +325,4 @@ def test_log_debug_still_one_reject_per_connection(ts):
     assert len(rl) == 1 and "peer=127.0.0.2:%d" % me[1] in rl[0], p.output()
     for l in p.output().splitlines():
         if l.startswith("proxyshim:"):
-            assert re.match(r"proxyshim: level=(debug|info|warn|error) event=\S+", l), l
+            assert re.match(r"proxyshim: ts=\S+ pid=\d+ level=(debug|info|warn|error) event=\S+", l), l

@@ -1,8 +1,13 @@
 """PROXYSHIM_STATS: the Prometheus text file a server under the shim writes for node_exporter's
 textfile collector. Real servers (python3 -m http.server, nginx with two workers) take a known
 mix of connections; the file must hold exactly the counts that mix makes, in the text format,
-written within about a second and at exit, replaced by rename, with the server's pid as a label
-and never a client address. A strict parser in this file checks every line."""
+written within about a second of a change, replaced by rename, with the server's pid as a label
+and never a client address. A strict parser in this file checks every line, and Prometheus' own
+promtool (`promtool check metrics`) checks real files.
+
+The file's life: written when the process starts (zero-valued main series, the build's version,
+whether the shim is active), removed when the process exits normally, left by a crash. A file
+that cannot be written is said once. Processes sharing a name without %p get a file each."""
 import os
 import re
 import signal
@@ -12,7 +17,7 @@ import time
 
 import pytest
 
-from util import (Proc, child_pids, connect_from, exchange, free_port, recv_all, shim_env, v1_header,
+from util import (ROOT, Proc, child_pids, connect_from, exchange, free_port, recv_all, shim_env, v1_header,
                   v2_header, wait_port)
 
 TRUSTED = "127.0.0.2"
@@ -24,7 +29,14 @@ RESULTS = {"rewritten", "local", "passed", "rejected", "untrusted"}
 REASONS = {"none", "missing", "invalid", "version", "timeout", "eof", "overflow", "error", "nomem", "untrusted"}
 VERSIONS = {"1", "2", "none"}
 FAMILIES = {"proxyshim_connections_total": "counter", "proxyshim_header_bytes_total": "counter",
-            "proxyshim_parked_connections": "gauge", "proxyshim_log_lines_dropped_total": "counter"}
+            "proxyshim_parked_connections": "gauge", "proxyshim_log_lines_dropped_total": "counter",
+            "proxyshim_build_info": "gauge", "proxyshim_active": "gauge"}
+with open(os.path.join(ROOT, "VERSION")) as _f:
+    VERSION = _f.read().strip()
+# Present from the start, at 0 until counted: each result's usual series.
+MAIN = {("rewritten", "none", "1"), ("rewritten", "none", "2"), ("local", "none", "1"),
+        ("local", "none", "2"), ("passed", "missing", "none"), ("untrusted", "none", "none")} | \
+    {("rejected", r, "none") for r in REASONS - {"none"}}
 
 
 # ---- a strict parser for the text format, as much of it as this file may use ----
@@ -82,14 +94,20 @@ def summary(text, pid):
     """The parsed file as ({(result, reason, version): n}, header bytes, parked), after checking
     the label names and values and that every sample carries pid=<pid>."""
     fams = parse_prom(text)
-    conns = {}
+    conns, series = {}, set()
     for labels, v in fams["proxyshim_connections_total"]:
         assert set(labels) == {"pid", "result", "reason", "version"}, labels
         assert labels["pid"] == str(pid), (labels, pid)
         assert labels["result"] in RESULTS and labels["reason"] in REASONS and \
             labels["version"] in VERSIONS, labels
-        assert v > 0, labels  # lines of zero are left out
-        conns[(labels["result"], labels["reason"], labels["version"])] = v
+        key = (labels["result"], labels["reason"], labels["version"])
+        series.add(key)
+        assert v > 0 or key in MAIN, labels  # other series only once counted
+        if v:
+            conns[key] = v
+    assert MAIN <= series, "main series missing: %s" % (MAIN - series)
+    assert fams["proxyshim_build_info"] == [({"pid": str(pid), "version": VERSION}, 1)], fams["proxyshim_build_info"]
+    assert len(fams["proxyshim_active"]) == 1 and fams["proxyshim_active"][0][0] == {"pid": str(pid)}
     singles = []
     for name in ("proxyshim_header_bytes_total", "proxyshim_parked_connections"):
         assert len(fams[name]) == 1, fams[name]
@@ -97,6 +115,20 @@ def summary(text, pid):
         assert labels == {"pid": str(pid)}, (name, labels)
         singles.append(v)
     return conns, singles[0], singles[1]
+
+
+def active(text):
+    """proxyshim_active's value: 1 or 0."""
+    (labels, v), = parse_prom(text)["proxyshim_active"]
+    assert v in (0, 1), v
+    return v
+
+
+def promtool(text):
+    """Prometheus' own checker (Debian's prometheus package) takes the file: parsed, and no
+    lint complaint (exit status 3 with a complaint, 1 for a parse error)."""
+    r = subprocess.run(["promtool", "check", "metrics"], input=text.encode(), capture_output=True, timeout=30)
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"", b""), (r, text)
 
 
 def no_address(text):
@@ -181,7 +213,8 @@ def test_counters_for_a_mix_of_connections(procs, tmp_path):
     path = str(tmp_path / "stats" / "proxyshim.prom")
     os.mkdir(os.path.dirname(path))
     p = http_server(procs, tmp_path, port, STATS=path, TIMEOUT_MS=400)
-    assert read(path) is None, "a file before any connection"
+    # There from the start: every main series at 0.
+    assert summary(read(path), p.pid) == ({}, 0, 0), read(path)
     poller = Poller(path)
     poller.start()
 
@@ -246,34 +279,100 @@ def test_counters_for_a_mix_of_connections(procs, tmp_path):
         assert all(conns.get(k, 0) >= v for k, v in prev.items()), (prev, conns)
         prev = conns
 
+    promtool(text)
     p.p.send_signal(signal.SIGINT)
     p.p.wait(5)
-    assert summary(read(path), p.pid) == want
-    assert os.listdir(os.path.dirname(path)) == ["proxyshim.prom"], "stray files"
+    assert os.listdir(os.path.dirname(path)) == [], "a file left after a normal exit"
 
 
-def test_counters_are_written_at_exit(procs, tmp_path):
-    """A connection served just after the writer's once-a-second turn, and the program ends
-    before the next one: only the write at exit can put it in the file."""
+def test_file_written_at_start_with_version_and_active(procs, tmp_path):
+    """Before any connection the file is there: every main series at 0, proxyshim_build_info with
+    the version of VERSION, proxyshim_active 1; promtool takes it. Without PROXYSHIM_TRUSTED the
+    shim is inactive, and the file says so (proxyshim_active 0)."""
+    for trusted, want_active in ((TRUSTED, 1), (None, 0)):
+        port = free_port()
+        path = str(tmp_path / ("active-%d.prom" % want_active))
+        env = {"STATS": path}
+        www = tmp_path / "www"
+        www.mkdir(exist_ok=True)
+        if trusted:
+            env["TRUSTED"] = trusted
+        p = Proc([PYTHON, "-u", "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(www)],
+                 env=shim_env(**env), log_name="http.server")
+        procs.append(p)
+        p.wait_output("Serving HTTP on", timeout=10)
+        text = read(path)
+        assert text is not None, "no file at start"
+        assert summary(text, p.pid) == ({}, 0, 0), text
+        assert active(text) == want_active, text
+        no_address(text)
+        promtool(text)
+        p.stop(signal.SIGINT)
+
+
+def test_file_removed_at_normal_exit_left_by_a_crash(procs, tmp_path):
+    """A process that ends through exit() removes its own file (node_exporter would show a gone
+    process's counters forever); one killed by a signal cannot, and its last file stays."""
+    hdr = None
+    for how in ("exit", "kill"):
+        port = free_port()
+        path = str(tmp_path / ("stats-" + how) / "proxyshim-%p.prom")
+        os.mkdir(os.path.dirname(path))
+        p = http_server(procs, tmp_path, port, STATS=path)
+        mine = path.replace("%p", str(p.pid))
+        hdr = v2_header(("203.0.113.7", 4711), ("127.0.0.1", port))
+        served(port, "one", hdr)
+        text, _ = wait_stats(mine, p.pid, ({("rewritten", "none", "2"): 1}, len(hdr), 0))
+        promtool(text)
+        if how == "exit":
+            p.p.send_signal(signal.SIGINT)  # http.server ends through exit(): atexit handlers run
+            assert p.p.wait(5) == 0 and read(mine) is None
+        else:
+            p.p.send_signal(signal.SIGKILL)
+            assert p.p.wait(5) == -signal.SIGKILL
+            assert summary(read(mine), p.pid) == ({("rewritten", "none", "2"): 1}, len(hdr), 0)
+        assert os.listdir(os.path.dirname(path)) == ([] if how == "exit" else [os.path.basename(mine)])
+
+
+def test_unwritable_file_is_reported_once(procs, tmp_path):
+    """A directory that does not exist: one warning, naming the path and errno's text, however
+    often the writer tries; the server serves all the same."""
     port = free_port()
-    path = str(tmp_path / "proxyshim.prom")
+    path = str(tmp_path / "missing" / "proxyshim.prom")
     p = http_server(procs, tmp_path, port, STATS=path)
     hdr = v2_header(("203.0.113.7", 4711), ("127.0.0.1", port))
-    served(port, "one", hdr)
-    wait_stats(path, p.pid, ({("rewritten", "none", "2"): 1}, len(hdr), 0))
-    served(port, "two", hdr)
-    # The writer's turn that writes "two": from then on it is idle for about a second.
-    text, _ = wait_stats(path, p.pid, ({("rewritten", "none", "2"): 2}, 2 * len(hdr), 0))
-    ino = os.stat(path).st_ino
-    served(port, "three", hdr)
-    served(port, "four", source=UNTRUSTED)
-    p.p.send_signal(signal.SIGINT)  # http.server ends through exit(): atexit handlers run
-    assert p.p.wait(5) != -signal.SIGINT
-    t = read(path)
-    assert os.stat(path).st_ino != ino, "the file was not replaced at exit"
-    assert summary(t, p.pid) == ({("rewritten", "none", "2"): 3, ("untrusted", "none", "none"): 1},
-                                 3 * len(hdr), 0), t
-    assert sorted(os.listdir(str(tmp_path))) == ["proxyshim.prom", "www"], "stray files"
+    for i in range(3):
+        served(port, "n%d" % i, hdr)
+        time.sleep(1.1)  # a turn of the writer each
+    p.stop(signal.SIGINT)
+    lines = [l for l in p.output().splitlines() if "event=stats" in l]
+    assert len(lines) == 1, p.output()
+    assert re.search(r" level=warn event=stats path=%s errno=2 error=\"%s\"$"
+                     % (re.escape(path), re.escape(os.strerror(2))), lines[0]), lines
+
+
+def test_one_name_for_two_processes_gives_each_a_file(procs, tmp_path):
+    """Two servers given the same name without %p: the first keeps it, the second (finding it
+    written by a live process) writes its own, with its pid before the extension, and says so;
+    neither overwrites the other's counts, and each removes only its own file at exit."""
+    path = str(tmp_path / "stats" / "shared.prom")
+    os.mkdir(os.path.dirname(path))
+    ports = [free_port(), free_port()]
+    first = http_server(procs, tmp_path, ports[0], STATS=path)
+    second = http_server(procs, tmp_path, ports[1], STATS=path, LOG="info")
+    other = str(tmp_path / "stats" / ("shared-%d.prom" % second.pid))
+    hdr = v2_header(("203.0.113.7", 4711), ("127.0.0.1", ports[0]))
+    served(ports[0], "a", hdr)
+    served(ports[0], "b", hdr)
+    served(ports[1], "c", hdr)
+    wait_stats(path, first.pid, ({("rewritten", "none", "2"): 2}, 2 * len(hdr), 0))
+    wait_stats(other, second.pid, ({("rewritten", "none", "2"): 1}, len(hdr), 0))
+    assert sorted(os.listdir(os.path.dirname(path))) == sorted(["shared.prom", os.path.basename(other)])
+    assert re.search(r" level=info event=stats path=%s note=" % re.escape(other), second.output()), second.output()
+    second.stop(signal.SIGINT)
+    assert os.listdir(os.path.dirname(path)) == ["shared.prom"]
+    first.stop(signal.SIGINT)
+    assert os.listdir(os.path.dirname(path)) == []
 
 
 def test_parked_gauge_while_a_header_is_incomplete(procs, tmp_path):
@@ -356,7 +455,11 @@ def test_a_process_that_never_listens_writes_no_file(tmp_path, argv):
 # ---- nginx, two workers, one file each ----
 
 @pytest.mark.apps
-def test_nginx_two_workers_one_file_per_pid(procs, tmp_path):
+@pytest.mark.parametrize("name", ["proxyshim-%p.prom", "proxyshim.prom"])
+def test_nginx_two_workers_one_file_per_pid(procs, tmp_path, name):
+    """One file per process, with %p in the name or without: then the master, which started
+    first, keeps the name, and each worker, finding it written by the live master, writes
+    proxyshim-PID.prom."""
     port = free_port()
     d = tmp_path
     (d / "logs").mkdir()
@@ -382,7 +485,7 @@ http {
     }
 }
 """ % {"d": d, "port": port})
-    stats = str(d / "stats" / "proxyshim-%p.prom")
+    stats = str(d / "stats" / name)
     p = Proc(["nginx", "-p", str(d), "-c", str(conf), "-g", "daemon off;"],
              env=shim_env(TRUSTED=TRUSTED, STATS=stats), log_name="nginx")
     procs.append(p)
@@ -409,11 +512,12 @@ http {
     def totals():
         files = {}
         for name in os.listdir(str(d / "stats")):
-            m = re.match(r"^proxyshim-(\d+)\.prom$", name)
-            assert m, "an unexpected file: " + name
+            m = re.match(r"^proxyshim(-(\d+))?\.prom$", name)
+            assert m and (m.group(1) or "%p" not in stats), "an unexpected file: " + name
+            pid = int(m.group(2)) if m.group(1) else p.pid
             text = read(str(d / "stats" / name))
             no_address(text)
-            files[int(m.group(1))] = summary(text, int(m.group(1)))
+            files[pid] = summary(text, pid)
         conns, hb = {}, 0
         for c, b, parked in files.values():
             assert parked == 0
@@ -431,12 +535,13 @@ http {
             break
         time.sleep(0.05)
     assert (conns, hb) == want, files
-    # One file per worker, named and labelled with its pid; none for the master, which never
-    # accepts.
-    assert set(files) == workers, (set(files), workers, p.pid)
-    assert all(sum(c.values()) > 0 for c, _, _ in files.values())
+    # One file per worker, named and labelled with its pid, and the master's, written at its
+    # start: it never accepts, so its counts stay 0.
+    assert set(files) == workers | {p.pid}, (set(files), workers, p.pid)
+    assert all(sum(c.values()) > 0 for pid, (c, _, _) in files.items() if pid != p.pid)
+    assert files[p.pid] == ({}, 0, 0), files[p.pid]
+    for name in os.listdir(str(d / "stats")):
+        promtool(read(str(d / "stats" / name)))
 
-    p.stop()  # SIGTERM: the master stops the workers, which exit() and write once more
-    files, conns, hb = totals()
-    assert (conns, hb) == want and set(files) == workers, files
-    assert sorted(os.listdir(str(d / "stats"))) == sorted("proxyshim-%d.prom" % w for w in workers)
+    p.stop()  # SIGTERM: the master stops the workers; all exit() and remove their files
+    assert os.listdir(str(d / "stats")) == []

@@ -250,7 +250,7 @@ def test_forked_children_and_counters(procs, tmp_path):
     text = ""
     while time.monotonic() < deadline:
         text = stats.read_text() if stats.exists() else ""
-        if 'result="untrusted"' in text:
+        if 'result="untrusted",reason="none",version="none"} 1' in text:  # at 0 from the start
             break
         time.sleep(0.1)
     pid = 'pid="%d"' % p.pid  # the supervisor's counters

@@ -24,12 +24,12 @@ MODES = {"blocking": [], "epoll": ["--mode", "epoll"]}
 
 def untrusted_line(out, peer, port):
     """The shim's debug line for an untrusted connection from peer ("127.0.0.1:5555")."""
-    return re.search(r"^proxyshim: level=debug event=untrusted peer=%s port=%d$" % (re.escape(peer), port),
+    return re.search(r"^proxyshim: ts=\S+ pid=\d+ level=debug event=untrusted peer=%s port=%d$" % (re.escape(peer), port),
                      out, re.M)
 
 
 def reject_line(out, peer, port):
-    return re.search(r"^proxyshim: level=warn event=reject reason=untrusted peer=%s port=%d$"
+    return re.search(r"^proxyshim: ts=\S+ pid=\d+ level=warn event=reject reason=untrusted peer=%s port=%d$"
                      % (re.escape(peer), port), out, re.M)
 
 
@@ -268,7 +268,8 @@ def counts(path):
         return out
     for m in re.finditer(r'^proxyshim_connections_total\{pid="\d+",result="(\w+)",reason="(\w+)",'
                          r'version="(\w+)"\} (\d+)$', text, re.M):
-        out[(m.group(1), m.group(2))] = out.get((m.group(1), m.group(2)), 0) + int(m.group(4))
+        if int(m.group(4)):  # the main series are there at 0 from the start
+            out[(m.group(1), m.group(2))] = out.get((m.group(1), m.group(2)), 0) + int(m.group(4))
     return out
 
 
