@@ -92,8 +92,8 @@ static void path_of(char *buf, size_t cap, const char *suffix, long n)
 static void warn_once(const char *path, const char *why, int err)
 {
 	if (!atomic_exchange(&g_warned, true))
-		shim_log(SHIM_LOG_WARN, "event=fdpass reason=%s path=%s errno=%d (connections passed "
-					"between processes keep the balancer's address)", why, path, err);
+		shim_log(SHIM_LOG_WARN, "event=fdpass reason=%s path=%s errno=%d note=\"connections passed "
+					"between processes keep the balancer's address\"", why, path, err);
 }
 
 /* Maps the open table file fd after checking it is the user's own, private, of this layout. */

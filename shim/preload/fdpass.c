@@ -77,9 +77,9 @@ static bool publish_fd(int fd)
 		return true; /* not a connection the shim changed: the receiver's real answers hold */
 	r = shim_fdpass_cookie(fd, &cookie);
 	if (r == -ENOPROTOOPT && !atomic_exchange(&g_no_cookie, true))
-		shim_log(SHIM_LOG_WARN, "event=fdpass reason=no_so_cookie (this kernel has no "
+		shim_log(SHIM_LOG_WARN, "event=fdpass reason=no_so_cookie note=\"this kernel has no "
 					"SO_COOKIE: connections passed to other processes keep the "
-					"balancer's address)");
+					"balancer's address\"");
 	if (r < 0 || !shim_fdpass_map(true))
 		return true;
 	if (shim_fdpass_publish(cookie, e) == 0 && (e->flags & SHIM_C_PENDING))

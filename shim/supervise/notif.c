@@ -517,7 +517,7 @@ static void cannot_serve_said(const struct seccomp_notif *n, const char *what, i
 		seen[i].since++;
 		if (now - seen[i].said_ms < 60000)
 			return;
-		shim_log(SHIM_LOG_ERROR, "event=cannot_serve call=%s pid=%u errno=%d error=\"%s\" repeated=%llu", what,
+		shim_log(SHIM_LOG_ERROR, "event=cannot_serve call=%s caller=%u errno=%d error=\"%s\" repeated=%llu", what,
 			 n->pid, e, strerror(e), (unsigned long long)seen[i].since);
 		seen[i].said_ms = now;
 		seen[i].since = 0;
@@ -531,13 +531,13 @@ static void cannot_serve_said(const struct seccomp_notif *n, const char *what, i
 	uid = e == EPERM ? target_uid((pid_t)n->pid) : -1;
 	if (uid >= 0 && (uid_t)uid != geteuid())
 		shim_log(SHIM_LOG_ERROR,
-			 "event=cannot_serve call=%s pid=%u errno=%d error=\"%s\" reason=uid_changed uid=%ld "
+			 "event=cannot_serve call=%s caller=%u errno=%d error=\"%s\" reason=uid_changed uid=%ld "
 			 "supervisor_uid=%u hint=\"the program changed its user and the supervisor may not take its "
 			 "sockets: start the program as that user, or give the supervisor CAP_SYS_PTRACE; no header "
 			 "reaches the program meanwhile\"",
 			 what, n->pid, e, strerror(e), uid, (unsigned)geteuid());
 	else
-		shim_log(SHIM_LOG_ERROR, "event=cannot_serve call=%s pid=%u errno=%d error=\"%s\"", what, n->pid, e,
+		shim_log(SHIM_LOG_ERROR, "event=cannot_serve call=%s caller=%u errno=%d error=\"%s\"", what, n->pid, e,
 			 strerror(e));
 }
 
@@ -704,11 +704,11 @@ void sv_notif_receive(void)
 		 * accept() does. */
 		static bool said;
 		if (!said && g_refuse_io_uring)
-			shim_log(SHIM_LOG_WARN, "event=io_uring pid=%u note=\"io_uring_setup() refused (ENOSYS, "
+			shim_log(SHIM_LOG_WARN, "event=io_uring caller=%u note=\"io_uring_setup() refused (ENOSYS, "
 						"--no-io-uring): accepts through io_uring would bypass the supervisor\"",
 				 n.pid);
 		else if (!said)
-			shim_log(SHIM_LOG_WARN, "event=io_uring pid=%u note=\"the program uses io_uring: connections "
+			shim_log(SHIM_LOG_WARN, "event=io_uring caller=%u note=\"the program uses io_uring: connections "
 						"it accepts through io_uring are not served (their headers reach it as "
 						"data); --no-io-uring makes io_uring_setup() fail with ENOSYS\"", n.pid);
 		said = true;

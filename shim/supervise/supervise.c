@@ -330,7 +330,7 @@ int main(int argc, char **argv)
 		refuse(what, -rc);
 	}
 	close(sv[0]);
-	shim_log(SHIM_LOG_INFO, "event=supervise pid=%d memory=%s thread_pidfd=%d sync_wake=%d", (int)child,
+	shim_log(SHIM_LOG_INFO, "event=supervise child=%d memory=%s thread_pidfd=%d sync_wake=%d", (int)child,
 		 sv_mem_uses_proc() ? "/proc/pid/mem" : "process_vm", sv_pidfd_of_thread(), sv_sync_wake());
 
 	struct pollfd p[2 + 1024];

@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from util.logfmt import logfmt_decode, shim_lines
 from util import (BUILD, LIB, ROOT, TESTSERVER, WRAPPER, Proc, child_pids, conn_lines, connect_from,
                   exchange, haproxy_sender, recv_all, shim_env, shut_wr, start_listening, wait_json, v1_header,
                   v2_header, wait_conns)
@@ -137,6 +138,10 @@ def test_header_from_trusted_peer(procs, name, version):
         else:
             assert seen["status"].endswith("200 OK"), seen
     assert "event=supervise" in p.output()
+    # The supervisor's lines are logfmt with each key once (a JSON view keeps one value a key).
+    for pairs in logfmt_decode(shim_lines(p.output())):
+        keys = [k for k, _ in pairs]
+        assert len(keys) == len(set(keys)), pairs
 
 
 @pytest.mark.parametrize("name", ["go-static", "c-static-epoll"])
