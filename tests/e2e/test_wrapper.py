@@ -719,6 +719,9 @@ def test_completion_of_choice_values_is_the_tables(with_lib):
         assert complete(["proxyshim", flag, ""], with_lib) == words, flag
         # --flag=VALUE: bash splits the word at '=' (COMP_WORDBREAKS)
         assert complete(["proxyshim", flag, "=", ""], with_lib) == words, flag
+        assert complete(["proxyshim", flag, "="], with_lib) == words, flag  # cursor after '='
+        # the same in one word, when '=' is not in COMP_WORDBREAKS
+        assert complete(["proxyshim", flag + "="], with_lib) == [flag + "=" + w for w in words]
     assert complete(["proxyshim", "--protocol", "v"], with_lib) == ["v1", "v2"]
     assert complete(["proxyshim", "--log", "d"], with_lib) == ["debug"]
 
@@ -741,3 +744,11 @@ def test_completion_of_the_command(with_lib):
     # after COMMAND, its own arguments: never the wrapper's options
     assert "--protocol" not in complete(["proxyshim", "--", "true", "--pro"], with_lib)
     assert "--protocol" not in complete(["proxyshim", "--log", "warn", "true", "--pro"], with_lib)
+
+
+def test_completion_passes_shellcheck():
+    if shutil.which("shellcheck") is None:
+        pytest.fail("shellcheck is not installed (make deps)")
+    r = subprocess.run(["shellcheck", "-s", "bash", COMPLETION], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stdout
