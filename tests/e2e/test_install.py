@@ -102,7 +102,7 @@ def test_install_with_another_prefix(tmp_path):
     base = dest / "opt/proxyshim"
     assert {os.path.relpath(os.path.join(dest, f), base) for f in files_under(dest)} == {
         rel[len("usr/local/"):] for rel in EXPECTED}
-    r = subprocess.run([str(base / "bin/proxyshim"), "--check"], env=clean_env(),
+    r = subprocess.run([str(base / "bin/proxyshim"), "--trusted", "127.0.0.1", "--check"], env=clean_env(),
                        capture_output=True, text=True, timeout=10)
     assert r.returncode == 0 and r.stdout.splitlines()[0] == \
         "library=%s" % (base / "lib/libproxyshim.so"), r
