@@ -239,8 +239,8 @@ static void parse_args(int argc, char **argv, struct opts *o)
 	}
 	if (o->version) {
 		if (i < argc)
-			usage_error("--version takes no value and runs no COMMAND (the PROXY protocol "
-				    "version is --protocol %s)", argv[i]);
+			usage_error("--version takes no value and runs no COMMAND, but '%s' follows it "
+				    "(the PROXY protocol version is --protocol V)", argv[i]);
 		print_version();
 	}
 	if (o->no_io_uring && o->supervise < 0)
