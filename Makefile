@@ -69,7 +69,7 @@ $(BUILD)/testserver: tests/e2e/testserver.c
 
 # The wrapper: proxyshim [options] -- COMMAND (dlopen()s the library for --check).
 $(BUILD)/proxyshim: shim/cli/proxyshim.c $(HDRS) VERSION
-	$(CC) $(CFLAGS) -o $@ $< $(LDHARD) -ldl
+	$(CC) $(CFLAGS) -DPROXYSHIM_MULTIARCH='"$(shell $(CC) -print-multiarch 2>/dev/null)"' -o $@ $< $(LDHARD) -ldl
 
 # The supervisor (shim/supervise/): the core with libc's own functions behind it (what libcore.a
 # holds, linked as objects so that make builds no archive it does not ship), exec()ed by the

@@ -54,6 +54,9 @@ enum pp_command {
  * Returns the length it needed, like snprintf. */
 int proxyshim_settings(char *buf, size_t cap);
 
+/* The library's version, e.g. "1.0.0" (what `proxyshim --check` prints as version=). */
+const char *proxyshim_version(void);
+
 /* What the PROXY header said about the connection on fd. */
 struct proxyshim_peer_info {
 	int version;  /* 1 or 2 */

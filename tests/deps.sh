@@ -37,6 +37,8 @@ uwsgi:uwsgi-core
 /usr/sbin/mariadbd:mariadb-server
 valgrind:valgrind
 strace:strace
+shellcheck:shellcheck
+/usr/share/bash-completion/bash_completion:bash-completion
 ip:iproute2
 npm:npm
 dpkg-buildpackage:dpkg-dev

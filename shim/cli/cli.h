@@ -38,6 +38,20 @@ static void die(int status, const char *fmt, ...)
 	exit(status);
 }
 
+#ifndef PROXYSHIM_VERSION
+#error "PROXYSHIM_VERSION is not defined: the Makefile passes it from the file VERSION"
+#endif
+
+/* --version, as GNU tools print it: the program and its version, then the copyright. */
+__attribute__((unused)) static void print_version(void)
+{
+	fputs(PROG " " PROXYSHIM_VERSION "\n"
+	      "Copyright (C) 2026 the proxyshim authors.\n"
+	      "There is NO WARRANTY, to the extent permitted by law.\n",
+	      stdout);
+	exit(fflush(stdout) == 0 ? 0 : 1);
+}
+
 /* An option with a value: "--name VALUE" or "--name=VALUE". Returns the value or NULL when arg
  * is not this option; advances *i past a separate value. */
 __attribute__((unused)) static char *opt_value(char **argv, int argc, int *i, const char *name)

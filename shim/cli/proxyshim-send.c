@@ -50,7 +50,7 @@ static const char help_text[] =
 	"    proxyshim-send [-1|-2] [--src IP:PORT] [--dst IP:PORT] [--local]\n"
 	"                   [--authority NAME] [--tlv TYPE=HEX ...] [--crc]\n"
 	"                   [--source-ip IP] HOST PORT\n"
-	"    proxyshim-send --help\n"
+	"    proxyshim-send --help | --version\n"
 	"\n"
 	"DESCRIPTION\n"
 	"    Connects to HOST:PORT over TCP, sends one HAProxy PROXY protocol header in a single\n"
@@ -81,6 +81,7 @@ static const char help_text[] =
 	"    --crc              Append a v2 CRC32C TLV (type 0x03) covering the header.\n"
 	"    --source-ip IP     Bind the connection to this local address before connecting.\n"
 	"    -h, --help         Print this page and exit.\n"
+	"    --version          Print the version and exit.\n"
 	"\n"
 	"    --local, --authority, --tlv and --crc need version 2; with -1 they are an error.\n"
 	"    An option's value may also be given as --opt=VALUE.\n"
@@ -302,6 +303,8 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		} else if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
 			fputs(help_text, stdout);
 			exit(fflush(stdout) == 0 ? 0 : 1);
+		} else if (strcmp(arg, "--version") == 0) {
+			print_version();
 		} else if (strcmp(arg, "-1") == 0 || strcmp(arg, "--v1") == 0) {
 			set_version(o, 1);
 		} else if (strcmp(arg, "-2") == 0 || strcmp(arg, "--v2") == 0) {

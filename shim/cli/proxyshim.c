@@ -22,6 +22,35 @@
 #define EXIT_USAGE 2
 #define EXIT_CANNOT_RUN 126 /* found, but cannot run under the shim (as env(1), nice(1)) */
 #define EXIT_NOT_FOUND 127
+/* Debian's private directory for preload libraries: /usr/lib/<triplet>/proxyshim, the
+ * triplet the compiler's (-print-multiarch, from the Makefile), else the one this build
+ * targets, as Debian names it. */
+#ifndef PROXYSHIM_MULTIARCH
+#define PROXYSHIM_MULTIARCH ""
+#endif
+#if defined(__x86_64__) && defined(__ILP32__)
+#define MULTIARCH_GUESS "x86_64-linux-gnux32"
+#elif defined(__x86_64__)
+#define MULTIARCH_GUESS "x86_64-linux-gnu"
+#elif defined(__i386__)
+#define MULTIARCH_GUESS "i386-linux-gnu"
+#elif defined(__aarch64__)
+#define MULTIARCH_GUESS "aarch64-linux-gnu"
+#elif defined(__arm__) && defined(__ARM_PCS_VFP)
+#define MULTIARCH_GUESS "arm-linux-gnueabihf"
+#elif defined(__arm__)
+#define MULTIARCH_GUESS "arm-linux-gnueabi"
+#elif defined(__riscv) && __riscv_xlen == 64
+#define MULTIARCH_GUESS "riscv64-linux-gnu"
+#elif defined(__powerpc64__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define MULTIARCH_GUESS "powerpc64le-linux-gnu"
+#elif defined(__s390x__)
+#define MULTIARCH_GUESS "s390x-linux-gnu"
+#elif defined(__loongarch64)
+#define MULTIARCH_GUESS "loongarch64-linux-gnu"
+#else
+#define MULTIARCH_GUESS ""
+#endif
 /* Set by --check before it re-executes itself, so that it does so only once. */
 #define REEXEC_MARK "PROXYSHIM_CHECK_REEXEC"
 
@@ -36,7 +65,7 @@ static const char help_head[] =
 	"SYNOPSIS\n"
 	"    proxyshim [OPTIONS] [--] COMMAND [ARGS...]\n"
 	"    proxyshim [OPTIONS] --check [-- COMMAND]\n"
-	"    proxyshim --help\n"
+	"    proxyshim --help | --version\n"
 	"\n"
 	"DESCRIPTION\n"
 	"    Runs COMMAND (searched in PATH) with libproxyshim.so preloaded: LD_PRELOAD gets the\n"
@@ -46,8 +75,11 @@ static const char help_head[] =
 	"    trusted peer and gives the program the client address in accept(), accept4() and\n"
 	"    getpeername(); see libproxyshim(7).\n"
 	"\n"
-	"    The library is looked up next to this program (a build tree), then in ../lib and\n"
-	"    ../lib/proxyshim relative to it (an installed PREFIX/bin/proxyshim).\n"
+	"    The library is the file PROXYSHIM_LIBRARY names when that is set (that one or\n"
+	"    none: proxyshim fails when it is not there). Otherwise it is looked up next to\n"
+	"    this program (a build tree), then in ../lib and ../lib/proxyshim relative to it\n"
+	"    (an installed PREFIX/bin/proxyshim), then in /usr/lib/TRIPLET/proxyshim (Debian's\n"
+	"    multiarch directory, TRIPLET this build's, e.g. x86_64-linux-gnu).\n"
 	"\n"
 	"    A program LD_PRELOAD never reaches runs supervised instead: one without an ELF\n"
 	"    interpreter (statically linked, as Go programs usually are), or a Go program (its\n"
@@ -66,8 +98,10 @@ static const char help_head[] =
 static const char help_tail[] =
 	"    --check             Validate the configuration with the library's own validator and\n"
 	"                        print the effective settings, one NAME=value a line, after a\n"
-	"                        library= line naming the library found. With -- COMMAND, also\n"
-	"                        check that COMMAND can run under the shim; it is not run.\n"
+	"                        library= line naming the library found and a version= line\n"
+	"                        with its version. Fails (exit 1, the reason on stderr) when\n"
+	"                        the shim would be inactive. With -- COMMAND, also check that\n"
+	"                        COMMAND can run under the shim; it is not run.\n"
 	"    --supervise         Run COMMAND supervised (seccomp user notification) even when\n"
 	"                        LD_PRELOAD would reach it.\n"
 	"    --no-supervise      Never supervise: a statically linked COMMAND is refused, a Go\n"
@@ -76,16 +110,20 @@ static const char help_tail[] =
 	"                        that can fall back to accept() does (its accepts through io_uring\n"
 	"                        would pass the supervisor by: the header reaching it as data).\n"
 	"    -h, --help          Print this page and exit.\n"
+	"    --version           Print the version and exit. It takes no value and runs no\n"
+	"                        COMMAND: given one (the old spelling of --protocol V), it is a\n"
+	"                        usage error.\n"
 	"\n"
 	"    An option's value may also be given as --opt=VALUE. The first argument that is not\n"
 	"    an option starts COMMAND; -- ends the options explicitly.\n"
 	"\n"
 	"EXIT STATUS\n"
 	"    COMMAND's own status once it runs. Before that:\n"
-	"    0    --check or --help succeeded.\n"
+	"    0    --help or --version; --check: the shim would be active.\n"
 	"    1    an invalid setting (the library's one-line message names the variable and the\n"
-	"         value; with COMMAND the same line comes from COMMAND's start-up), or the\n"
-	"         library cannot be found or loaded.\n"
+	"         value; with COMMAND the same line comes from COMMAND's start-up), a bad\n"
+	"         configuration file, or the library cannot be found or loaded; --check: also\n"
+	"         when the shim would be inactive (no trusted peers set), the reason on stderr.\n"
 	"    2    bad arguments.\n"
 	"    126  COMMAND cannot run under the shim: statically linked (with --no-supervise),\n"
 	"         built for another architecture than the library, or not executable; or the\n"
@@ -94,7 +132,7 @@ static const char help_tail[] =
 	"\n"
 	"EXAMPLES\n"
 	"    Behind an AWS NLB in a 10.0.0.0/16 VPC, PROXY v2 only:\n"
-	"        proxyshim --trusted 10.0.0.0/16 --version v2 -- nginx -g 'daemon off;'\n"
+	"        proxyshim --trusted 10.0.0.0/16 --protocol v2 -- nginx -g 'daemon off;'\n"
 	"\n"
 	"    SSH behind a balancer that sends the header with the client's first bytes:\n"
 	"        proxyshim --trusted 10.0.0.0/16 --consume lazy -- /usr/sbin/sshd -D\n"
@@ -113,6 +151,7 @@ static const struct shim_setting shim_settings[SHIM_NSETTINGS] = SHIM_SETTINGS_R
 struct opts {
 	const char *values[NVARS]; /* by setting; NULL: not given */
 	int check;
+	int version; /* --version */
 	int supervise; /* 1: --supervise, -1: --no-supervise, 0: chosen by COMMAND */
 	int no_io_uring; /* --no-io-uring: the supervised program's io_uring_setup() fails ENOSYS */
 	char **cmd; /* NULL-terminated, NULL when none */
@@ -166,6 +205,15 @@ static void parse_args(int argc, char **argv, struct opts *o)
 			o->check = 1;
 			continue;
 		}
+		/* --version was the PROXY version's option before --protocol: old command lines
+		 * give it a value, which must not go unnoticed (as the COMMAND, or ignored). */
+		if (strcmp(arg, "--version") == 0) {
+			o->version = 1;
+			continue;
+		}
+		if (strncmp(arg, "--version=", 10) == 0)
+			usage_error("--version takes no value (the PROXY protocol version is --protocol %s)",
+				    arg + 10);
 		if (strcmp(arg, "--supervise") == 0 || strcmp(arg, "--no-supervise") == 0) {
 			int want = arg[2] == 's' ? 1 : -1;
 			if (o->supervise != 0)
@@ -188,6 +236,12 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		if (o->values[k] != NULL)
 			usage_error("%s given twice", shim_settings[k].flag);
 		o->values[k] = v;
+	}
+	if (o->version) {
+		if (i < argc)
+			usage_error("--version takes no value and runs no COMMAND, but '%s' follows it "
+				    "(the PROXY protocol version is --protocol V)", argv[i]);
+		print_version();
 	}
 	if (o->no_io_uring && o->supervise < 0)
 		usage_error("--no-io-uring is for the supervised mode: not with --no-supervise");
@@ -215,22 +269,41 @@ static void self_dir(char *out, size_t cap)
 		die(1, "path too long: %s", exe);
 }
 
-/* Finds the library: next to this program (build tree), in ../lib or ../lib/proxyshim
- * (PREFIX/bin/proxyshim). The result is absolute and canonical, as LD_PRELOAD needs. */
+/* Finds the library: the file PROXYSHIM_LIBRARY names, or else the first of: next to this
+ * program (build tree), ../lib, ../lib/proxyshim (PREFIX/bin/proxyshim), Debian's multiarch
+ * private directory. The result is absolute and canonical, as LD_PRELOAD needs. */
 static void find_library(char *out)
 {
 	static const char *const rel[] = {"/" LIBNAME, "/../lib/" LIBNAME, "/../lib/proxyshim/" LIBNAME};
-	char dir[PATH_MAX], path[PATH_MAX + 64];
+	const char *multiarch = PROXYSHIM_MULTIARCH[0] ? PROXYSHIM_MULTIARCH : MULTIARCH_GUESS;
+	const char *env = getenv("PROXYSHIM_LIBRARY");
+	char dir[PATH_MAX], path[PATH_MAX + 64], where[64] = "";
+	struct stat st;
 	size_t i;
 
+	if (env != NULL && env[0] != '\0') {
+		if (stat(env, &st) != 0)
+			die(1, "PROXYSHIM_LIBRARY=%s: %s", env, strerror(errno));
+		if (!S_ISREG(st.st_mode))
+			die(1, "PROXYSHIM_LIBRARY=%s: not a regular file", env);
+		if (realpath(env, out) == NULL)
+			die(1, "PROXYSHIM_LIBRARY=%s: %s", env, strerror(errno));
+		return;
+	}
 	self_dir(dir, sizeof(dir));
 	for (i = 0; i < sizeof(rel) / sizeof(rel[0]); i++) {
-		struct stat st;
 		snprintf(path, sizeof(path), "%s%s", dir, rel[i]);
 		if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && realpath(path, out) != NULL)
 			return;
 	}
-	die(1, "cannot find " LIBNAME " in %s, %s/../lib or %s/../lib/proxyshim", dir, dir, dir);
+	if (multiarch[0] != '\0') {
+		snprintf(where, sizeof(where), "/usr/lib/%s/proxyshim", multiarch);
+		snprintf(path, sizeof(path), "%s/" LIBNAME, where);
+		if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && realpath(path, out) != NULL)
+			return;
+	}
+	die(1, "cannot find " LIBNAME ": PROXYSHIM_LIBRARY is not set and it is not in %s, "
+	    "%s/../lib, %s/../lib/proxyshim%s%s", dir, dir, dir, where[0] ? " or " : "", where);
 }
 
 /* COMMAND as execvp() would find it: as given when it holds a slash, else the first
@@ -583,13 +656,30 @@ static void set_preload(const char *lib)
 	free(val);
 }
 
+/* The version= line of --check: the loaded library's, and a warning when it is not this
+ * program's (another build's wrapper and library may not agree on the settings). */
+static void check_version(void *h, const char *lib)
+{
+	const char *(*version)(void);
+	const char *v;
+
+	*(void **)&version = dlsym(h, "proxyshim_version");
+	v = version != NULL ? version() : NULL;
+	printf("version=%s\n", v != NULL ? v : "unknown");
+	if (v == NULL || strcmp(v, PROXYSHIM_VERSION) != 0)
+		say("warning: %s is version %s, this proxyshim is version " PROXYSHIM_VERSION, lib,
+		    v != NULL ? v : "unknown (it has no proxyshim_version())");
+}
+
 /* --check: the library validates in its constructor (printing one line and exiting 1 on a bad
- * value) and proxyshim_settings() reports what it froze. */
+ * value) and proxyshim_settings() reports what it froze: "active=yes", or "active=no
+ * reason=WHY", first. Returns the exit status: 0 only when the shim would be active. */
 static int run_check(char **argv, const char *lib)
 {
 	int (*settings)(char *, size_t);
 	void *h;
 	char buf[8192];
+	const char *err;
 	int n;
 
 	/* Already loaded (/etc/ld.so.preload, LD_PRELOAD): its configuration was frozen before
@@ -609,17 +699,24 @@ static int run_check(char **argv, const char *lib)
 	n = settings(buf, sizeof(buf));
 	if (n < 0)
 		die(1, "proxyshim_settings() failed");
-	printf("library=%s\n%s", lib, buf);
+	printf("library=%s\n", lib);
+	check_version(h, lib);
+	printf("%s", buf);
 	if ((size_t)n >= sizeof(buf))
 		printf("\n");
 	if (fflush(stdout) != 0)
 		return 1;
 	/* A bad config file does not stop programs (every process reads it under
 	 * /etc/ld.so.preload); the library reports it as "config_file=PATH error=WHY". */
-	const char *err = strstr(buf, "\nconfig_file=");
+	err = strstr(buf, "\nconfig_file=");
 	if (err != NULL && (err = strstr(err, " error=")) != NULL) {
 		err += strlen(" error=");
 		say("%.*s", (int)strcspn(err, "\n"), err);
+		return 1;
+	}
+	if (strncmp(buf, "active=yes\n", 11) != 0) {
+		err = strncmp(buf, "active=no reason=", 17) == 0 ? buf + 17 : "(no reason given)";
+		say("the shim would be inactive: %.*s", (int)strcspn(err, "\n"), err);
 		return 1;
 	}
 	return 0;

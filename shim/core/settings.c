@@ -219,6 +219,7 @@ static int word_index(const struct shim_setting *t, const char *v)
  * tools (the wrapper's --check, the image's copy entrypoint), which reach programs' environments. */
 static const char *const reserved_names[] = {
 	"PROXYSHIM_HANDOFF", "PROXYSHIM_CHECK_REEXEC", "PROXYSHIM_SRC", "PROXYSHIM_DEST",
+	"PROXYSHIM_LIBRARY",
 };
 
 static bool name_is(const char *name, size_t n, const char *known)

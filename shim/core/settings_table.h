@@ -12,9 +12,9 @@
  *   WHY       the message's end for a bad value: "invalid NAME="value": WHY"
  *   RANK      the order values are checked in (the first bad one is the one said)
  *   FIELD     the member of struct shim_config (core/settings.h) that holds it
- *   FLAG      the wrapper's option (a contract: scripts use it), or NULL; META its value's
- *             name, HELP_RANK its place in --help, HELP its text there (lines after the first
- *             are indented under the first)
+ *   FLAG      the wrapper's option (a contract: scripts use it; every row has one), META its
+ *             value's name, HELP_RANK its place in --help, HELP its text there (lines after
+ *             the first are indented under the first)
  */
 #ifndef SHIM_CORE_SETTINGS_TABLE_H
 #define SHIM_CORE_SETTINGS_TABLE_H
@@ -31,7 +31,9 @@
 	  "addresses and CIDRs separated by commas or spaces, or *.\n"                            \
 	  "Without it (and without the variable) the shim does nothing.")                         \
 	X(VERSION, CHOICE, SHIM_WORDS("v1", "v2", "any"), 0, 0, "any", "expected v1, v2 or any", 1, \
-	  versions, PP_V1, "--version", "V", 1, "v1, v2 or any (default any).")                   \
+	  versions, PP_V1, "--protocol", "V", 1,                                                  \
+	  "the PROXY protocol versions accepted: v1, v2\n"                                        \
+	  "or any (default any).")                                                                \
 	X(MODE, CHOICE, SHIM_WORDS("strict", "optional"), 0, 0, "strict",                          \
 	  "expected strict or optional", 2, mode, 0, "--mode", "M", 2, "strict (default) or optional.") \
 	X(PORTS, PORTS, NULL, 1, 65535, "all",                                                     \
@@ -44,11 +46,15 @@
 	  "the longest a header may take, 1 to 600000\n"                                          \
 	  "(default 1000).")                                                                       \
 	X(MAX_PARKED, UINT, NULL, 1, 1000000, "1024", "expected a count, 1 to 1000000", 10,       \
-	  max_parked, 0, NULL, NULL, -1, "connections parked at once in a process.")              \
+	  max_parked, 0, "--max-parked", "N", 11,                                                 \
+	  "connections parked (header awaited) at once\n"                                         \
+	  "in a process, 1 to 1000000 (default 1024).")                                           \
 	X(DEFER_ACCEPT, CHOICE, SHIM_WORDS("0", "1"), 0, 0, "1", "expected 1 or 0", 5,             \
-	  defer_accept, 0, NULL, NULL, -1, "1: TCP_DEFER_ACCEPT on covered listeners.")           \
+	  defer_accept, 0, "--defer-accept", "0|1", 12,                                           \
+	  "1 (default): TCP_DEFER_ACCEPT on covered\n"                                            \
+	  "listeners.")                                                                           \
 	X(LOG, CHOICE, SHIM_WORDS("off", "error", "warn", "info", "debug"), 0, 0, "warn",          \
-	  "expected off, error, warn, info or debug", 0, log_level, 0, "--log", "LEVEL", 6,        \
+	  "expected off, error, warn, info or debug", 0, log_level, 0, "--log", "LEVEL", 13,      \
 	  "off, error, warn (default), info or debug.")                                           \
 	X(CONSUME, CHOICE, SHIM_WORDS("accept", "lazy"), 0, 0, "accept",                           \
 	  "expected accept or lazy", 3, lazy, 0, "--consume", "C", 5,                              \
@@ -56,24 +62,29 @@
 	  "which the server speaks first (SSH, SMTP, FTP) behind balancers\n"                     \
 	  "that send the header only with the client's first bytes.")                             \
 	X(LAZY_GRACE_MS, UINT, NULL, 0, 600000, "250", "expected milliseconds, 0 to 600000", 15,  \
-	  lazy_grace_ms, 0, "--lazy-grace", "MS", 8,                                               \
+	  lazy_grace_ms, 0, "--lazy-grace", "MS", 6,                                              \
 	  "lazy mode: how long accept() holds a connection\n"                                      \
 	  "whose header has not arrived (parked: the program is not\n"                             \
 	  "blocked), 0 to 600000 (default 250; 0: returned at once).")                             \
 	X(LOCAL_ADDR, CHOICE, SHIM_WORDS("real", "header"), 0, 0, "real",                          \
-	  "expected real or header", 4, local_from_header, 0, NULL, NULL, -1,                      \
-	  "header: getsockname() gives the header's destination.")                                \
+	  "expected real or header", 4, local_from_header, 0, "--local-addr", "L", 8,             \
+	  "real (default) or header: getsockname()\n"                                             \
+	  "gives the header's destination.")                                                      \
 	X(KEEP_TLVS, CHOICE, SHIM_WORDS("0", "1"), 0, 0, "0", "expected 1 or 0", 6, keep_tlvs, 0, \
-	  NULL, NULL, -1, "1: keep the header's TLVs for proxyshim_tlv().")                       \
+	  "--keep-tlvs", "0|1", 9, "1: keep the header's TLVs for proxyshim_tlv()\n"              \
+	  "(default 0).")                                                                         \
 	X(TLV_MAX, UINT, NULL, 0, 65535, "4096", "expected bytes, 0 to 65535", 11, tlv_max, 0,     \
-	  NULL, NULL, -1, "bytes of TLVs kept per connection.")                                   \
+	  "--tlv-max", "BYTES", 10, "bytes of TLVs kept per connection,\n"                        \
+	  "0 to 65535 (default 4096).")                                                           \
 	X(STATS, PATH, NULL, 0, 0, "", "expected an absolute file path", 12, stats_path, 0,        \
-	  "--stats", "FILE", 7, "write Prometheus counters to FILE.")                             \
+	  "--stats", "FILE", 14, "write Prometheus counters to FILE.")                            \
 	X(UNTRUSTED, CHOICE, SHIM_WORDS("pass", "reject"), 0, 0, "pass",                           \
-	  "expected pass or reject", 7, untrusted_reject, 0, NULL, NULL, -1,                       \
-	  "reject: a header from an untrusted peer closes its connection.")                       \
-	X(CONFIG, FILE, NULL, 0, 0, "/etc/proxyshim.conf", "", 14, config_file, 0, NULL, NULL, -1, \
-	  "the configuration file (KEY=VALUE lines).")
+	  "expected pass or reject", 7, untrusted_reject, 0, "--untrusted", "U", 7,               \
+	  "pass (default) or reject: a header from an\n"                                          \
+	  "untrusted peer closes its connection.")                                                \
+	X(CONFIG, FILE, NULL, 0, 0, "/etc/proxyshim.conf", "", 14, config_file, 0, "--config", "FILE", \
+	  15, "the configuration file, KEY=VALUE lines\n"                                         \
+	  "(default /etc/proxyshim.conf).")
 
 /* SHIM_S_TRUSTED ...: a setting's row. */
 enum shim_setting_id {

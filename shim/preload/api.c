@@ -85,3 +85,13 @@ SHIM_EXPORT int proxyshim_settings(char *buf, size_t cap)
 {
 	return shim_settings_format(shim_config(), shim_config_src(), buf, cap);
 }
+
+#ifndef PROXYSHIM_VERSION
+#error "PROXYSHIM_VERSION is not defined: the Makefile passes it from the file VERSION"
+#endif
+
+/* The library's version ("1.0.0"), from the file VERSION at build time. */
+SHIM_EXPORT const char *proxyshim_version(void)
+{
+	return PROXYSHIM_VERSION;
+}

@@ -14,6 +14,14 @@ __attribute__((constructor)) static void shim_init(void)
 	int saved = errno;
 	shim_config();
 	shim_resolve();
+	/* The first debug line: which library this is, and whether it is at work here. */
+	if (shim_log_on(SHIM_LOG_DEBUG)) {
+		const struct shim_config *c = shim_config();
+		shim_log(SHIM_LOG_DEBUG, "event=start version=%s active=%s%s%s%s", PROXYSHIM_VERSION,
+			 c->active ? "yes" : "no", c->active ? "" : " reason=\"",
+			 c->active ? "" : (c->inactive_reason ? c->inactive_reason : "?"),
+			 c->active ? "" : "\"");
+	}
 	shim_park_register();
 	shim_proc_check(); /* this process's page, before any child can be made */
 	shim_stats_start(); /* PROXYSHIM_STATS: the file is there from the start */

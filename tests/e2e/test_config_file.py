@@ -326,7 +326,7 @@ def test_the_wrapper_check_shows_the_file(tmp_path):
             s["PROXYSHIM_STATS"], s["PROXYSHIM_VERSION"], s["config_file"]) == \
         ("yes", "10.0.0.0/16,192.0.2.9/32", "443", "strict", "/run/p.prom", "any", str(conf))
     if not os.path.exists("/etc/proxyshim.conf"):
-        assert check(clean_env())["config_file"] == "none"
+        assert check(clean_env(PROXYSHIM_TRUSTED="127.0.0.1"))["config_file"] == "none"
 
 
 # ---- /etc/ld.so.preload with /etc/proxyshim.conf, in a private mount namespace ----

@@ -2,6 +2,7 @@
 own validator, the library lookup, refusing static and foreign programs, warning for set-uid
 ones, exit statuses, and real servers started through it."""
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -9,7 +10,7 @@ import time
 
 import pytest
 
-from util import (LIB, SEND, WRAPPER, Proc, exchange, free_port, start_testserver, v1_header,
+from util import (LIB, ROOT, SEND, WRAPPER, Proc, exchange, free_port, start_testserver, v1_header,
                   v2_header, wait_conns, wait_port)
 from test_preload_accept import PAYLOAD, SRC4, TRUSTED, UNTRUSTED, check_line
 
@@ -44,7 +45,7 @@ def one_line(r):
 # ---- the environment COMMAND gets ----
 
 def test_every_option_sets_its_variable():
-    r = run("--trusted", "10.0.0.0/8, ::1", "--version", "v2", "--mode", "optional",
+    r = run("--trusted", "10.0.0.0/8, ::1", "--protocol", "v2", "--mode", "optional",
             "--ports", "443,8000-8099", "--timeout-ms", "2500", "--consume", "lazy",
             "--lazy-grace", "400", "--log", "debug", "--stats", "/tmp/x.prom", "--", "env",
             env=clean_env())
@@ -56,7 +57,8 @@ def test_every_option_sets_its_variable():
                    "PROXYSHIM_TIMEOUT_MS": "2500", "PROXYSHIM_CONSUME": "lazy",
                    "PROXYSHIM_LAZY_GRACE_MS": "400", "PROXYSHIM_LOG": "debug",
                    "PROXYSHIM_STATS": "/tmp/x.prom"}
-    assert r.stderr == b""
+    # --log debug: env's stderr has the library's start line, nothing else
+    assert [l for l in r.stderr.decode().splitlines() if "event=start" not in l] == [], r
 
 
 def test_equals_form_and_command_without_double_dash():
@@ -133,7 +135,7 @@ def test_testserver_through_the_wrapper(procs, version):
 
 def test_http_server_logs_the_client_through_the_wrapper(procs, tmp_path):
     port = free_port()
-    p = Proc([WRAPPER, "--trusted", "127.0.0.1", "--version", "v2", "--", "python3", "-m",
+    p = Proc([WRAPPER, "--trusted", "127.0.0.1", "--protocol", "v2", "--", "python3", "-m",
               "http.server", "--bind", "127.0.0.1", "--directory", str(tmp_path), str(port)],
              env=clean_env(), log_name="http")
     procs.append(p)
@@ -148,15 +150,15 @@ def test_http_server_logs_the_client_through_the_wrapper(procs, tmp_path):
 
 # ---- --check ----
 
-def check_lines(r):
-    assert r.returncode == 0, r
+def check_lines(r, status=0):
+    assert r.returncode == status, r
     lines = r.stdout.decode().splitlines()
     assert lines[0] == "library=" + LIBREAL
     return dict(l.split("=", 1) for l in lines[1:])
 
 
 def test_check_prints_the_effective_settings():
-    r = run("--trusted", "10.0.0.0/8 ::1, 192.0.2.9", "--version", "v1", "--mode", "optional",
+    r = run("--trusted", "10.0.0.0/8 ::1, 192.0.2.9", "--protocol", "v1", "--mode", "optional",
             "--ports", "8000-8099,443", "--timeout-ms", "2500", "--consume", "lazy",
             "--lazy-grace", "0", "--log", "debug", "--stats", "/run/p.prom", "--check",
             env=clean_env())
@@ -172,14 +174,34 @@ def test_check_prints_the_effective_settings():
     assert s["PROXYSHIM_LAZY_GRACE_MS"] == "0"
     assert s["PROXYSHIM_STATS"] == "/run/p.prom"
     assert s["PROXYSHIM_MAX_PARKED"] == "1024"  # the default, from the library
-    assert r.stderr == b""
+    # --log debug: the library's start line (the library is loaded to check), nothing else
+    assert [l for l in r.stderr.decode().splitlines() if "event=start" not in l] == [], r
 
 
-def test_check_without_trusted_says_inactive():
-    s = check_lines(run("--check", env=clean_env()))
+def test_check_without_trusted_says_inactive_and_fails():
+    """A shim that would do nothing is a failed check: exit 1 and the reason on stderr, the
+    settings still printed."""
+    r = run("--check", env=clean_env())
+    s = check_lines(r, status=1)
     assert s["active"] == "no reason=PROXYSHIM_TRUSTED is not set"
     assert (s["PROXYSHIM_MODE"], s["PROXYSHIM_VERSION"], s["PROXYSHIM_TIMEOUT_MS"]) == \
         ("strict", "any", "1000")
+    assert one_line(r) == "proxyshim: the shim would be inactive: PROXYSHIM_TRUSTED is not set\n"
+
+
+def test_check_with_an_empty_config_file_and_no_trusted_fails(tmp_path):
+    conf = tmp_path / "proxyshim.conf"
+    conf.write_text("# nothing trusted yet\nPROXYSHIM_MODE=optional\n")
+    r = run("--config", conf, "--check", env=clean_env())
+    s = check_lines(r, status=1)
+    assert (s["PROXYSHIM_MODE"], s["config_file"]) == ("optional", str(conf))
+    assert "would be inactive: PROXYSHIM_TRUSTED is not set" in one_line(r)
+
+
+def test_check_active_exits_0():
+    r = run("--trusted", "127.0.0.1", "--check", env=clean_env())
+    assert check_lines(r)["active"] == "yes"
+    assert r.stderr == b""
 
 
 def test_check_sees_variables_from_the_environment():
@@ -200,7 +222,7 @@ def test_check_when_the_library_is_already_preloaded():
 BAD = [
     ("--trusted", "10.0.0.0/33", "PROXYSHIM_TRUSTED"),
     ("--trusted", "", "PROXYSHIM_TRUSTED"),
-    ("--version", "v3", "PROXYSHIM_VERSION"),
+    ("--protocol", "v3", "PROXYSHIM_VERSION"),
     ("--mode", "lenient", "PROXYSHIM_MODE"),
     ("--ports", "0", "PROXYSHIM_PORTS"),
     ("--timeout-ms", "0", "PROXYSHIM_TIMEOUT_MS"),
@@ -255,11 +277,131 @@ def test_bad_arguments_exit_2_with_one_line(args, needle):
     assert needle in one_line(r)
 
 
+# ---- a flag for every setting, from the settings table ----
+
+def split_args(text):
+    """The top-level, comma-separated arguments of a C macro call's text (strings and nested
+    parentheses kept whole), each stripped."""
+    args, cur, depth, i = [], "", 0, 0
+    while i < len(text):
+        c = text[i]
+        if c == '"':
+            j = i + 1
+            while text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            cur += text[i:j + 1]
+            i = j + 1
+            continue
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        if c == "," and depth == 0:
+            args.append(cur.strip())
+            cur = ""
+        else:
+            cur += c
+        i += 1
+    args.append(cur.strip())
+    return args
+
+
+def table_rows():
+    """The rows of shim/core/settings_table.h: {NAME: (kind, words or None, flag or None)}."""
+    with open(os.path.join(ROOT, "shim", "core", "settings_table.h")) as f:
+        text = f.read().replace("\\\n", " ")
+    body = text[text.index("#define SHIM_SETTINGS(X)") + len("#define SHIM_SETTINGS(X)"):]
+    body = body[:body.index("\n")]
+    rows = {}
+    for m in re.finditer(r"\bX\(", body):
+        depth, j = 1, m.end()
+        while depth:
+            if body[j] == '"':
+                j = body.index('"', j + 1)
+                while body[j - 1] == "\\":
+                    j = body.index('"', j + 1)
+            depth += {"(": 1, ")": -1}.get(body[j], 0)
+            j += 1
+        a = split_args(body[m.end():j - 1])
+        assert len(a) == 14, a
+        words = re.findall(r'"([^"]*)"', a[2]) if a[2].startswith("SHIM_WORDS") else None
+        rows["PROXYSHIM_" + a[0]] = (a[1], words, None if a[10] == "NULL" else a[10].strip('"'))
+    return rows
+
+
+ROWS = table_rows()
+# A valid value of each setting, what COMMAND's environment gets, and what --check then prints.
+# Its keys are the table's rows: a row added without a flag and a sample here fails below.
+SAMPLES = {
+    "PROXYSHIM_TRUSTED": ("10.0.0.0/8, ::1", "10.0.0.0/8,::1/128"),
+    "PROXYSHIM_VERSION": ("v2", "v2"),
+    "PROXYSHIM_MODE": ("optional", "optional"),
+    "PROXYSHIM_PORTS": ("8000-8099,443", "443,8000-8099"),
+    "PROXYSHIM_TIMEOUT_MS": ("2500", "2500"),
+    "PROXYSHIM_MAX_PARKED": ("7", "7"),
+    "PROXYSHIM_DEFER_ACCEPT": ("0", "0"),
+    "PROXYSHIM_LOG": ("info", "info"),
+    "PROXYSHIM_CONSUME": ("lazy", "lazy"),
+    "PROXYSHIM_LAZY_GRACE_MS": ("400", "400"),
+    "PROXYSHIM_LOCAL_ADDR": ("header", "header"),
+    "PROXYSHIM_KEEP_TLVS": ("1", "1"),
+    "PROXYSHIM_TLV_MAX": ("512", "512"),
+    "PROXYSHIM_STATS": ("/tmp/x.prom", "/tmp/x.prom"),
+    "PROXYSHIM_UNTRUSTED": ("reject", "reject"),
+    "PROXYSHIM_CONFIG": (None, None),  # a file the test writes
+}
+# The flags the issue names (a contract for scripts), besides those that were there before.
+NAMED = {"PROXYSHIM_VERSION": "--protocol", "PROXYSHIM_MAX_PARKED": "--max-parked",
+         "PROXYSHIM_DEFER_ACCEPT": "--defer-accept", "PROXYSHIM_LOCAL_ADDR": "--local-addr",
+         "PROXYSHIM_KEEP_TLVS": "--keep-tlvs", "PROXYSHIM_TLV_MAX": "--tlv-max",
+         "PROXYSHIM_CONFIG": "--config"}
+
+
+def help_options():
+    """Every --option the OPTIONS section of --help introduces (at the start of its line)."""
+    text = run("--help", env=clean_env()).stdout.decode()
+    opts = text[text.index("\nOPTIONS\n"):text.index("\nEXIT STATUS\n")]
+    return re.findall(r"^    (?:-\w, )?(--[a-z][a-z0-9-]*)", opts, re.M)
+
+
+def test_every_setting_has_a_flag_in_help():
+    assert set(SAMPLES) == set(ROWS)
+    text = run("--help", env=clean_env()).stdout.decode()
+    opts = help_options()
+    for name, (_, _, flag) in ROWS.items():
+        assert flag is not None, "%s has no wrapper flag" % name
+        assert flag in opts, flag
+        assert re.search(r"^    %s \S+ +%s: " % (re.escape(flag), name), text, re.M), (flag, name)
+        if name in NAMED:
+            assert flag == NAMED[name]
+    assert len({f for _, _, f in ROWS.values()}) == len(ROWS)  # no two rows share one
+
+
+def test_every_flag_sets_its_variable(tmp_path):
+    """Each row's flag, given a value, sets its variable for COMMAND, and the library reads it
+    (--check prints it back)."""
+    conf = tmp_path / "proxyshim.conf"
+    conf.write_text("# the option wins\nPROXYSHIM_TLV_MAX=100\n")
+    args = []
+    for name, (_, _, flag) in ROWS.items():
+        args += [flag, str(conf) if name == "PROXYSHIM_CONFIG" else SAMPLES[name][0]]
+    e = env_of(run(*args, "--", "env", env=clean_env()))
+    got = {k: v for k, v in e.items() if k.startswith("PROXYSHIM_")}
+    assert got == {k: (str(conf) if k == "PROXYSHIM_CONFIG" else v[0]) for k, v in SAMPLES.items()}
+    r = run(*args, "--check", env=clean_env())
+    s = check_lines(r)
+    for name, (_, shown) in SAMPLES.items():
+        if name == "PROXYSHIM_CONFIG":
+            assert s["config_file"] == str(conf)
+        else:
+            assert s[name] == shown, name
+
+
 def test_help_lists_every_option():
     r = run("--help", env=clean_env())
     assert r.returncode == 0 and r.stderr == b""
     text = r.stdout.decode()
-    for word in ("SYNOPSIS", "EXIT STATUS", "EXAMPLES", "--trusted", "--version", "--mode",
+    for word in ("SYNOPSIS", "EXIT STATUS", "EXAMPLES", "--trusted", "--protocol", "--mode",
                  "--ports", "--timeout-ms", "--consume", "--lazy-grace", "--log", "--stats",
                  "--check", "PROXYSHIM_CONSUME", "PROXYSHIM_LAZY_GRACE_MS", "126", "127", "statically linked"):
         assert word in text, word
@@ -389,31 +531,120 @@ def test_setgid_program_warns(tmp_path):
 
 
 # ---- where it finds the library ----
+# PROXYSHIM_LIBRARY, then next to the wrapper, ../lib, ../lib/proxyshim, and Debian's
+# multiarch private directory /usr/lib/<triplet>/proxyshim (triplet: the compiler's).
 
-@pytest.mark.parametrize("layout", ["same_dir", "lib", "lib_proxyshim"])
-def test_library_lookup(tmp_path, layout):
+MULTIARCH = subprocess.run(["cc", "-print-multiarch"], capture_output=True,
+                           text=True).stdout.strip()
+MULTIARCH_DIR = "/usr/lib/%s/proxyshim" % MULTIARCH
+
+
+def copy_tree(tmp_path, places):
+    """bin/proxyshim, and a copy of the library at each of places (paths under tmp_path)."""
     bindir = tmp_path / "bin"
-    libdir = {"same_dir": bindir, "lib": tmp_path / "lib",
-              "lib_proxyshim": tmp_path / "lib" / "proxyshim"}[layout]
-    bindir.mkdir()
-    libdir.mkdir(parents=True, exist_ok=True)
+    bindir.mkdir(parents=True)
     shutil.copy(WRAPPER, bindir / "proxyshim")
-    shutil.copy(LIB, libdir / "libproxyshim.so")
-    r = subprocess.run([str(bindir / "proxyshim"), "--check"], env=clean_env(),
+    for rel in places:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(LIB, tmp_path / rel)
+    return bindir / "proxyshim"
+
+
+def in_multiarch_ns(tmp_path, argv, env, with_lib):
+    """argv in a private mount namespace where MULTIARCH_DIR holds a copy of the library
+    (with_lib) or nothing: an overlay on /usr/lib/<triplet>, so the machine's own directory is
+    never written and tests running beside this one see no change."""
+    upper, work = tmp_path / "upper", tmp_path / "work"
+    (upper / "proxyshim").mkdir(parents=True)
+    work.mkdir()
+    if with_lib:
+        shutil.copy(LIB, upper / "proxyshim" / "libproxyshim.so")
+    else:  # an opaque directory: whatever the machine has there is hidden
+        os.setxattr(str(upper / "proxyshim"), "trusted.overlay.opaque", b"y")
+    script = ('mount -t overlay overlay -o lowerdir="$1",upperdir="$2",workdir="$3" "$1" && '
+              'shift 3 && exec "$@"')
+    return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh",
+                           os.path.dirname(MULTIARCH_DIR), str(upper), str(work)]
+                          + [str(a) for a in argv], env=env, capture_output=True, timeout=20)
+
+
+@pytest.mark.parametrize("layout,places", [
+    ("same_dir", ["bin/libproxyshim.so"]),
+    ("lib", ["lib/libproxyshim.so"]),
+    ("lib_proxyshim", ["lib/proxyshim/libproxyshim.so"]),
+    # the first place in the order wins
+    ("same_dir_first", ["bin/libproxyshim.so", "lib/libproxyshim.so",
+                        "lib/proxyshim/libproxyshim.so"]),
+    ("lib_before_lib_proxyshim", ["lib/libproxyshim.so", "lib/proxyshim/libproxyshim.so"]),
+])
+def test_library_lookup(tmp_path, layout, places):
+    wrapper = copy_tree(tmp_path, places)
+    want = tmp_path / places[0]
+    r = subprocess.run([str(wrapper), "--trusted", "127.0.0.1", "--check"], env=clean_env(),
                        capture_output=True, timeout=10)
     assert r.returncode == 0, r
-    assert r.stdout.decode().splitlines()[0] == "library=%s" % (libdir / "libproxyshim.so")
-    r = subprocess.run([str(bindir / "proxyshim"), "--", "env"], env=clean_env(),
-                       capture_output=True, timeout=10)
-    assert env_of(r)["LD_PRELOAD"] == str(libdir / "libproxyshim.so")
+    assert r.stdout.decode().splitlines()[0] == "library=%s" % want
+    r = subprocess.run([str(wrapper), "--", "env"], env=clean_env(), capture_output=True,
+                       timeout=10)
+    assert env_of(r)["LD_PRELOAD"] == str(want)
 
 
-def test_library_missing(tmp_path):
-    shutil.copy(WRAPPER, tmp_path / "proxyshim")
-    r = subprocess.run([str(tmp_path / "proxyshim"), "--", "true"], env=clean_env(),
+def test_library_from_proxyshim_library_comes_first(tmp_path):
+    wrapper = copy_tree(tmp_path, ["bin/libproxyshim.so"])
+    mine = tmp_path / "elsewhere" / "libproxyshim-custom.so"
+    mine.parent.mkdir()
+    shutil.copy(LIB, mine)
+    env = clean_env(PROXYSHIM_LIBRARY=str(mine))
+    r = subprocess.run([str(wrapper), "--trusted", "127.0.0.1", "--check"], env=env,
                        capture_output=True, timeout=10)
-    assert r.returncode == 1
-    assert "cannot find libproxyshim.so in %s" % tmp_path in one_line(r)
+    assert r.returncode == 0, r
+    assert r.stdout.decode().splitlines()[0] == "library=%s" % mine
+    # and COMMAND runs with it; the library takes PROXYSHIM_LIBRARY as a name of its own
+    # (an unknown PROXYSHIM_* variable would stop COMMAND before main)
+    r = subprocess.run([str(wrapper), "--trusted", "127.0.0.1", "--", "env"], env=env,
+                       capture_output=True, timeout=10)
+    e = env_of(r)
+    assert (e["LD_PRELOAD"], e["PROXYSHIM_LIBRARY"]) == (str(mine), str(mine))
+    assert r.stderr == b""
+
+
+@pytest.mark.parametrize("value", ["{tmp}/nonexistent/libproxyshim.so", "{tmp}"])
+def test_proxyshim_library_that_is_not_a_file_fails_closed(tmp_path, value):
+    """Named explicitly, the library is that one or none: no fallback to another copy."""
+    wrapper = copy_tree(tmp_path, ["bin/libproxyshim.so"])
+    value = value.format(tmp=tmp_path)
+    for args in (["--", "true"], ["--trusted", "127.0.0.1", "--check"]):
+        r = subprocess.run([str(wrapper)] + args, env=clean_env(PROXYSHIM_LIBRARY=value),
+                           capture_output=True, timeout=10)
+        assert (r.returncode, r.stdout) == (1, b""), r
+        assert one_line(r).startswith("proxyshim: PROXYSHIM_LIBRARY=%s: " % value), r
+
+
+@pytest.mark.skipif(not MULTIARCH, reason="the compiler names no multiarch triplet")
+def test_library_in_the_multiarch_directory(tmp_path):
+    wrapper = copy_tree(tmp_path, [])
+    r = in_multiarch_ns(tmp_path, [wrapper, "--trusted", "127.0.0.1", "--check"], clean_env(),
+                        with_lib=True)
+    assert r.returncode == 0, r
+    assert r.stdout.decode().splitlines()[0] == "library=%s/libproxyshim.so" % MULTIARCH_DIR
+    # after ../lib/proxyshim in the order
+    wrapper2 = copy_tree(tmp_path / "t2", ["lib/proxyshim/libproxyshim.so"])
+    r = in_multiarch_ns(tmp_path / "t2", [wrapper2, "--trusted", "127.0.0.1", "--check"],
+                        clean_env(), with_lib=True)
+    assert r.stdout.decode().splitlines()[0] == \
+        "library=%s" % (tmp_path / "t2" / "lib" / "proxyshim" / "libproxyshim.so"), r
+
+
+def test_library_missing_names_every_place(tmp_path):
+    wrapper = copy_tree(tmp_path, [])
+    for args in (["--", "true"], ["--trusted", "127.0.0.1", "--check"]):
+        r = in_multiarch_ns(tmp_path / ("ns%d" % len(args)), [wrapper] + args, clean_env(),
+                            with_lib=False)
+        assert (r.returncode, r.stdout) == (1, b""), r
+        d = tmp_path / "bin"
+        assert one_line(r) == (
+            "proxyshim: cannot find libproxyshim.so: PROXYSHIM_LIBRARY is not set and it is "
+            "not in %s, %s/../lib, %s/../lib/proxyshim or %s\n" % (d, d, d, MULTIARCH_DIR))
 
 
 def test_wrapper_is_found_through_a_symlink(tmp_path):
@@ -444,3 +675,80 @@ def test_check_fails_on_a_bad_config_file(tmp_path):
     assert r.returncode == 1, r
     err = one_line(r)
     assert err.startswith("proxyshim: %s:2: invalid PROXYSHIM_MODE=" % conf), err
+
+
+# ---- bash completion (shim/cli/proxyshim.bash) ----
+
+COMPLETION = os.path.join(ROOT, "shim", "cli", "proxyshim.bash")
+BASH_COMPLETION = "/usr/share/bash-completion/bash_completion"
+
+
+def complete(words, with_lib=False, cwd=None):
+    """COMPREPLY of _proxyshim for the command line words, the cursor at the end of the last
+    one, in a bash that sourced the completion file (and bash-completion first, with_lib)."""
+    script = ('set -e; %s source "$0"; set +e; COMP_WORDS=("$@"); COMP_CWORD=$(( $# - 1 )); '
+              'COMP_LINE="$*"; COMP_POINT=${#COMP_LINE}; '
+              '_proxyshim "$1" "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"; '
+              'printf "%%s\\n" "${COMPREPLY[@]}"'
+              % (('source %s;' % BASH_COMPLETION) if with_lib else ""))
+    r = subprocess.run(["bash", "-c", script, COMPLETION] + list(words), capture_output=True,
+                       text=True, timeout=10, cwd=cwd, env=clean_env(PATH="/usr/bin:/bin"))
+    assert r.returncode == 0 and r.stderr == "", r
+    return [l for l in r.stdout.splitlines() if l]
+
+
+LIBS = [False, pytest.param(True, id="bash-completion")]
+
+
+@pytest.mark.parametrize("with_lib", LIBS)
+def test_completion_offers_every_option_of_help(with_lib):
+    if with_lib and not os.path.exists(BASH_COMPLETION):
+        pytest.fail("bash-completion is not installed (make deps)")
+    opts = set(help_options())
+    assert {"--trusted", "--protocol", "--config", "--check", "--version", "--help"} <= opts
+    assert set(complete(["proxyshim", "--"], with_lib)) == opts
+    assert set(complete(["proxyshim", "--trusted", "10.0.0.0/8", "--"], with_lib)) == opts
+    assert complete(["proxyshim", "--pro"], with_lib) == ["--protocol"]
+
+
+@pytest.mark.parametrize("with_lib", LIBS)
+def test_completion_of_choice_values_is_the_tables(with_lib):
+    choices = {flag: words for kind, words, flag in ROWS.values() if kind == "CHOICE"}
+    assert "--protocol" in choices and "--untrusted" in choices
+    for flag, words in choices.items():
+        assert complete(["proxyshim", flag, ""], with_lib) == words, flag
+        # --flag=VALUE: bash splits the word at '=' (COMP_WORDBREAKS)
+        assert complete(["proxyshim", flag, "=", ""], with_lib) == words, flag
+        assert complete(["proxyshim", flag, "="], with_lib) == words, flag  # cursor after '='
+        # the same in one word, when '=' is not in COMP_WORDBREAKS
+        assert complete(["proxyshim", flag + "="], with_lib) == [flag + "=" + w for w in words]
+    assert complete(["proxyshim", "--protocol", "v"], with_lib) == ["v1", "v2"]
+    assert complete(["proxyshim", "--log", "d"], with_lib) == ["debug"]
+
+
+@pytest.mark.parametrize("with_lib", LIBS)
+def test_completion_of_other_values(with_lib, tmp_path):
+    (tmp_path / "proxyshim.conf").write_text("")
+    for flag in ("--config", "--stats"):
+        assert complete(["proxyshim", flag, "proxys"], with_lib, cwd=tmp_path) == \
+            ["proxyshim.conf"], flag
+    for flag in ("--trusted", "--ports", "--timeout-ms", "--max-parked", "--tlv-max"):
+        assert complete(["proxyshim", flag, ""], with_lib, cwd=tmp_path) == [], flag
+
+
+@pytest.mark.parametrize("with_lib", LIBS)
+def test_completion_of_the_command(with_lib):
+    assert "true" in complete(["proxyshim", "--trusted", "127.0.0.1", "--", "tru"], with_lib)
+    assert "true" in complete(["proxyshim", "--check", "--", "tru"], with_lib)
+    assert "true" in complete(["proxyshim", "--log", "info", "tru"], with_lib)
+    # after COMMAND, its own arguments: never the wrapper's options
+    assert "--protocol" not in complete(["proxyshim", "--", "true", "--pro"], with_lib)
+    assert "--protocol" not in complete(["proxyshim", "--log", "warn", "true", "--pro"], with_lib)
+
+
+def test_completion_passes_shellcheck():
+    if shutil.which("shellcheck") is None:
+        pytest.fail("shellcheck is not installed (make deps)")
+    r = subprocess.run(["shellcheck", "-s", "bash", COMPLETION], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stdout
