@@ -24,6 +24,9 @@ from util import (BUILD, Proc, connect_from, shut_wr, recv_all, shim_env, start_
                   wait_json)
 from util.logfmt import TS, logfmt_decode, shim_lines
 
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "VERSION")) as _f:
+    VERSION = _f.read().strip()
+
 FD2SERVER = os.path.join(BUILD, "progs", "fd2server")
 TRUSTED = "127.0.0.2"
 SRC = ("203.0.113.9", 4711)
@@ -298,7 +301,9 @@ def test_lines_start_with_ts_and_pid_and_parse_as_logfmt(server):
         # the clock's own second, with 10 ms of slack for the clocks' granularity
         assert t0 - 0.01 <= ts_seconds(d["ts"]) <= t1 + 0.01, (d["ts"], t0, t1)
     events = [dict(x) for x in decoded]
-    assert {"level": "info", "event": "listen", "port": str(port)}.items() <= events[0].items(), events
+    # At debug the first line is the library's start (its version), then the listener.
+    assert {"level": "debug", "event": "start", "version": VERSION, "active": "yes"}.items() <= events[0].items(), events
+    assert {"level": "info", "event": "listen", "port": str(port)}.items() <= events[1].items(), events
     accept = [e for e in events if e["event"] == "accept"]
     assert len(accept) == 1 and accept[0]["client"] == "%s:%d" % SRC, events
     assert accept[0]["level"] == "debug" and accept[0]["version"] == "1", accept
