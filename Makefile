@@ -67,9 +67,11 @@ $(BUILD)/proxyshim-send: shim/cli/proxyshim-send.c $(BUILD)/libproto.a $(HDRS) V
 $(BUILD)/testserver: tests/e2e/testserver.c
 	$(CC) $(CFLAGS) -o $@ $< -lpthread
 
-# The wrapper: proxyshim [options] -- COMMAND (dlopen()s the library for --check).
+# The wrapper: proxyshim [options] -- COMMAND.
+# Linked statically (static-pie): it runs in glibc, musl (Alpine) and distroless images alike;
+# --check runs the library through the image's dynamic loader instead of dlopen()ing it.
 $(BUILD)/proxyshim: shim/cli/proxyshim.c $(HDRS) VERSION
-	$(CC) $(CFLAGS) -DPROXYSHIM_MULTIARCH='"$(shell $(CC) -print-multiarch 2>/dev/null)"' -o $@ $< $(LDHARD) -ldl
+	$(CC) $(CFLAGS) -DPROXYSHIM_MULTIARCH='"$(shell $(CC) -print-multiarch 2>/dev/null)"' -static-pie -o $@ $< $(LDHARD)
 
 # The supervisor (shim/supervise/): the core with libc's own functions behind it (what libcore.a
 # holds, linked as objects so that make builds no archive it does not ship), exec()ed by the

@@ -1,6 +1,5 @@
 /* proxyshim: runs a command under the shim (LD_PRELOAD plus the PROXYSHIM_* variables), or with
  * --check validates a configuration with the library's own validator and prints its settings. */
-#include <dlfcn.h>
 #include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -12,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <sys/types.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -51,8 +51,6 @@
 #else
 #define MULTIARCH_GUESS ""
 #endif
-/* Set by --check before it re-executes itself, so that it does so only once. */
-#define REEXEC_MARK "PROXYSHIM_CHECK_REEXEC"
 
 #include "cli.h"
 #include "../core/settings_table.h"
@@ -346,6 +344,7 @@ struct elf_info {
 	uint16_t machine;
 	int has_interp;
 	int is_go; /* a Go note (PT_NOTE "Go") or a .go.buildinfo section */
+	uint64_t entry; /* e_entry: a library has one from 1.0.0 (--check runs it) */
 };
 
 static uint16_t get16(const unsigned char *p, unsigned char data)
@@ -474,6 +473,7 @@ static int elf_read(const char *path, struct elf_info *info)
 			goto out;
 		}
 		info->machine = get16(eh + offsetof(Elf64_Ehdr, e_machine), info->data);
+		info->entry = get64(eh + offsetof(Elf64_Ehdr, e_entry), info->data);
 		phoff = get64(eh + offsetof(Elf64_Ehdr, e_phoff), info->data);
 		phentsize = get16(eh + offsetof(Elf64_Ehdr, e_phentsize), info->data);
 		phnum = get16(eh + offsetof(Elf64_Ehdr, e_phnum), info->data);
@@ -487,6 +487,7 @@ static int elf_read(const char *path, struct elf_info *info)
 			goto out;
 		}
 		info->machine = get16(eh + offsetof(Elf32_Ehdr, e_machine), info->data);
+		info->entry = get32(eh + offsetof(Elf32_Ehdr, e_entry), info->data);
 		phoff = get32(eh + offsetof(Elf32_Ehdr, e_phoff), info->data);
 		phentsize = get16(eh + offsetof(Elf32_Ehdr, e_phentsize), info->data);
 		phnum = get16(eh + offsetof(Elf32_Ehdr, e_phnum), info->data);
@@ -656,66 +657,121 @@ static void set_preload(const char *lib)
 	free(val);
 }
 
-/* The version= line of --check: the loaded library's, and a warning when it is not this
- * program's (another build's wrapper and library may not agree on the settings). */
-static void check_version(void *h, const char *lib)
-{
-	const char *(*version)(void);
-	const char *v;
+/* The dynamic loaders a library of this machine type may be loaded by, in the order --check
+ * tries them: glibc's, then musl's (Alpine). */
+#if defined(__x86_64__)
+static const char *const loaders[] = {"/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-x86-64.so.2",
+				      "/lib/ld-musl-x86_64.so.1", NULL};
+#elif defined(__aarch64__)
+static const char *const loaders[] = {"/lib/ld-linux-aarch64.so.1", "/lib/ld-musl-aarch64.so.1", NULL};
+#elif defined(__i386__)
+static const char *const loaders[] = {"/lib/ld-linux.so.2", "/lib/ld-musl-i386.so.1", NULL};
+#else
+static const char *const loaders[] = {NULL};
+#endif
 
-	*(void **)&version = dlsym(h, "proxyshim_version");
-	v = version != NULL ? version() : NULL;
-	printf("version=%s\n", v != NULL ? v : "unknown");
-	if (v == NULL || strcmp(v, PROXYSHIM_VERSION) != 0)
-		say("warning: %s is version %s, this proxyshim is version " PROXYSHIM_VERSION, lib,
-		    v != NULL ? v : "unknown (it has no proxyshim_version())");
+/* The library's own report, as a program started here would load it: the wrapper is linked
+ * statically (it runs in glibc, musl and distroless images alike, and no preloaded copy of the
+ * library can be in it), so it cannot dlopen() the library; it runs it instead, through this
+ * image's dynamic loader (`LOADER LIBRARY`: the library's entry point, shim/preload/
+ * selfcheck.c, prints "version=V" and proxyshim_settings()'s lines with the settings this
+ * environment gives, or ends with the library's one-line error and exit 1). Returns the
+ * bytes read into buf (NUL-terminated); dies when the library cannot be run. */
+static size_t library_report(const char *lib, char *buf, size_t cap)
+{
+	const char *loader = NULL;
+	struct elf_info info;
+	size_t len = 0;
+	int pfd[2], st, rc;
+	pid_t pid;
+
+	rc = elf_read(lib, &info);
+	if (rc < 0)
+		die(1, "cannot load %s: %s", lib, strerror(-rc));
+	if (!info.is_elf)
+		die(1, "cannot load %s: not an ELF file", lib);
+	if (info.entry == 0)
+		die(1, "cannot check %s: it has no entry point, so it is not a proxyshim library of 1.0.0 "
+		    "or later (--check runs the library; this proxyshim is version " PROXYSHIM_VERSION ")", lib);
+
+	for (int i = 0; loaders[i] != NULL && loader == NULL; i++)
+		if (access(loaders[i], X_OK) == 0)
+			loader = loaders[i];
+	if (loader == NULL)
+		die(1, "cannot load %s: this system has no dynamic loader (%s%s%s), so no program here "
+		    "can load the library; statically linked programs run supervised",
+		    lib, loaders[0] ? loaders[0] : "", loaders[0] && loaders[1] ? ", ..." : "", "");
+	if (pipe2(pfd, O_CLOEXEC) != 0)
+		die(1, "pipe: %s", strerror(errno));
+	fflush(stdout);
+	pid = fork();
+	if (pid < 0)
+		die(1, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		char *argv[] = {(char *)loader, (char *)lib, NULL};
+		if (dup2(pfd[1], 1) < 0)
+			_exit(126);
+		execv(loader, argv);
+		fprintf(stderr, "proxyshim: cannot run %s: %s\n", loader, strerror(errno));
+		_exit(126);
+	}
+	close(pfd[1]);
+	for (;;) {
+		ssize_t n = read(pfd[0], buf + len, cap - 1 - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0 || (len += (size_t)n) >= cap - 1)
+			break;
+	}
+	buf[len] = '\0';
+	close(pfd[0]);
+	while (waitpid(pid, &st, 0) < 0)
+		if (errno != EINTR)
+			die(1, "waitpid: %s", strerror(errno));
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 1 && len == 0)
+		exit(1); /* a bad value or file: the library said which */
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0 || strncmp(buf, "version=", 8) != 0) {
+		if (WIFSIGNALED(st))
+			die(1, "cannot load %s: %s %s ended by signal %d: not a proxyshim library of this "
+			    "version?", lib, loader, lib, WTERMSIG(st));
+		die(1, "cannot load %s with %s (exit %d%s)", lib, loader, WIFEXITED(st) ? WEXITSTATUS(st) : -1,
+		    WIFEXITED(st) && WEXITSTATUS(st) == 0 ? ": not a proxyshim library of this version?" : "");
+	}
+	return len;
 }
 
-/* --check: the library validates in its constructor (printing one line and exiting 1 on a bad
- * value) and proxyshim_settings() reports what it froze: "active=yes", or "active=no
- * reason=WHY", first. Returns the exit status: 0 only when the shim would be active. */
-static int run_check(char **argv, const char *lib)
+/* --check: the library validates the settings as it would in a program (printing one line
+ * and exiting 1 on a bad value) and reports what it froze: "version=V", then "active=yes", or
+ * "active=no reason=WHY", first. Returns the exit status: 0 only when the shim would be
+ * active. A library of another version (another build's wrapper and library may not agree on
+ * the settings) is warned about. */
+static int run_check(const char *lib)
 {
-	int (*settings)(char *, size_t);
-	void *h;
-	char buf[8192];
+	char buf[16384], *body;
 	const char *err;
-	int n;
+	size_t vlen;
 
-	/* Already loaded (/etc/ld.so.preload, LD_PRELOAD): its configuration was frozen before
-	 * the options were set. Run again, so that it reads them at start-up. */
-	if (getenv(REEXEC_MARK) == NULL && dlsym(RTLD_DEFAULT, "proxyshim_settings") != NULL) {
-		setenv(REEXEC_MARK, "1", 1);
-		execv("/proc/self/exe", argv);
-		die(1, "cannot re-execute /proc/self/exe: %s", strerror(errno));
-	}
-	unsetenv(REEXEC_MARK);
-	h = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
-	if (h == NULL)
-		die(1, "cannot load %s: %s", lib, dlerror());
-	*(void **)&settings = dlsym(h, "proxyshim_settings");
-	if (settings == NULL)
-		die(1, "%s has no proxyshim_settings(): not a proxyshim library?", lib);
-	n = settings(buf, sizeof(buf));
-	if (n < 0)
-		die(1, "proxyshim_settings() failed");
-	printf("library=%s\n", lib);
-	check_version(h, lib);
-	printf("%s", buf);
-	if ((size_t)n >= sizeof(buf))
+	library_report(lib, buf, sizeof(buf));
+	vlen = strcspn(buf + 8, "\n");
+	body = buf + 8 + vlen + (buf[8 + vlen] == '\n');
+	printf("library=%s\n%.*s\n%s", lib, (int)(8 + vlen), buf, body);
+	if (body[0] != '\0' && body[strlen(body) - 1] != '\n')
 		printf("\n");
 	if (fflush(stdout) != 0)
 		return 1;
+	if (vlen != strlen(PROXYSHIM_VERSION) || strncmp(buf + 8, PROXYSHIM_VERSION, vlen) != 0)
+		say("warning: %s is version %.*s, this proxyshim is version " PROXYSHIM_VERSION, lib, (int)vlen,
+		    buf + 8);
 	/* A bad config file does not stop programs (every process reads it under
 	 * /etc/ld.so.preload); the library reports it as "config_file=PATH error=WHY". */
-	err = strstr(buf, "\nconfig_file=");
+	err = strstr(body, "\nconfig_file=");
 	if (err != NULL && (err = strstr(err, " error=")) != NULL) {
 		err += strlen(" error=");
 		say("%.*s", (int)strcspn(err, "\n"), err);
 		return 1;
 	}
-	if (strncmp(buf, "active=yes\n", 11) != 0) {
-		err = strncmp(buf, "active=no reason=", 17) == 0 ? buf + 17 : "(no reason given)";
+	if (strncmp(body, "active=yes\n", 11) != 0) {
+		err = strncmp(body, "active=no reason=", 17) == 0 ? body + 17 : "(no reason given)";
 		say("the shim would be inactive: %.*s", (int)strcspn(err, "\n"), err);
 		return 1;
 	}
@@ -740,7 +796,7 @@ int main(int argc, char **argv)
 	}
 	set_vars(&o);
 	if (o.check)
-		return run_check(argv, lib);
+		return run_check(lib);
 	if (supervised)
 		exec_supervised(path, o.cmd, o.no_io_uring);
 	if (o.no_io_uring && o.cmd != NULL && !o.check)

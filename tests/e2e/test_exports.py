@@ -63,12 +63,15 @@ LOADERS = {"glibc": "/lib64/ld-linux-x86-64.so.2", "musl": "/lib/ld-musl-x86_64.
 
 @pytest.mark.parametrize("libc", sorted(LOADERS))
 def test_library_runs_as_a_program_through_the_loader(libc):
-    """`LOADER libproxyshim.so` (how a static wrapper answers --check, with no dlopen()): the
-    settings this environment gives, exit 0; a bad value: the library's one line, exit 1."""
+    """`LOADER libproxyshim.so` (how the static wrapper answers --check, with no dlopen()): its
+    version, then the settings this environment gives, exit 0; a bad value: the library's one line, exit 1."""
     env = {"PATH": "/usr/bin:/bin", "PROXYSHIM_TRUSTED": "10.1.0.0/16", "PROXYSHIM_MODE": "optional"}
     r = subprocess.run([LOADERS[libc], LIB], env=env, capture_output=True, text=True, timeout=10)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
+    with open(ROOT + "/VERSION") as f:
+        assert lines[0] == "version=" + f.read().strip(), r.stdout
+    lines = lines[1:]
     assert lines[0] == "active=yes" and "PROXYSHIM_TRUSTED=10.1.0.0/16" in lines and \
         "PROXYSHIM_MODE=optional" in lines, r.stdout
     r = subprocess.run([LOADERS[libc], LIB], env=dict(env, PROXYSHIM_TIMEOUT_MS="soon"), capture_output=True,

@@ -77,35 +77,47 @@ def test_check_prints_the_librarys_version():
     assert lines[1] == "version=" + VERSION
 
 
+# A library of another build: what --check runs (LOADER LIBRARY), its entry point printing
+# its version and settings as shim/preload/selfcheck.c does.
 FAKE_LIB = r'''
 #include <stdio.h>
-#include <string.h>
-int proxyshim_settings(char *buf, size_t cap)
+#include <unistd.h>
+__attribute__((noreturn, force_align_arg_pointer)) void fake_entry(void)
 {
-    return snprintf(buf, cap, "active=yes\nPROXYSHIM_TRUSTED=127.0.0.1/32\nconfig_file=none\n");
+    printf("version=%s\nactive=yes\nPROXYSHIM_TRUSTED=127.0.0.1/32\nconfig_file=none\n");
+    fflush(stdout);
+    _exit(0);
 }
-%s
 '''
 
 
-@pytest.mark.parametrize("other", ["0.9.0", None])
-def test_check_says_when_the_library_is_another_version(tmp_path, other):
-    """A library of another build (here a stand-in with the two functions --check calls, found
-    through PROXYSHIM_LIBRARY): version= is the library's, and a warning names both; a library
-    older than proxyshim_version() prints version=unknown."""
+def test_check_says_when_the_library_is_another_version(tmp_path):
+    """A library of another build (a stand-in run by --check through the loader, found through
+    PROXYSHIM_LIBRARY): version= is the library's, and a warning names both."""
     src = tmp_path / "fake.c"
-    src.write_text(FAKE_LIB % ('const char *proxyshim_version(void) { return "%s"; }' % other
-                               if other else ""))
+    src.write_text(FAKE_LIB % "0.9.0")
     lib = tmp_path / "libproxyshim.so"
-    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(lib), str(src)], check=True)
+    subprocess.run(["cc", "-shared", "-fPIC", "-Wl,-e,fake_entry", "-o", str(lib), str(src)], check=True)
     r = subprocess.run([WRAPPER, "--check"], env=clean_env(PROXYSHIM_LIBRARY=str(lib)),
                        capture_output=True, timeout=10)
     assert r.returncode == 0, r
     lines = r.stdout.decode().splitlines()
-    assert lines[:2] == ["library=%s" % lib, "version=%s" % (other or "unknown")], lines
+    assert lines[:3] == ["library=%s" % lib, "version=0.9.0", "active=yes"], lines
     assert r.stderr.decode() == (
-        "proxyshim: warning: %s is version %s, this proxyshim is version %s\n"
-        % (lib, other or "unknown (it has no proxyshim_version())", VERSION))
+        "proxyshim: warning: %s is version 0.9.0, this proxyshim is version %s\n" % (lib, VERSION))
+
+
+def test_check_refuses_a_library_older_than_its_entry_point(tmp_path):
+    """A library without an entry point (before 1.0.0, or not proxyshim's) cannot be run by
+    --check: exit 1, saying so, and nothing run."""
+    src = tmp_path / "old.c"
+    src.write_text("int proxyshim_settings(char *b, unsigned long n) { return 0; }\n")
+    lib = tmp_path / "libproxyshim.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(lib), str(src)], check=True)
+    r = subprocess.run([WRAPPER, "--check"], env=clean_env(PROXYSHIM_LIBRARY=str(lib)),
+                       capture_output=True, timeout=10)
+    assert r.returncode == 1 and r.stdout == b"", r
+    assert b"it has no entry point" in r.stderr and b"1.0.0" in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("trusted", ["127.0.0.1", None])
