@@ -16,6 +16,12 @@ LDHARD  := -Wl,-z,relro,-z,now,-z,noexecstack
 VERSION_NUM := $(shell cat VERSION)
 SOVERSION   := 1
 override CFLAGS += -DPROXYSHIM_VERSION='"$(VERSION_NUM)"'
+# The wrapper and the supervisor are linked statically (static-pie) where the C library's
+# static archive is there (Debian's libc6-dev has it; Fedora's is glibc-static): they then run
+# in any image. Without it they are linked dynamically, and work on this machine all the same.
+ifeq ($(origin STATIC_LD),undefined)
+STATIC_LD := $(shell printf 'int main(void){return 0;}\n' | $(CC) -x c - -static-pie -o /dev/null 2>/dev/null && echo -static-pie)
+endif
 
 PROTO_SRC   := $(wildcard shim/proto/*.c)
 # The core (no hooks): what both front-ends share. sys_direct.c gives it libc's functions where
@@ -71,7 +77,7 @@ $(BUILD)/testserver: tests/e2e/testserver.c
 # Linked statically (static-pie): it runs in glibc, musl (Alpine) and distroless images alike;
 # --check runs the library through the image's dynamic loader instead of dlopen()ing it.
 $(BUILD)/proxyshim: shim/cli/proxyshim.c $(HDRS) VERSION
-	$(CC) $(CFLAGS) -DPROXYSHIM_MULTIARCH='"$(shell $(CC) -print-multiarch 2>/dev/null)"' -static-pie -o $@ $< $(LDHARD)
+	$(CC) $(CFLAGS) -DPROXYSHIM_MULTIARCH='"$(shell $(CC) -print-multiarch 2>/dev/null)"' $(STATIC_LD) -o $@ $< $(LDHARD)
 
 # The supervisor (shim/supervise/): the core with libc's own functions behind it (what libcore.a
 # holds, linked as objects so that make builds no archive it does not ship), exec()ed by the
@@ -84,7 +90,7 @@ $(BUILD)/obj-static/%.o: %.c $(HDRS) Makefile VERSION
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -DPROXYSHIM_STATIC -fvisibility=hidden -c $< -o $@
 $(BUILD)/proxyshim-supervise: $(SUPERVISE_OBJ)
-	$(CC) $(CFLAGS) -static-pie -o $@ $(SUPERVISE_OBJ) $(LDHARD) -lpthread
+	$(CC) $(CFLAGS) $(STATIC_LD) -o $@ $(SUPERVISE_OBJ) $(LDHARD) -lpthread
 
 $(BUILD)/progs/%: tests/e2e/progs/%.c tests/e2e/progs/common.h
 	@mkdir -p $(@D)
