@@ -2,7 +2,9 @@
 the shim, a per-test time limit so a hung server fails its test instead of the run, and the
 apps marker."""
 import os
+import shutil
 import signal
+import tempfile
 
 import pytest
 
@@ -90,3 +92,12 @@ def ts(procs):
         procs.append(p)
         return p, port
     return start
+
+
+@pytest.fixture
+def world_dir():
+    """A folder a non-root user can reach (pytest's tmp_path is root's alone)."""
+    d = tempfile.mkdtemp(prefix="proxyshim-world-", dir="/tmp")
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)

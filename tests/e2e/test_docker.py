@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 
 import pytest
 
@@ -345,15 +344,6 @@ def test_seccomp_profile_is_the_runtime_default_plus_the_supervised_calls():
 
 
 # ---- the copy entrypoint, for real, as a non-root user ----
-
-@pytest.fixture
-def world_dir():
-    """A folder the non-root user can reach (pytest's tmp_path is root's alone)."""
-    d = tempfile.mkdtemp(prefix="proxyshim-docker-", dir="/tmp")
-    os.chmod(d, 0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
 
 def image_dir(base):
     """/proxyshim/ as the image holds it: root's files, the script beside them."""

@@ -23,7 +23,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 
 import pytest
 
@@ -427,15 +426,6 @@ def test_the_init_container_fills_the_folder_the_wrapper_runs_from(objects):
     assert env["PROXYSHIM_PORTS"] == str(ports["http"])
     assert env["PROXYSHIM_VERSION"] == "v2" and env["PROXYSHIM_MODE"] == "strict"
     assert app["readinessProbe"]["httpGet"]["port"] == "health" and ports["health"] != ports["http"]
-
-
-@pytest.fixture
-def world_dir():
-    """A folder the non-root user can reach (pytest's tmp_path is root's alone)."""
-    d = tempfile.mkdtemp(prefix="proxyshim-k8s-", dir="/tmp")
-    os.chmod(d, 0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def as_user(uid):
