@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -61,6 +62,7 @@ static _Atomic bool g_busy;
 static char g_path[300];
 static bool g_have_file;
 static bool g_closed; /* exit() ran: no more writes */
+static _Atomic int g_file_pid; /* the process that wrote the file (0: none): see shim_stats_exit() */
 static bool g_warned;
 
 /* Each result's usual series, written at 0 from the start (dashboards and rate() see them
@@ -201,6 +203,7 @@ static int write_locked(int pid)
 		return err;
 	}
 	g_have_file = true;
+	atomic_store(&g_file_pid, pid);
 	return 0;
 }
 
@@ -274,6 +277,16 @@ static void at_exit(void)
 	unlock();
 out:
 	errno = saved;
+}
+
+void shim_stats_exit(void)
+{
+	int mine = atomic_load(&g_file_pid);
+	/* Read-only until it is sure to be the writer itself: a vfork() child runs in this
+	 * memory, and changes nothing of it. */
+	if (mine == 0 || mine != (int)syscall(SYS_getpid))
+		return;
+	at_exit();
 }
 
 static void at_exit_once(void)
@@ -367,6 +380,7 @@ void shim_stats_atfork_child(void)
 	atomic_store(&g_busy, false);
 	g_path[0] = '\0';
 	g_have_file = false;
+	atomic_store(&g_file_pid, 0);
 	g_closed = false;
 	g_warned = false;
 	atomic_store(&g_started, false);

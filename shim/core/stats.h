@@ -27,6 +27,9 @@ void shim_stats_touch(void);
  * travel as the enum; only printing names them. */
 const char *shim_reason_name(enum shim_reason r);
 void shim_stats_atfork_child(void);
+/* The program ends through _exit() or _Exit() (preload/exit.c), where no atexit handler runs:
+ * removes its file as exit() does, in the process that wrote it only. Async-signal-safe. */
+void shim_stats_exit(void);
 /* The parked gauge: connections parked in the whole process. Kept here, where the file is
  * written; whoever parks (preload/park.c) adds and subtracts. The hooks' fast paths read it. */
 extern _Atomic unsigned shim_parked_total;

@@ -12,15 +12,17 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
-from util import (ROOT, Proc, child_pids, connect_from, exchange, free_port, recv_all, shim_env, v1_header,
+from util import (BUILD, LIB, ROOT, Proc, child_pids, connect_from, exchange, free_port, recv_all, shim_env, v1_header,
                   v2_header, wait_port)
 
 TRUSTED = "127.0.0.2"
+VFORKEXIT = os.path.join(BUILD, "progs", "vforkexit")
 UNTRUSTED = "127.0.0.3"
 PYTHON = "/usr/bin/python3"
 GET = b"GET /?%s HTTP/1.0\r\n\r\n"
@@ -332,6 +334,31 @@ def test_file_removed_at_normal_exit_left_by_a_crash(procs, tmp_path):
             assert p.p.wait(5) == -signal.SIGKILL
             assert summary(read(mine), p.pid) == ({("rewritten", "none", "2"): 1}, len(hdr), 0)
         assert os.listdir(os.path.dirname(path)) == ([] if how == "exit" else [os.path.basename(mine)])
+
+
+def test_file_removed_when_the_program_ends_through__exit(tmp_path):
+    """dash ends through _exit(), as do many daemons' children and Python's os._exit(): no
+    atexit handler runs there, and their files stayed. A vfork() child ending through _exit()
+    in the parent's memory removes nothing of the parent's: its file is there until the parent
+    ends."""
+    env = dict(os.environ, LD_PRELOAD=LIB, PROXYSHIM_TRUSTED="127.0.0.1")
+    for argv in (["/bin/dash", "-c", "exit 0"], [sys.executable, "-c", "import os; os._exit(0)"]):
+        d = tmp_path / os.path.basename(argv[0])
+        d.mkdir()
+        r = subprocess.run(argv, env=dict(env, PROXYSHIM_STATS=str(d / "s.prom")), capture_output=True, timeout=20)
+        assert r.returncode == 0, r
+        assert os.listdir(d) == [], (argv, os.listdir(d))
+    for how in ("_exit", "--exit"):
+        d = tmp_path / ("vfork" + how)
+        d.mkdir()
+        p = subprocess.Popen([VFORKEXIT] + ([how] if how == "--exit" else []), stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, env=dict(env, PROXYSHIM_STATS=str(d / "s.prom")))
+        assert p.stdout.readline() == b"child\n"
+        assert os.listdir(d) == ["s.prom"] and summary(read(str(d / "s.prom")), p.pid) is not None
+        p.stdin.write(b"go\n")
+        p.stdin.close()
+        assert p.wait(10) == 0
+        assert os.listdir(d) == [], (how, os.listdir(d))
 
 
 def test_unwritable_file_is_reported_once(procs, tmp_path):
