@@ -291,3 +291,42 @@ out:
 		shim_header_lowat_reset(c->fd);
 	return v;
 }
+
+/* ---- untrusted peers ---- */
+
+/* True when the bytes that have arrived on fd begin a PROXY header, v1 or v2, as far as they
+ * go: a balancer may split its header, and a piece of one ("PROX") is refused at once rather
+ * than waited for. Never waits: nothing queued yet (no TCP_DEFER_ACCEPT, lazy mode), EOF or an
+ * error is "no", and the program finds out for itself. */
+static bool starts_header(int fd)
+{
+	static const char v1[] = "PROXY ";
+	uint8_t buf[PP2_SIGNATURE_LEN];
+	ssize_t n;
+
+	do
+		n = real_recv(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	if (n <= 0)
+		return false;
+	return memcmp(buf, v1, (size_t)n < sizeof(v1) - 1 ? (size_t)n : sizeof(v1) - 1) == 0 ||
+	       memcmp(buf, PP2_SIGNATURE, (size_t)n) == 0;
+}
+
+bool shim_untrusted_closes(const struct shim_config *c, int fd, const struct sockaddr *peer, uint16_t lport)
+{
+	char addr[SHIM_ADDRSTR_LEN];
+
+	if (SHIM_UNLIKELY(c->untrusted_reject) && starts_header(fd)) {
+		shim_stat(SHIM_R_REJECTED, SHIM_REASON_UNTRUSTED, 0, 0);
+		if (shim_log_on(SHIM_LOG_WARN))
+			shim_log(SHIM_LOG_WARN, "event=reject reason=untrusted peer=%s port=%u",
+				 shim_sa_str(peer, addr), lport);
+		return true;
+	}
+	shim_stat(SHIM_R_UNTRUSTED, SHIM_REASON_NONE, 0, 0);
+	/* The balancer's real address when PROXYSHIM_TRUSTED names another: the line to look for. */
+	if (SHIM_UNLIKELY(shim_log_on(SHIM_LOG_DEBUG)))
+		shim_log(SHIM_LOG_DEBUG, "event=untrusted peer=%s port=%u", shim_sa_str(peer, addr), lport);
+	return false;
+}

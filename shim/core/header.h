@@ -45,5 +45,10 @@ void shim_header_lowat_reset(int fd);
  * where pr stands (zeroed: from the start). */
 enum shim_verdict shim_take_header(const struct shim_conn_ref *c, struct shim_progress *pr, uint64_t deadline);
 uint64_t shim_now_ms(void);
+struct shim_config;
+/* A connection from a peer outside PROXYSHIM_TRUSTED (on a covered listener): counted, and
+ * true when it is to be closed (PROXYSHIM_UNTRUSTED=reject and its first bytes start a header;
+ * never waits), logged then; else it passes untouched. Both front-ends' accept. */
+bool shim_untrusted_closes(const struct shim_config *c, int fd, const struct sockaddr *peer, uint16_t lport);
 
 #endif

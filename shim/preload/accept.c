@@ -10,44 +10,6 @@
 
 #include "shim.h"
 
-/* True when the bytes that have arrived on fd begin a PROXY header, v1 or v2, as far as they
- * go: a balancer may split its header, and a piece of one ("PROX") is refused at once rather
- * than waited for. Never waits: nothing queued yet (no TCP_DEFER_ACCEPT, lazy mode), EOF or an
- * error is "no", and the program finds out for itself. */
-static bool starts_header(int fd)
-{
-	static const char v1[] = "PROXY ";
-	uint8_t buf[PP2_SIGNATURE_LEN];
-	ssize_t n;
-
-	do
-		n = real_recv(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
-	while (n < 0 && errno == EINTR);
-	if (n <= 0)
-		return false;
-	return memcmp(buf, v1, (size_t)n < sizeof(v1) - 1 ? (size_t)n : sizeof(v1) - 1) == 0 ||
-	       memcmp(buf, PP2_SIGNATURE, (size_t)n) == 0;
-}
-
-/* A connection from a peer outside PROXYSHIM_TRUSTED: true when it is to be closed. */
-static bool untrusted(const struct shim_config *c, int fd, const struct sockaddr *peer, uint16_t lport)
-{
-	char addr[SHIM_ADDRSTR_LEN];
-
-	if (SHIM_UNLIKELY(c->untrusted_reject) && starts_header(fd)) {
-		shim_stat(SHIM_R_REJECTED, SHIM_REASON_UNTRUSTED, 0, 0);
-		if (shim_log_on(SHIM_LOG_WARN))
-			shim_log(SHIM_LOG_WARN, "event=reject reason=untrusted peer=%s port=%u",
-				 shim_sa_str(peer, addr), lport);
-		return true;
-	}
-	shim_stat(SHIM_R_UNTRUSTED, SHIM_REASON_NONE, 0, 0);
-	/* The balancer's real address when PROXYSHIM_TRUSTED names another: the line to look for. */
-	if (SHIM_UNLIKELY(shim_log_on(SHIM_LOG_DEBUG)))
-		shim_log(SHIM_LOG_DEBUG, "event=untrusted peer=%s port=%u", shim_sa_str(peer, addr), lport);
-	return false;
-}
-
 /* A signal interrupted the shim's wait for a blocking accept(). The kernel would have restarted
  * accept() itself if the handler has SA_RESTART; which signal it was is not known here, so
  * the call restarts only when every caught signal would have restarted it. */
@@ -122,7 +84,7 @@ static int take_one(struct shim_fd *l, int lfd, struct sockaddr *addr, socklen_t
 			return -errno;
 		shim_fd_clear(fd);
 		if (!shim_trusted(c, (const struct sockaddr *)&ss)) {
-			if (untrusted(c, fd, (const struct sockaddr *)&ss, ntohs(l->local.port))) {
+			if (shim_untrusted_closes(c, fd, (const struct sockaddr *)&ss, ntohs(l->local.port))) {
 				real_close(fd);
 				continue;
 			}

@@ -189,40 +189,6 @@ static bool finish(struct hold *h, int e)
 	return true;
 }
 
-/* PROXYSHIM_UNTRUSTED=reject: the first bytes an untrusted peer sent start a header. As the
- * library's accept.c: never waits. */
-static bool starts_header(int fd)
-{
-	static const char v1[] = "PROXY ";
-	uint8_t buf[PP2_SIGNATURE_LEN];
-	ssize_t n;
-
-	do
-		n = recv(fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
-	while (n < 0 && errno == EINTR);
-	if (n <= 0)
-		return false;
-	return memcmp(buf, v1, (size_t)n < sizeof(v1) - 1 ? (size_t)n : sizeof(v1) - 1) == 0 ||
-	       memcmp(buf, PP2_SIGNATURE, (size_t)n) == 0;
-}
-
-static bool untrusted_closes(const struct shim_config *c, struct pend *p)
-{
-	char addr[SHIM_ADDRSTR_LEN];
-	const struct sockaddr *peer = (const struct sockaddr *)&p->peer_sa;
-
-	if (c->untrusted_reject && starts_header(p->fd)) {
-		shim_stat(SHIM_R_REJECTED, SHIM_REASON_UNTRUSTED, 0, 0);
-		shim_log(SHIM_LOG_WARN, "event=reject reason=untrusted peer=%s port=%u", shim_sa_str(peer, addr),
-			 p->lport);
-		return true;
-	}
-	shim_stat(SHIM_R_UNTRUSTED, SHIM_REASON_NONE, 0, 0);
-	if (shim_log_on(SHIM_LOG_DEBUG))
-		shim_log(SHIM_LOG_DEBUG, "event=untrusted peer=%s port=%u", shim_sa_str(peer, addr), p->lport);
-	return false;
-}
-
 /* Writes the address the program is to see, per accept()'s contract (at most *addrlen bytes,
  * *addrlen = the full size). 0 or a negative errno. */
 static int write_addr(pid_t tid, uint64_t uaddr, uint64_t ulenp, socklen_t ulen, const struct shim_addr *client,
@@ -339,7 +305,7 @@ static bool accept_step(struct hold *h)
 				p->lcookie = h->lcookie;
 				p->lport = h->lport;
 				if (!shim_trusted(c, (const struct sockaddr *)&ss)) {
-					if (untrusted_closes(c, p)) {
+					if (shim_untrusted_closes(c, p->fd, (const struct sockaddr *)&p->peer_sa, p->lport)) {
 						pend_free(p);
 						continue;
 					}
