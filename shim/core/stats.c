@@ -60,9 +60,8 @@ const char *shim_reason_name(enum shim_reason r)
  * child, and pthread_mutex_trylock() would need glibc 2.34. */
 static _Atomic bool g_busy;
 static char g_path[300];
-static bool g_have_file;
 static bool g_closed; /* exit() ran: no more writes */
-static _Atomic int g_file_pid; /* the process that wrote the file (0: none): see shim_stats_exit() */
+static _Atomic int g_file_pid; /* the process that wrote the file (0: none yet, or removed) */
 static bool g_warned;
 
 /* Each result's usual series, written at 0 from the start (dashboards and rate() see them
@@ -202,7 +201,6 @@ static int write_locked(int pid)
 		unlink(tmp);
 		return err;
 	}
-	g_have_file = true;
 	atomic_store(&g_file_pid, pid);
 	return 0;
 }
@@ -271,9 +269,9 @@ static void at_exit(void)
 		nanosleep(&pause, NULL);
 	}
 	g_closed = true;
-	if (g_have_file && writer_of(g_path) == (int)getpid())
+	if (atomic_load(&g_file_pid) == (int)getpid() && writer_of(g_path) == (int)getpid())
 		unlink(g_path);
-	g_have_file = false;
+	atomic_store(&g_file_pid, 0);
 	unlock();
 out:
 	errno = saved;
@@ -379,7 +377,6 @@ void shim_stats_atfork_child(void)
 	 * named at its first write. The parent's writer may have been writing (g_busy). */
 	atomic_store(&g_busy, false);
 	g_path[0] = '\0';
-	g_have_file = false;
 	atomic_store(&g_file_pid, 0);
 	g_closed = false;
 	g_warned = false;
