@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/time.h>
 #include <time.h>
 
 #include "proxyshim_proto.h"
@@ -290,6 +291,15 @@ out:
 	if (lowat)
 		shim_header_lowat_reset(c->fd);
 	return v;
+}
+
+uint64_t shim_rcvtimeo_deadline(int fd)
+{
+	struct timeval tv = {0, 0};
+	socklen_t tl = sizeof(tv);
+	if (getsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, &tl) < 0 || (tv.tv_sec <= 0 && tv.tv_usec <= 0))
+		return 0;
+	return shim_now_ms() + (uint64_t)tv.tv_sec * 1000 + ((uint64_t)tv.tv_usec + 999) / 1000;
 }
 
 /* ---- untrusted peers ---- */

@@ -45,6 +45,10 @@ void shim_header_lowat_reset(int fd);
  * where pr stands (zeroed: from the start). */
 enum shim_verdict shim_take_header(const struct shim_conn_ref *c, struct shim_progress *pr, uint64_t deadline);
 uint64_t shim_now_ms(void);
+/* When a blocking accept() on the listener fd gives up (EAGAIN) by its SO_RCVTIMEO, in
+ * shim_now_ms() terms from now; 0: never. Both front-ends honour it while a header is on its
+ * way (the kernel's own accept() does otherwise). */
+uint64_t shim_rcvtimeo_deadline(int fd);
 struct shim_config;
 /* A connection from a peer outside PROXYSHIM_TRUSTED (on a covered listener): counted, and
  * true when it is to be closed (PROXYSHIM_UNTRUSTED=reject and its first bytes start a header;

@@ -26,18 +26,6 @@ static bool restartable(void)
 	return all;
 }
 
-/* When a blocking accept() on lfd gives up (EAGAIN), by its SO_RCVTIMEO: 0 for never. Read
- * once a call, when the call first waits on parked connections (the kernel's own accept()
- * honours it otherwise). */
-static uint64_t rcvtimeo_deadline(int lfd)
-{
-	struct timeval tv = {0, 0};
-	socklen_t tl = sizeof(tv);
-	if (getsockopt(lfd, SOL_SOCKET, SO_RCVTIMEO, &tv, &tl) < 0 || (tv.tv_sec <= 0 && tv.tv_usec <= 0))
-		return 0;
-	return shim_now_ms() + (uint64_t)tv.tv_sec * 1000 + ((uint64_t)tv.tv_usec + 999) / 1000;
-}
-
 /* The next connection on the covered listener l (fd lfd), its header taken: its fd, or a
  * negative errno (the kernel's accept() answer, or -EINTR). May change errno on the way. */
 static int take_one(struct shim_fd *l, int lfd, struct sockaddr *addr, socklen_t *addrlen,
@@ -66,7 +54,7 @@ static int take_one(struct shim_fd *l, int lfd, struct sockaddr *addr, socklen_t
 			if (shim_park_blocking(l) && shim_park_pending(l)) {
 				int w;
 				if (!timeo_read) {
-					give_up = rcvtimeo_deadline(lfd);
+					give_up = shim_rcvtimeo_deadline(lfd);
 					timeo_read = true;
 				}
 				w = shim_park_wait(l, lfd, give_up);

@@ -553,15 +553,11 @@ static void on_accept(const struct seccomp_notif *n, bool four)
 	h->flags = flags;
 	fl = fcntl(lfd, F_GETFL); /* the open file's flags: the program's own */
 	h->nonblock = fl >= 0 && (fl & O_NONBLOCK);
-	if (!h->nonblock) {
-		/* The kernel's blocking accept() gives up with EAGAIN after the listener's
-		 * SO_RCVTIMEO: so does a held call (a connection mid-header then waits in the stash
-		 * for the next call, as a queued one would). */
-		struct timeval tv = {0, 0};
-		socklen_t tl = sizeof(tv);
-		if (getsockopt(lfd, SOL_SOCKET, SO_RCVTIMEO, &tv, &tl) == 0 && (tv.tv_sec > 0 || tv.tv_usec > 0))
-			h->give_up = shim_now_ms() + (uint64_t)tv.tv_sec * 1000 + ((uint64_t)tv.tv_usec + 999) / 1000;
-	}
+	/* The kernel's blocking accept() gives up with EAGAIN after the listener's SO_RCVTIMEO:
+	 * so does a held call (a connection mid-header then waits in the stash for the next
+	 * call, as a queued one would). */
+	if (!h->nonblock)
+		h->give_up = shim_rcvtimeo_deadline(lfd);
 	h->next = g_holds;
 	g_holds = h;
 	h->want_addr = n->data.args[1] != 0;
