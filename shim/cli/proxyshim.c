@@ -675,9 +675,9 @@ static const char *const loaders[] = {NULL};
  * library can be in it), so it cannot dlopen() the library; it runs it instead, through this
  * image's dynamic loader (`LOADER LIBRARY`: the library's entry point, shim/preload/
  * selfcheck.c, prints "version=V" and proxyshim_settings()'s lines with the settings this
- * environment gives, or ends with the library's one-line error and exit 1). Returns the
- * bytes read into buf (NUL-terminated); dies when the library cannot be run. */
-static size_t library_report(const char *lib, char *buf, size_t cap)
+ * environment gives, or ends with the library's one-line error and exit 1), read into buf
+ * (NUL-terminated); dies when the library cannot be run. */
+static void library_report(const char *lib, char *buf, size_t cap)
 {
 	const char *loader = NULL;
 	struct elf_info info;
@@ -697,10 +697,13 @@ static size_t library_report(const char *lib, char *buf, size_t cap)
 	for (int i = 0; loaders[i] != NULL && loader == NULL; i++)
 		if (access(loaders[i], X_OK) == 0)
 			loader = loaders[i];
-	if (loader == NULL)
-		die(1, "cannot load %s: this system has no dynamic loader (%s%s%s), so no program here "
-		    "can load the library; statically linked programs run supervised",
-		    lib, loaders[0] ? loaders[0] : "", loaders[0] && loaders[1] ? ", ..." : "", "");
+	if (loader == NULL) {
+		char tried[256] = "";
+		for (int i = 0; loaders[i] != NULL; i++)
+			snprintf(tried + strlen(tried), sizeof(tried) - strlen(tried), "%s%s", i ? ", " : "", loaders[i]);
+		die(1, "cannot load %s: this system has no dynamic loader (%s), so no program here can load "
+		    "the library; statically linked programs run supervised", lib, tried);
+	}
 	if (pipe2(pfd, O_CLOEXEC) != 0)
 		die(1, "pipe: %s", strerror(errno));
 	fflush(stdout);
@@ -737,7 +740,6 @@ static size_t library_report(const char *lib, char *buf, size_t cap)
 		die(1, "cannot load %s with %s (exit %d%s)", lib, loader, WIFEXITED(st) ? WEXITSTATUS(st) : -1,
 		    WIFEXITED(st) && WEXITSTATUS(st) == 0 ? ": not a proxyshim library of this version?" : "");
 	}
-	return len;
 }
 
 /* --check: the library validates the settings as it would in a program (printing one line
