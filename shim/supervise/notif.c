@@ -553,15 +553,15 @@ static void on_accept(const struct seccomp_notif *n, bool four)
 	h->flags = flags;
 	fl = fcntl(lfd, F_GETFL); /* the open file's flags: the program's own */
 	h->nonblock = fl >= 0 && (fl & O_NONBLOCK);
-	/* The kernel's blocking accept() gives up with EAGAIN after the listener's SO_RCVTIMEO:
-	 * so does a held call (a connection mid-header then waits in the stash for the next
-	 * call, as a queued one would). */
-	if (!h->nonblock)
-		h->give_up = shim_rcvtimeo_deadline(lfd);
 	h->next = g_holds;
 	g_holds = h;
 	h->want_addr = n->data.args[1] != 0;
-	accept_step(h);
+	/* Held (a blocking listener that must wait): the kernel's blocking accept() gives up with
+	 * EAGAIN after the listener's SO_RCVTIMEO, and so does a held call (a connection
+	 * mid-header then waits in the stash for the next call, as a queued one would). Asked only
+	 * then: a call served at once costs no system call for it. */
+	if (!accept_step(h) && !h->nonblock)
+		h->give_up = shim_rcvtimeo_deadline(h->lfd);
 }
 
 /* getpeername(): the header's client; getsockname() (trapped under PROXYSHIM_LOCAL_ADDR=header):
